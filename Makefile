@@ -1,0 +1,64 @@
+# Every target bootstraps .venv on first use: a machine with python3 and make is enough.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+EXP     ?= experiments/default.toml
+ARCH    ?= bn_dropout
+DATA    ?=
+EPOCHS  ?= 10
+WORKERS ?= 2
+HOST    ?= 127.0.0.1
+PORT    ?= 5000
+ORACLE_PORT ?= 8000
+MLFLOW_TRACKING_URI ?= sqlite:///mlruns/mlflow.db
+export MLFLOW_TRACKING_URI
+
+DATA_OPT = $(if $(DATA),--data $(DATA),)
+
+.PHONY: install test test-slow test-all train sweep sweep-distributed ui bench data clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install catdog with its dependencies
+
+test: $(STAMP)  ## the default suite (slow tests excluded)
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
+
+test-slow: $(STAMP)  ## slow tests: subprocess resume, distributed sweep, model serving
+	$(BIN)/python -m pytest -m slow -q --durations=15
+
+test-all: $(STAMP)  ## every test
+	$(BIN)/python -m pytest -q --durations=15
+
+data: $(STAMP)  ## download the data (Kaggle with credentials, else PetImages) and prepare it
+	$(BIN)/catdog data download
+	$(BIN)/catdog data prepare $$(ls -t data/*.zip | head -1)
+
+train: $(STAMP)  ## one tracked run: make train ARCH=bn_dropout DATA=path EPOCHS=2
+	$(BIN)/catdog train --arch $(ARCH) $(DATA_OPT) --epochs $(EPOCHS)
+
+sweep: $(STAMP)  ## the main job: make sweep [EXP=experiments/quick.toml] [DATA=path]
+	$(BIN)/catdog sweep $(EXP) $(DATA_OPT)
+
+sweep-distributed: $(STAMP)  ## tracking server + KerasTuner chief + WORKERS workers on this machine
+	$(BIN)/python -m catdog.distributed $(EXP) $(DATA_OPT) --workers $(WORKERS) --oracle-port $(ORACLE_PORT)
+
+ui: $(STAMP)  ## MLflow UI for the project's store on http://127.0.0.1:5000
+	mkdir -p mlruns
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
+
+bench: $(STAMP)  ## performance benchmark on ../shared/data/dogs-vs-cats-mini (or DATA=)
+	$(BIN)/python -m catdog.bench $(DATA_OPT)
+
+clean:  ## remove tuner state, caches and build files (keeps mlruns/ and data/)
+	rm -rf .tuner .pytest_cache build dist *.egg-info data/cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,7 @@
+"""catdog: compare CNN architectures on Dogs-vs-Cats, every experiment tracked in MLflow.
+
+Data flows one way: source -> prepared dataset (manifest) -> tf.data pipeline -> model ->
+tuner -> tracking -> compare / register / serve.
+"""
+
+__version__ = "0.1.0"

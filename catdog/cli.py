@@ -1,0 +1,313 @@
+"""The `catdog` command: a thin click layer. Each command parses options, calls one library
+function that returns a value, and prints it. Errors a user can cause are one sentence and a
+non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import click
+
+from catdog.errors import CatdogError
+from catdog.log import setup as setup_logging
+
+
+def _friendly(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CatdogError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _quiet_tensorflow():
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="catdog")
+def main():
+    """Compare CNN architectures on Dogs-vs-Cats, every experiment tracked in MLflow."""
+    setup_logging()
+    _quiet_tensorflow()
+
+
+# ---------------------------------------------------------------------------------------- data
+@main.group()
+def data():
+    """Get and prepare the photos."""
+
+
+@data.command("download")
+@click.option("--source", type=click.Choice(["kaggle", "petimages"]), default=None,
+              help="Default: kaggle when credentials exist, else Microsoft's PetImages.")
+@click.option("--dataset", default="salader/dogs-vs-cats", show_default=True,
+              help="Kaggle dataset slug.")
+@click.option("--dest", default="data", show_default=True, type=click.Path())
+@_friendly
+def data_download(source, dataset, dest):
+    """Download the photos (Kaggle API, or PetImages without an account)."""
+    from catdog.data.download import download
+
+    click.echo(download(source=source, dataset=dataset, dest=dest))
+
+
+@data.command("prepare")
+@click.argument("source", type=click.Path())
+@click.option("--dest", type=click.Path(), default=None,
+              help="Default: data/prepared/<source name>.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True)
+@click.option("--test-fraction", type=float, default=0.2, show_default=True,
+              help="Held out only where the source has no test split.")
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing prepared dataset.")
+@_friendly
+def data_prepare(source, dest, val_fraction, test_fraction, seed, overwrite):
+    """Validate, clean, de-duplicate and split a zip or folder (salader, PetImages or flat)."""
+    from pathlib import Path
+
+    from catdog.data.prepare import prepare
+
+    if dest is None:
+        name = Path(source).name.removesuffix(".zip")
+        dest = Path("data") / "prepared" / name
+    result = prepare(source, dest, val_fraction=val_fraction, test_fraction=test_fraction,
+                     seed=seed, overwrite=overwrite)
+    click.echo(json.dumps({"root": str(result.root), "digest": result.digest,
+                           "counts": result.counts}, indent=2))
+
+
+# --------------------------------------------------------------------------------------- archs
+@main.command()
+@click.option("--image-size", type=int, default=None,
+              help="Count parameters at this size (default: each architecture's own).")
+@click.option("--pattern", default="*", show_default=True, help="Filter names, e.g. 'res*'.")
+@_friendly
+def archs(image_size, pattern):
+    """List the registered architectures with their parameter counts."""
+    from catdog import models
+
+    rows = []
+    for name in models.names(pattern):
+        entry = models.get(name)
+        size = image_size or entry.default_image_size
+        rows.append((name, entry.family, size, entry.build(image_size=size).count_params(),
+                     entry.description))
+    click.echo(f"{'name':<11} {'family':<9} {'size':>4} {'params':>11}  description")
+    for name, family, size, count, desc in rows:
+        click.echo(f"{name:<11} {family:<9} {size:>4} {count:>11,}  {desc}")
+
+
+# --------------------------------------------------------------------------------------- train
+def _default_data(data):
+    if data:
+        return data
+    from catdog.data.prepare import latest_prepared
+
+    found = latest_prepared()
+    if found is None:
+        raise CatdogError("no prepared data found under data/prepared; pass --data with a zip or "
+                          "folder, or run `catdog data download` first")
+    return found
+
+
+@main.command()
+@click.option("--arch", required=True, help="A registered architecture (see `catdog archs`).")
+@click.option("--data", default=None, help="A prepared dataset, or a zip/folder to prepare once.")
+@click.option("--image-size", type=int, default=None, help="Default: the architecture's own.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--lr", type=float, default=None, help="Default: the architecture's default.")
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--patience", type=int, default=3, show_default=True,
+              help="Early-stopping patience on val_accuracy (best weights are restored).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32",
+              show_default=True, help="auto: fp16 on GPUs, bf16 on CPUs that have it.")
+@click.option("--experiment", default="catdog", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="Fix any hyperparameter, e.g. --set dropout=0.3 --set optimizer=sgd.")
+@_friendly
+def train(arch, data, image_size, batch_size, epochs, lr, seed, patience, precision, experiment,
+          overrides):
+    """Train one architecture and record the run in MLflow."""
+    from catdog.train import train as run_train
+
+    result = run_train(arch, _default_data(data), image_size=image_size, batch_size=batch_size,
+                       epochs=epochs, lr=lr, seed=seed, patience=patience, precision=precision,
+                       experiment=experiment, hparams=_parse_overrides(overrides))
+    click.echo(json.dumps({"run_id": result.run_id, "model_uri": result.model_uri,
+                           **result.summary, "seconds": round(result.seconds, 1)}, indent=2))
+
+
+def _parse_overrides(pairs) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise CatdogError(f"--set expects NAME=VALUE, got {pair!r}")
+        name, raw = pair.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[name.strip()] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------- sweep
+@main.command()
+@click.argument("experiment_file", required=False, type=click.Path())
+@click.option("--arch", "archs", multiple=True, help="Architectures to sweep (repeat).")
+@click.option("--tuner", type=click.Choice(["hyperband", "random", "bayesian"]), default=None)
+@click.option("--max-trials", "trials", type=int, default=None, help="Trials per architecture.")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs per trial.")
+@click.option("--image-size", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--time-limit", "time_limit_minutes", type=float, default=None,
+              help="Wall-clock limit for the whole sweep, in minutes.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None)
+@click.option("--data", default=None, help="A prepared dataset, or a zip/folder to prepare once.")
+@click.option("--experiment", default=None, help="MLflow experiment (default: catdog).")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming this sweep.")
+@_friendly
+def sweep(experiment_file, fresh, **options):
+    """Run (or resume) a KerasTuner sweep over architectures, tracked in MLflow."""
+    from catdog import experiment, sweep as sweep_mod
+
+    cfg = experiment.load(experiment_file, **options)
+    result = sweep_mod.run(cfg, fresh=fresh)
+    click.echo(json.dumps({"sweep": result.key, "parent_run_id": result.parent_run_id,
+                           "stopped_early": result.stopped_early,
+                           "seconds": round(result.seconds, 1),
+                           "best": {a: {"val_accuracy": r.get("best_val_accuracy"),
+                                        "run_id": r.get("run_id"),
+                                        "hyperparameters": r.get("hyperparameters")}
+                                    for a, r in result.archs.items()}}, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------- compare
+@main.command()
+@click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
+@click.option("--arch", "archs", multiple=True, help="Architectures to show side by side.")
+@click.option("--metric", default="val_accuracy", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(), default="comparison.png",
+              show_default=True, help="Where to write the comparison plot.")
+@click.option("--experiment", default="catdog", show_default=True)
+@_friendly
+def compare(sweep, archs, metric, fmt, plot_path, experiment):
+    """Compare a sweep's architectures: best trial each, overfitting gap, speed."""
+    from catdog import compare as compare_mod
+
+    table = compare_mod.compare(sweep, tuple(archs), metric, experiment)
+    click.echo(compare_mod.render(table, fmt))
+    path = compare_mod.plot(table, plot_path)
+    compare_mod.log_to_parent(table.attrs["sweep_run_id"], table)
+    click.echo(f"plot written to {path} and logged to sweep run {table.attrs['sweep_run_id']}",
+               err=True)
+
+
+# ------------------------------------------------------------------------------------ register
+@main.command()
+@click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
+@click.option("--arch", default=None, help="Only consider this architecture.")
+@click.option("--metric", default="val_accuracy", show_default=True,
+              help="Validation metric that picks the model (never a test metric).")
+@click.option("--name", default="catdog", show_default=True, help="Registered model name.")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--force", is_flag=True, help="Move the alias even if the model is not better.")
+@click.option("--experiment", default="catdog", show_default=True)
+@_friendly
+def register(sweep, arch, metric, name, alias, force, experiment):
+    """Register a sweep's best model; make it the champion if it beats the current one on test."""
+    from catdog.register import register as run_register
+
+    if not metric.startswith("val_"):
+        raise CatdogError(f"--metric must be a validation metric (val_*), got {metric!r}: the "
+                          "test split is never used to choose a model")
+    r = run_register(sweep, arch, metric, name, alias, force, experiment)
+    click.echo(json.dumps({"name": r.name, "version": r.version, "arch": r.arch,
+                           "run_id": r.run_id, metric: r.val_metric, "test": r.test,
+                           "alias": r.alias, "promoted": r.promoted, "reason": r.reason,
+                           "new_version": r.created}, indent=2))
+
+
+# ------------------------------------------------------------------------- evaluate / predict
+@main.command()
+@click.option("--model", "model_uri", default="models:/catdog@champion", show_default=True,
+              help="models:/, runs:/ or a logged model's URI, or a local path.")
+@click.option("--data", required=True, type=click.Path(),
+              help="cats/ and dogs/ folders, a salader root (uses test/), or a prepared dataset.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@_friendly
+def evaluate(model_uri, data, fmt):
+    """Evaluate a model on any labelled folder."""
+    from catdog.inference import evaluate as run_evaluate
+
+    r = run_evaluate(model_uri, data)
+    if fmt == "json":
+        click.echo(json.dumps(r, indent=2))
+        return
+    cm = r["confusion"]
+    click.echo(f"model     {r['model']}\ndata      {r['data']} ({r['n']} images, "
+               f"{len(r['skipped'])} unreadable skipped)\n"
+               f"accuracy  {r['accuracy']:.4f}\nloss      {r['loss']:.4f}\n"
+               f"roc_auc   {r['auc']:.4f}\n\n"
+               f"class  precision  recall\n"
+               f"cat    {r['precision_cat']:9.4f}  {r['recall_cat']:6.4f}\n"
+               f"dog    {r['precision_dog']:9.4f}  {r['recall_dog']:6.4f}\n\n"
+               f"confusion (rows true, cols predicted)\n"
+               f"        cat    dog\ncat  {cm[0][0]:6d} {cm[0][1]:6d}\n"
+               f"dog  {cm[1][0]:6d} {cm[1][1]:6d}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "model_uri", default="models:/catdog@champion", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@_friendly
+def predict(paths, model_uri, fmt):
+    """Label images (files or folders) as cat or dog, with the probability of "dog"."""
+    import csv
+    import io
+    from dataclasses import asdict
+
+    from catdog.inference import predict as run_predict
+
+    preds = run_predict(list(paths), model_uri)
+    if fmt == "json":
+        click.echo(json.dumps([asdict(p) for p in preds], indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["path", "label", "p_dog", "error"])
+        writer.writeheader()
+        writer.writerows(asdict(p) for p in preds)
+        click.echo(buf.getvalue().rstrip())
+    else:
+        for p in preds:
+            if p.error:
+                click.echo(f"{p.path}\terror: {p.error}")
+            else:
+                click.echo(f"{p.path}\t{p.label}\tp_dog={p.p_dog:.4f}")
+    failed = sum(p.error is not None for p in preds)
+    if failed:
+        click.echo(f"error: {failed} of {len(preds)} images could not be read", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

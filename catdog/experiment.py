@@ -1,0 +1,139 @@
+"""Sweep files: TOML in experiments/ that state only what differs from the defaults below.
+
+Precedence: command-line options > the sweep file > these defaults. An option left unset on the
+command line (None) never overrides the file.
+
+    archs = ["baseline", "vgg"]        # default: every registered architecture
+    tuner = "hyperband"                # hyperband | random | bayesian
+    trials = 10                        # trials per architecture (same for every one)
+    epochs = 10                        # maximum epochs per trial
+    time_limit_minutes = 60            # optional wall-clock limit for the whole sweep
+    image_size = 128
+    batch_size = 32
+    seed = 1337
+    data = "path/to/zip-or-folder"     # or a prepared dataset
+    [hp]                               # fixed (scalar), narrowed (list = choice,
+    augment = 0.1                      #   {min, max[, step, sampling]} = range), every arch
+    [hp.vgg]                           # ... or one architecture only
+    width = [16, 32]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from catdog.errors import CatdogError
+
+TUNERS = ("hyperband", "random", "bayesian")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "sweep"
+    archs: tuple[str, ...] = ()
+    tuner: str = "hyperband"
+    trials: int = 10
+    epochs: int = 10
+    time_limit_minutes: float | None = None
+    image_size: int = 128
+    batch_size: int = 32
+    seed: int = 1337
+    patience: int = 3
+    precision: str = "fp32"
+    hyperband_factor: int = 3
+    data: str | None = None
+    experiment: str = "catdog"
+    hp: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, data_digest: str) -> str:
+        """Identity of the sweep for resuming: everything that changes what a trial means."""
+        ident = {k: v for k, v in asdict(self).items()
+                 if k not in ("data", "time_limit_minutes", "experiment")}
+        ident["data_digest"] = data_digest
+        blob = json.dumps(ident, sort_keys=True, default=list).encode()
+        return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+    def hp_for(self, arch: str, declared: dict[str, Any]) -> dict[str, Any]:
+        """This architecture's fixed/narrowed hyperparameters: the global ones it declares
+        (dropout means nothing to `baseline`), then its own table, which wins."""
+        common = {k: v for k, v in self.hp.items()
+                  if (not isinstance(v, dict) or _is_range(v)) and k in declared}
+        own = self.hp.get(arch) if isinstance(self.hp.get(arch), dict) and not _is_range(
+            self.hp.get(arch)) else {}
+        return {**common, **own}
+
+
+def _is_range(v) -> bool:
+    return isinstance(v, dict) and "min" in v and "max" in v
+
+
+def load(path: str | Path | None, **overrides) -> SweepConfig:
+    """Read a sweep file (or none) and apply command-line overrides that are not None."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise CatdogError(f"sweep file {path} does not exist")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise CatdogError(f"sweep file {path} is not valid TOML: {exc}") from None
+        values.setdefault("name", path.stem)
+        if "data" in values and not Path(values["data"]).is_absolute():
+            # Paths in a sweep file are relative to the project (where make runs), as written.
+            values["data"] = str(values["data"])
+    known = {f.name for f in fields(SweepConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise CatdogError(f"unknown key(s) {', '.join(sorted(unknown))} in {path}; "
+                          f"known keys: {', '.join(sorted(known))}")
+    cfg = SweepConfig(**{k: tuple(v) if k == "archs" else v for k, v in values.items()})
+    cfg = replace(cfg, **{k: (tuple(v) if k == "archs" else v)
+                          for k, v in overrides.items() if v not in (None, ())})
+    return validate(cfg)
+
+
+def validate(cfg: SweepConfig) -> SweepConfig:
+    from catdog import models
+
+    archs = cfg.archs or tuple(models.names())
+    for a in archs:
+        models.get(a)  # unknown name -> error listing the known ones
+    if cfg.tuner not in TUNERS:
+        raise CatdogError(f"unknown tuner {cfg.tuner!r}; choose one of {', '.join(TUNERS)}")
+    for name, value in (("trials", cfg.trials), ("epochs", cfg.epochs),
+                        ("image_size", cfg.image_size), ("batch_size", cfg.batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise CatdogError(f"{name} must be a positive integer, got {value!r}")
+    for key, value in cfg.hp.items():
+        if isinstance(value, dict) and not _is_range(value):
+            models.get(key)  # a per-architecture table must name a known architecture
+    return replace(cfg, archs=tuple(archs))
+
+
+def apply_hp(hp, spec: dict[str, Any], declared: dict[str, Any]) -> None:
+    """Register fixed/narrowed hyperparameters before the builder declares its own.
+
+    `declared` is the builder's own search space (name -> default); a name it does not declare
+    is an error, so a typo in a sweep file cannot silently do nothing.
+    """
+    for name, value in spec.items():
+        if name not in declared:
+            raise CatdogError(f"hyperparameter {name!r} is not in this architecture's search "
+                              f"space; it declares: {', '.join(sorted(declared))}")
+        if isinstance(value, list):
+            hp.Choice(name, value)
+        elif _is_range(value):
+            lo, hi = value["min"], value["max"]
+            if isinstance(lo, int) and isinstance(hi, int) and isinstance(declared[name], int):
+                hp.Int(name, lo, hi, step=value.get("step", 1))
+            else:
+                hp.Float(name, float(lo), float(hi), step=value.get("step"),
+                         sampling=value.get("sampling", "linear"))
+        else:
+            hp.Fixed(name, value)

@@ -1,0 +1,171 @@
+"""Use a trained model: load it from any URI, evaluate it on a labelled folder, predict files.
+
+Every image goes through the same two steps as training: `check_image` (decode fully, convert
+grayscale/CMYK/RGBA/PNG to an RGB JPEG, as `prepare` did) and `decode_resize` (the pipeline's
+decode and resize). So a photo is seen by the model exactly as it was during training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from catdog.data.images import LABELS, check_image
+from catdog.errors import CatdogError
+from catdog.log import get_logger
+
+log = get_logger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DEFAULT_MODEL = "models:/catdog@champion"
+
+
+def load_classifier(uri: str = DEFAULT_MODEL):
+    """A Keras model taking raw 0-255 RGB pixels, from a models:/ or runs:/ URI, a logged
+    model's URI, a local MLflow model folder, or a local .keras file."""
+    import keras
+    import mlflow
+
+    from catdog import tracking
+
+    path = Path(uri)
+    if path.suffix in (".keras", ".h5") and path.is_file():
+        return keras.saving.load_model(path, compile=False)
+    if "://" not in uri and not path.exists():
+        raise CatdogError(f"model {uri} does not exist: pass a models:/, runs:/ URI or a path")
+    tracking.configure()
+    try:
+        flavors = mlflow.models.get_model_info(uri).flavors
+    except Exception as exc:
+        raise CatdogError(f"could not find model {uri} in {tracking.tracking_uri()} "
+                          f"({type(exc).__name__}); run `catdog register` first or check the URI"
+                          ) from None
+    if "keras" in flavors:
+        return mlflow.keras.load_model(uri)
+    model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    if hasattr(model, "keras_model"):
+        return model.keras_model
+    raise CatdogError(f"model {uri} is neither a Keras model nor a catdog serving model")
+
+
+def image_size_of(model) -> int:
+    return int(model.input_shape[1])
+
+
+def to_pixels(raws: list[bytes], image_size: int) -> tuple[np.ndarray, list[str | None]]:
+    """Raw file bytes -> (n_ok, size, size, 3) float32 batch, and a reason per input if unusable."""
+    import tensorflow as tf
+
+    from catdog.pipeline import decode_resize
+
+    pixels, errors = [], []
+    for raw in raws:
+        check = check_image(raw)
+        if not check.ok:
+            errors.append(check.reason)
+            continue
+        try:
+            pixels.append(decode_resize(tf.constant(check.data), image_size).numpy())
+            errors.append(None)
+        except tf.errors.InvalidArgumentError:
+            errors.append("corrupt")
+    batch = np.stack(pixels) if pixels else np.zeros((0, image_size, image_size, 3), np.float32)
+    return batch.astype(np.float32), errors
+
+
+def _files(paths: list[str | Path]) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str | None
+    p_dog: float | None
+    error: str | None = None
+
+
+def predict(paths: list[str | Path], model_uri: str = DEFAULT_MODEL,
+            batch_size: int = 64) -> list[Prediction]:
+    """Label and dog probability per image; unreadable files get an error of their own."""
+    files = _files(paths)
+    if not files:
+        raise CatdogError("no image files found in the given paths")
+    model = load_classifier(model_uri)
+    size = image_size_of(model)
+    out: list[Prediction] = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        raws = []
+        for f in chunk:
+            try:
+                raws.append(f.read_bytes())
+            except OSError as exc:
+                raws.append(None)
+                log.debug("cannot read %s: %s", f, exc)
+        pixels, errors = to_pixels([r or b"" for r in raws], size)
+        errors = ["unreadable file" if r is None else e for r, e in zip(raws, errors)]
+        probs = iter(model.predict(pixels, verbose=0).ravel()) if len(pixels) else iter(())
+        for f, err in zip(chunk, errors):
+            if err:
+                out.append(Prediction(str(f), None, None, err))
+            else:
+                p = float(next(probs))
+                out.append(Prediction(str(f), LABELS[int(p >= 0.5)], p))
+    return out
+
+
+def labelled_files(data: str | Path) -> list[tuple[Path, int]]:
+    """(file, label) pairs from cats/ and dogs/ folders, a salader root (its test/ split), or a
+    prepared dataset (its held-out test split)."""
+    from catdog.data.prepare import is_prepared, load_manifest
+
+    root = Path(data)
+    if not root.exists():
+        raise CatdogError(f"{root} does not exist")
+    if is_prepared(root):
+        m = load_manifest(root)
+        m = m[m["split"] == "test"]
+        return [(Path(p), LABELS.index(lbl)) for p, lbl in zip(m["abspath"], m["label"])]
+    if (root / "test" / "cats").is_dir():
+        root = root / "test"
+    pairs = []
+    for label, names in enumerate((("cats", "cat", "Cat"), ("dogs", "dog", "Dog"))):
+        folder = next((root / n for n in names if (root / n).is_dir()), None)
+        if folder is None:
+            raise CatdogError(f"{data} is not a labelled folder: expected cats/ and dogs/ "
+                              "sub-folders (or a salader root with test/cats and test/dogs)")
+        pairs += [(f, label) for f in _files([folder])]
+    return pairs
+
+
+def evaluate(model_uri: str, data: str | Path, batch_size: int = 64) -> dict:
+    """Accuracy, loss, ROC AUC, per-class precision/recall and the confusion matrix."""
+    from catdog import metrics
+
+    pairs = labelled_files(data)
+    model = load_classifier(model_uri)
+    size = image_size_of(model)
+    labels, probs, skipped = [], [], []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        pixels, errors = to_pixels([f.read_bytes() for f, _ in chunk], size)
+        ok = [(f, y) for (f, y), e in zip(chunk, errors) if e is None]
+        skipped += [{"path": str(f), "reason": e} for (f, _), e in zip(chunk, errors) if e]
+        if ok:
+            probs.extend(model.predict(pixels, verbose=0).ravel().tolist())
+            labels.extend(y for _, y in ok)
+    if not labels:
+        raise CatdogError(f"no readable images in {data}")
+    result = metrics.summary(np.array(labels), np.array(probs))
+    result.update({"model": model_uri, "data": str(data), "image_size": size,
+                   "skipped": skipped})
+    return result

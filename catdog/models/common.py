@@ -1,0 +1,60 @@
+"""Pieces every architecture shares: the raw-pixel input, augmentation, the head and compile.
+
+Keeping them here means every family has the same input contract (raw 0-255 RGB, rescaled by
+the model's first layer), the same augmentation hyperparameters and the same optimizer search
+space, so architectures are compared on what differs: their bodies.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+def inputs_and_augment(hp, input_shape, seed: int | None = None):
+    """Raw pixels in, rescaled to [0, 1] by the first layer, then train-time augmentation.
+
+    Augmentation layers are built fresh for each model and are no-ops at inference, as Keras does.
+    """
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    strength = hp.Float("augment", 0.0, 0.3, step=0.05, default=0.1)
+    if strength > 0:
+        x = layers.RandomFlip("horizontal", seed=seed, name="aug_flip")(x)
+        x = layers.RandomRotation(strength, seed=seed, name="aug_rotate")(x)
+        x = layers.RandomZoom(strength, seed=seed, name="aug_zoom")(x)
+        x = layers.RandomContrast(strength, value_range=(0, 1), seed=seed, name="aug_contrast")(x)
+    return inputs, x
+
+
+def binary_head(x):
+    # float32 output keeps the sigmoid and the loss stable under mixed precision.
+    x = layers.Dense(1, name="logit")(x)
+    return layers.Activation("sigmoid", dtype="float32", name="p_dog")(x)
+
+
+def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
+    model = keras.Model(inputs, outputs, name=name)
+    optimizer = hp.Choice("optimizer", list(OPTIMIZERS), default="adam")
+    lr = hp.Float("lr", 1e-4, 1e-2, sampling="log", default=1e-3)
+    if optimizer == "sgd":
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
+    elif optimizer == "rmsprop":
+        opt = keras.optimizers.RMSprop(learning_rate=lr)
+    else:
+        opt = keras.optimizers.Adam(learning_rate=lr)
+    model.compile(
+        optimizer=opt,
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )
+    return model
+
+
+def conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str = ""):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                      name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)

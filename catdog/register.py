@@ -1,0 +1,135 @@
+"""Promote a sweep's best model: evaluate it once on the held-out test split, register it, and
+move the `champion` alias only if it beats the current champion on the same test split.
+
+The choice is made on validation metrics; the test split is touched once, for the chosen model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from catdog import compare, metrics, pipeline, tracking
+from catdog.errors import CatdogError
+from catdog.log import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Registration:
+    name: str
+    version: str
+    run_id: str
+    arch: str
+    val_metric: float
+    test: dict
+    alias: str
+    promoted: bool
+    reason: str
+    created: bool
+
+
+def should_promote(new_test: float, champion_test: float | None, same_split: bool,
+                   force: bool) -> tuple[bool, str]:
+    """The alias moves only to a model that is better on the same held-out test split."""
+    if force:
+        return True, "forced"
+    if champion_test is None:
+        return True, "no current champion"
+    if not same_split:
+        return False, ("the current champion was tested on a different dataset, so the two "
+                       "cannot be compared; use --force to promote anyway")
+    if new_test > champion_test:
+        return True, f"test accuracy {new_test:.4f} beats the champion's {champion_test:.4f}"
+    return False, (f"test accuracy {new_test:.4f} does not beat the champion's "
+                   f"{champion_test:.4f}; use --force to promote anyway")
+
+
+def _logged_model_uri(client, run) -> str:
+    import mlflow
+
+    models = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' and name = 'model'",
+        output_format="list")
+    if not models:
+        raise CatdogError(f"run {run.info.run_id} has no logged model to register")
+    return f"models:/{models[0].model_id}"
+
+
+def _test_metrics(client, run, parent, model) -> dict:
+    """Evaluate once on the held-out test split; a second call reads the logged result."""
+    import mlflow
+
+    done = {k[len("test_"):]: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+    if "accuracy" in done:
+        return done
+    data_root = parent.data.params.get("data")
+    size = int(run.data.params["image_size"])
+    splits = pipeline.load(data_root, size, 64, splits=("test",))
+    dec = splits.decoded("test")
+    probs = model.predict(pipeline.dataset(dec, 64, shuffle=False), verbose=0).ravel()
+    with mlflow.start_run(run_id=run.info.run_id):
+        result = tracking.log_evaluation(dec.labels, probs, "test", run.data.tags["catdog.arch"])
+    return {k: v for k, v in result.items() if isinstance(v, float)}
+
+
+def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_accuracy",
+             name: str = "catdog", alias: str = "champion", force: bool = False,
+             experiment: str = "catdog") -> Registration:
+    import mlflow
+
+    from catdog.inference import load_classifier
+    from catdog.serving import log_serving_model
+
+    table = compare.compare(sweep, (arch,) if arch else (), metric, experiment)
+    best = table.iloc[0]
+    client = mlflow.MlflowClient()
+    run = client.get_run(best["run_id"])
+    parent = client.get_run(table.attrs["sweep_run_id"])
+    digest = parent.data.tags.get("catdog.dataset_digest", "")
+    keras_uri = _logged_model_uri(client, run)
+    model = load_classifier(keras_uri)
+    test = _test_metrics(client, run, parent, model)
+
+    existing = client.search_model_versions(f"name = '{name}'") if _exists(client, name) else []
+    mine = [v for v in existing if v.tags.get("catdog.run_id") == run.info.run_id]
+    created = not mine
+    if mine:
+        version = mine[0]
+        log.info("run %s is already version %s of %s; not registering it again",
+                 run.info.run_id, version.version, name)
+    else:
+        with mlflow.start_run(run_id=run.info.run_id):
+            info = log_serving_model(model)
+        tags = {"catdog.arch": best["arch"], "catdog.run_id": run.info.run_id,
+                "catdog.sweep_run_id": parent.info.run_id, "catdog.dataset_digest": digest,
+                f"catdog.val_{metric.removeprefix('val_')}": f"{best[metric]:.6f}",
+                **{f"catdog.test_{k}": f"{v:.6f}" for k, v in test.items()}}
+        version = mlflow.register_model(info.model_uri, name, tags=tags)
+    try:
+        champion = client.get_model_version_by_alias(name, alias)
+    except Exception:
+        champion = None
+    if champion is not None and champion.version == version.version:
+        promoted, reason = False, f"version {version.version} is already {alias}"
+    else:
+        champ_test = float(champion.tags["catdog.test_accuracy"]) if champion else None
+        same = champion is None or champion.tags.get("catdog.dataset_digest") == digest
+        promoted, reason = should_promote(test["accuracy"], champ_test, same, force)
+        if promoted:
+            client.set_registered_model_alias(name, alias, version.version)
+    log.info("%s version %s (%s, run %s): %s%s", name, version.version, best["arch"],
+             run.info.run_id, f"now {alias}: " if promoted else f"{alias} not moved: ", reason)
+    return Registration(name, str(version.version), run.info.run_id, best["arch"],
+                        float(best[metric]), test, alias, promoted, reason, created)
+
+
+def _exists(client, name: str) -> bool:
+    try:
+        client.get_registered_model(name)
+        return True
+    except Exception:
+        return False

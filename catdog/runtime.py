@@ -1,0 +1,63 @@
+"""How TensorFlow runs: numeric precision and the distribution strategy.
+
+Both are chosen explicitly (or by `auto` from what the hardware supports) and logged as params,
+so a faster setting never changes results silently.
+"""
+
+from __future__ import annotations
+
+from catdog.errors import CatdogError
+from catdog.log import get_logger
+
+log = get_logger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def gpus() -> list:
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto`: fp16 on GPUs (tensor cores), bf16 on CPUs with native bf16, else fp32."""
+    if precision not in PRECISIONS:
+        raise CatdogError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if gpus():
+        return "fp16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def set_precision(precision: str) -> str:
+    import keras
+
+    chosen = resolve_precision(precision)
+    keras.mixed_precision.set_global_policy(_POLICY[chosen])
+    return chosen
+
+
+def strategy():
+    """MirroredStrategy across every visible GPU when there are several; otherwise the default."""
+    import tensorflow as tf
+
+    visible = gpus()
+    if len(visible) > 1:
+        log.info("using MirroredStrategy across %d GPUs", len(visible))
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def strategy_name(strat) -> str:
+    return f"{type(strat).__name__}x{strat.num_replicas_in_sync}"

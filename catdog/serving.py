@@ -1,0 +1,80 @@
+"""A pyfunc model that a person can call with `curl`: base64 image bytes in, label out.
+
+The Keras flavor's tensor signature wants a (n, size, size, 3) float array, which nobody writes
+by hand. This wrapper takes a column `image` of encoded image files (any format; MLflow's scoring
+server base64-decodes `binary` columns), converts and resizes them exactly as training did, and
+returns `label`, `p_dog` and `error` per row. It is what `catdog register` registers, so
+`mlflow models serve -m models:/catdog@champion` answers such requests; `load_classifier` gets
+the Keras model back out of it for `evaluate` and `predict`.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+CATDOG_DIR = Path(__file__).resolve().parent
+
+
+class ImageClassifier(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        import keras
+
+        self.keras_model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from catdog.data.images import LABELS
+        from catdog.inference import image_size_of, to_pixels
+
+        raws = [_as_bytes(v) for v in model_input["image"]]
+        pixels, errors = to_pixels(raws, image_size_of(self.keras_model))
+        probs = iter(self.keras_model.predict(pixels, verbose=0).ravel()) if len(pixels) else iter(())
+        rows = []
+        for err in errors:
+            if err:
+                rows.append({"label": None, "p_dog": None, "error": err})
+            else:
+                p = float(next(probs))
+                rows.append({"label": LABELS[int(p >= 0.5)], "p_dog": p, "error": None})
+        return pd.DataFrame(rows, columns=["label", "p_dog", "error"])
+
+
+def _as_bytes(value) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    try:  # callers of the Python API may pass base64 text
+        return base64.b64decode(value, validate=True)
+    except Exception:
+        return b""
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "p_dog"),
+                        ColSpec("string", "error")]))
+
+
+def log_serving_model(keras_model, name: str = "serving"):
+    """Log the wrapper (with the Keras model and catdog's code inside) to the active run."""
+    from catdog.tracking import _model_requirements
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        keras_model.save(path)
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=ImageClassifier(), artifacts={"keras_model": str(path)},
+            code_paths=[str(CATDOG_DIR)], signature=signature(),
+            pip_requirements=_model_requirements())
+
+
+def example_request(image_path: str | Path) -> dict:
+    return {"dataframe_records": [{"image": base64.b64encode(Path(image_path).read_bytes()).decode()}]}

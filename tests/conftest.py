@@ -1,0 +1,55 @@
+"""Shared fixtures: every test gets its own working directory and MLflow store, and tiny
+generated datasets are built the real way (generated JPEGs -> zip -> `prepare`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-mini"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["CATDOG_TRANSFER_WEIGHTS"] = "none"  # no network: keras.applications get weights=None
+sys.path.insert(0, str(REPO))  # `tests.imagegen` importable from any test
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh project directory: its own mlruns/ (sqlite store), data/ and .tuner/."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for var in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    import mlflow
+
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+    from catdog import pipeline
+
+    pipeline.clear_cache()
+
+
+def _make_prepared(root: Path, n_per_class: int, size=(40, 30)) -> Path:
+    from catdog.data.prepare import prepare
+    from tests.imagegen import make_layout
+
+    src = make_layout(root / "raw", "salader", n_per_class, seed=7)
+    return prepare(src, root / "prepared").root
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """A prepared dataset of generated photos, shared read-only by the tests of a session."""
+    return _make_prepared(tmp_path_factory.mktemp("tiny"), n_per_class=12)
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real photos not found at {REAL_DATA}: the smoke test needs "
+                    "../shared/data/dogs-vs-cats-mini beside the repository")
+    return REAL_DATA
