@@ -14,7 +14,7 @@ import pytest
 
 from catdog.data import check_kaggle_credentials, download, kaggle_credentials, prepare
 from catdog.errors import CatdogError
-from imagegen import make_layout, zip_dir
+from tests.imagegen import make_layout, zip_dir
 
 # catdog.data re-exports the function download(), which shadows the submodule's attribute name.
 download_mod = importlib.import_module("catdog.data.download")

@@ -15,6 +15,7 @@ from PIL import Image
 
 from catdog.data import (
     LABELS,
+    ImageCheck,
     check_image,
     is_prepared,
     load_manifest,
@@ -23,12 +24,11 @@ from catdog.data import (
     resolve_data,
 )
 from catdog.errors import CatdogError
-from imagegen import class_path, image_bytes, make_layout, write_jpeg, zip_dir
+from tests.imagegen import class_path, image_bytes, make_layout, write_jpeg, zip_dir
 
 # catdog.data re-exports the function prepare(), which shadows the submodule's attribute name.
 prepare_mod = importlib.import_module("catdog.data.prepare")
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/dogs-vs-cats-mini"
 N = 10  # generated images per label per split folder
 
 # After the bad files below: kept cats = N (+N test for salader) + 2 converted; dogs = N (+N).
@@ -89,6 +89,29 @@ def assert_valid_dataset(root: Path) -> None:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (row.width, row.height))
+
+
+def test_check_image_keeps_rgb_jpegs_byte_for_byte():
+    rgb = image_bytes(1)
+    assert check_image(rgb) == ImageCheck(True, None, rgb, 40, 30, None)
+    assert check_image(image_bytes(2, size=(7, 30))).reason == "too small"
+
+
+@pytest.mark.parametrize(
+    "mode, fmt", [("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "GIF"), ("RGB", "BMP"), ("RGB", "WEBP")]
+)
+def test_check_image_converts_everything_else_to_rgb_jpeg(mode, fmt):
+    result = check_image(image_bytes(3, mode=mode, fmt=fmt))
+    assert (result.ok, result.converted_from, result.width, result.height) == (True, f"{fmt}/{mode}", 40, 30)
+    with Image.open(io.BytesIO(result.data)) as img:
+        assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (40, 30))
+
+
+def test_check_image_puts_transparency_on_white():
+    out = io.BytesIO()
+    Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(out, "PNG")
+    with Image.open(io.BytesIO(check_image(out.getvalue()).data)) as img:
+        assert min(img.getpixel((8, 8))) >= 250
 
 
 @pytest.mark.parametrize("layout", ["salader", "petimages", "flat"])
@@ -283,10 +306,8 @@ def test_resolve_data_prepares_once(tmp_path, monkeypatch, logs):
 
 
 @pytest.mark.real_data
-def test_real_photos_smoke(tmp_path):
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"real photos not found at {REAL_DATA}: the smoke test needs ../shared/data/dogs-vs-cats-mini")
-    result = prepare(REAL_DATA, tmp_path / "mini")
+def test_real_photos_smoke(tmp_path, real_data):  # real_data (conftest) skips with a reason when absent
+    result = prepare(real_data, tmp_path / "mini")
     counts = {split: sum(by_label.values()) for split, by_label in result.counts.items()}
     dropped = sum(result.summary["dropped"].values())
     assert result.summary["layout"] == "salader"

@@ -1,0 +1,35 @@
+"""Getting the photos: download a source, check and split it into a prepared dataset, read it back."""
+
+from catdog.data.download import (
+    PETIMAGES_URL,
+    check_kaggle_credentials,
+    download,
+    http_download,
+    kaggle_credentials,
+)
+from catdog.data.images import LABELS, ImageCheck, check_image
+from catdog.data.prepare import (
+    PreparedDataset,
+    is_prepared,
+    load_manifest,
+    prepare,
+    read_summary,
+    resolve_data,
+)
+
+__all__ = [
+    "LABELS",
+    "PETIMAGES_URL",
+    "ImageCheck",
+    "PreparedDataset",
+    "check_image",
+    "check_kaggle_credentials",
+    "download",
+    "http_download",
+    "is_prepared",
+    "kaggle_credentials",
+    "load_manifest",
+    "prepare",
+    "read_summary",
+    "resolve_data",
+]

@@ -1,0 +1,77 @@
+"""Every registered architecture builds, takes raw pixels and trains one step.
+
+Parametrized over the registry: a new entry is tested without editing this file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from catdog import models
+from catdog.errors import CatdogError
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_builds_and_trains_one_step(name):
+    import keras
+
+    entry = models.get(name)
+    model = entry.build(image_size=32)
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.output_shape == (None, 1)
+    assert model.layers[1].name == "rescale"  # raw 0-255 pixels in; rescaling is the first layer
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 1, 1], dtype="float32")  # unbalanced: a non-zero bias gradient
+    before = [w.copy() for w in model.get_weights()]
+    model.train_on_batch(x, y)
+    changed = [not np.allclose(a, b) for a, b in zip(before, model.get_weights())]
+    assert any(changed), "one training step changed no weight"
+    p = model.predict(x, verbose=0)
+    assert p.shape == (4, 1) and np.all((p >= 0) & (p <= 1))
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_search_space_defaults_are_the_plain_run(name):
+    hp = models.get(name).search_space()
+    values = hp.values
+    assert values["optimizer"] == "adam" and values["lr"] == pytest.approx(1e-3)
+    assert values["augment"] == pytest.approx(0.1)
+
+
+def test_augmentation_is_off_at_inference():
+    model = models.get("baseline").build(image_size=32)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model(x, training=False), model(x, training=False))
+
+
+def test_baseline_and_bn_dropout_are_the_notebook_networks():
+    base = models.get("baseline").build(image_size=64)
+    bn = models.get("bn_dropout").build(image_size=64)
+    convs = [l.filters for l in base.layers if l.__class__.__name__ == "Conv2D"]
+    dense = [l.units for l in base.layers if l.__class__.__name__ == "Dense"]
+    assert convs == [32, 64, 128] and dense == [128, 64, 1]
+    kinds = [l.__class__.__name__ for l in bn.layers]
+    assert kinds.count("BatchNormalization") == 3 and kinds.count("Dropout") == 2
+    assert "BatchNormalization" not in [l.__class__.__name__ for l in base.layers]
+
+
+def test_fixed_hyperparameters_reach_the_builder():
+    from catdog.train import fixed_hyperparameters
+
+    hp = fixed_hyperparameters({"dropout": 0.4, "optimizer": "sgd"})
+    model = models.get("bn_dropout").build(hp, image_size=32)
+    assert hp.values["dropout"] == 0.4
+    assert model.optimizer.__class__.__name__ == "SGD"
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(CatdogError) as err:
+        models.get("alexnet")
+    for name in models.names():
+        assert name in str(err.value)
+
+
+def test_names_filters_by_pattern():
+    assert models.names("bn*") == ["bn_dropout"]
+    assert set(models.names()) >= {"baseline", "bn_dropout", "vgg", "resnet", "xception", "transfer"}
