@@ -15,6 +15,20 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
+def quiet() -> None:
+    """catdog prints its own per-epoch and per-trial lines; silence the duplicates and noise."""
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    keras.config.disable_interactive_logging()  # no progress bars from predict() calls
+    tf.get_logger().setLevel("ERROR")  # retracing notices when trials rebuild models
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+    warnings.filterwarnings("ignore", message=".*dataset source can be interpreted.*")
+    warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column.*")
+
+
 def cpu_has_bf16() -> bool:
     try:
         flags = open("/proc/cpuinfo").read()

@@ -195,9 +195,11 @@ def _tuner_classes():
                     history, title=f"{self.arch} trial {trial.trial_id}"), "learning_curves.png")
                 score = summary.get(f"best_{OBJECTIVE}", float("nan"))
                 best_before = self._best_score()
-                if best_before is None or score > best_before:
+                # Ties too: whichever tied trial the oracle later calls best has a model.
+                if best_before is None or score >= best_before:
                     self._log_model(summary)
                 mlflow.log_metrics({
+                    "peak_rss_mb": _peak_rss_mb(),
                     "fit_seconds": fit_seconds,
                     "seconds_per_epoch": fit_seconds / max(summary["epochs_run"], 1),
                     "overhead_seconds": time.monotonic() - t0 - fit_seconds})
@@ -255,6 +257,12 @@ def _tuner_classes():
     return ArchHyperModel, Tracked
 
 
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def _trial_callbacks(run_id, label, epochs, patience, initial_epoch):
     from catdog.train import fit_callbacks
 
@@ -302,6 +310,7 @@ def run(cfg: experiment_mod.SweepConfig, *, fresh: bool = False) -> SweepResult:
     from catdog.data.prepare import read_summary
 
     t0 = time.monotonic()
+    runtime.quiet()
     who = role()
     data_root = resolve_sweep_data(cfg.data)
     digest = read_summary(data_root)["digest"]

@@ -10,6 +10,7 @@ KILLED when it resumes.)
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -281,7 +282,8 @@ def log_keras_model(model, sample: np.ndarray, name: str = "model"):
 
     sample = np.asarray(sample, dtype=np.float32)[:1]
     signature = infer_signature(sample, np.asarray(model.predict(sample, verbose=0), np.float32))
-    with _keras_input_example_fix():
+    # MLflow validates the example with a default-verbosity predict(): keep its bar off stdout.
+    with _keras_input_example_fix(), contextlib.redirect_stdout(io.StringIO()):
         return mlflow.keras.log_model(model, name=name, signature=signature, input_example=sample,
                                       pip_requirements=_model_requirements())
 

@@ -63,6 +63,7 @@ def train(arch: str, data: str | Path, *, image_size: int | None = None, batch_s
     size = image_size or entry.default_image_size
     root = resolve_data(data)
     tracking.configure()
+    runtime.quiet()
     keras.utils.set_random_seed(seed)
     chosen_precision = runtime.set_precision(precision)
     strategy = runtime.strategy()

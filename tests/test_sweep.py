@@ -1,0 +1,145 @@
+"""Sweeps on generated images, read back through MLflow: the run tree, one run per trial,
+params and metric histories; sweep files and precedence; resume without duplicates."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from catdog import experiment, sweep
+from catdog.errors import CatdogError
+
+ARCHS = ("baseline", "vgg")
+
+
+def _cfg(data, **kw):
+    base = dict(archs=ARCHS, tuner="random", trials=2, epochs=2, image_size=32, batch_size=8,
+                data=str(data))
+    base.update(kw)
+    return experiment.load(None, **base)
+
+
+def _runs(kind=None, key=None):
+    filt = []
+    if kind:
+        filt.append(f"tags.`catdog.kind` = '{kind}'")
+    if key:
+        filt.append(f"tags.`catdog.sweep_key` = '{key}'")
+    return mlflow.search_runs(search_all_experiments=True, filter_string=" and ".join(filt),
+                              output_format="list")
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
+    result = sweep.run(_cfg(tiny_prepared, tuner=tuner))
+    client = mlflow.MlflowClient()
+    parents = _runs("sweep", result.key)
+    assert [p.info.run_id for p in parents] == [result.parent_run_id]
+    archs = _runs("arch", result.key)
+    assert sorted(r.data.tags["catdog.arch"] for r in archs) == sorted(ARCHS)
+    assert all(r.data.tags["mlflow.parentRunId"] == result.parent_run_id for r in archs)
+    trials = _runs("trial", result.key)
+    by_arch = {a.info.run_id: a.data.tags["catdog.arch"] for a in archs}
+    assert len(trials) == len(ARCHS) * 2, "exactly the budgeted number of trial runs"
+    for t in trials:
+        assert t.info.status == "FINISHED"
+        assert by_arch[t.data.tags["mlflow.parentRunId"]] == t.data.tags["catdog.arch"]
+        assert {"lr", "optimizer", "augment", "arch", "image_size"} <= set(t.data.params)
+        history = client.get_metric_history(t.info.run_id, "val_accuracy")
+        assert len(history) == t.data.metrics["epochs_run"] >= 1
+        assert [h.step for h in history] == sorted(h.step for h in history)
+        assert len(client.get_metric_history(t.info.run_id, "train_loss")) == len(history)
+        artifacts = [a.path for a in client.list_artifacts(t.info.run_id, "plots")]
+        assert "plots/learning_curves.png" in artifacts
+    for arch_run in archs:
+        best = [t for t in trials if t.data.tags.get("catdog.best_trial") == "true"
+                and t.data.tags["catdog.arch"] == arch_run.data.tags["catdog.arch"]]
+        assert len(best) == 1, "one best trial tagged per architecture"
+        assert mlflow.search_logged_models(filter_string=f"source_run_id = '{best[0].info.run_id}'",
+                                           experiment_ids=[best[0].info.experiment_id],
+                                           output_format="list"), "the best trial has a model"
+        space = json.loads(client.download_artifacts(arch_run.info.run_id, "search_space.json",
+                                                     str(workdir)) and
+                           open(workdir / "search_space.json").read())
+        assert {"lr", "optimizer"} <= {h["config"]["name"] for h in space["space"]}
+    parent_files = [a.path for a in client.list_artifacts(result.parent_run_id)]
+    assert {"comparison.csv", "comparison.png", "sweep_config.json"} <= set(parent_files)
+    assert all(r.info.status == "FINISHED" for r in _runs())
+
+
+def test_rerun_resumes_without_duplicates_and_fresh_starts_over(tiny_prepared, workdir):
+    cfg = _cfg(tiny_prepared, archs=("baseline",), trials=2)
+    first = sweep.run(cfg)
+    again = sweep.run(cfg)
+    assert again.parent_run_id == first.parent_run_id
+    trials = _runs("trial", first.key)
+    assert sorted(t.data.tags["catdog.trial_id"] for t in trials) == ["0", "1"]
+    fresh = sweep.run(cfg, fresh=True)
+    assert fresh.parent_run_id != first.parent_run_id
+    assert len(_runs("trial", first.key)) == 2  # the fresh sweep's own two trials
+    assert not [r for r in _runs() if r.info.status == "RUNNING"]
+
+
+def test_time_limit_stops_between_trials(tiny_prepared, workdir):
+    result = sweep.run(_cfg(tiny_prepared, archs=("baseline",), trials=5, time_limit_minutes=1e-4))
+    assert result.stopped_early and "time limit" in result.stopped_early
+    trials = _runs("trial", result.key)
+    assert len(trials) < 5, "the limit is checked before each new trial"
+    assert all(r.info.status == "FINISHED" for r in _runs())
+
+
+def test_sweep_file_precedence_and_narrowing(tmp_path):
+    f = tmp_path / "exp.toml"
+    f.write_text('archs = ["vgg"]\ntrials = 3\nepochs = 4\n'
+                 '[hp]\naugment = 0.0\nlr = {min = 0.0005, max = 0.002, sampling = "log"}\n'
+                 '[hp.vgg]\nwidth = [16, 32]\n')
+    cfg = experiment.load(f, epochs=7, trials=None)
+    assert cfg.name == "exp" and cfg.archs == ("vgg",)
+    assert cfg.epochs == 7, "command line wins over the file"
+    assert cfg.trials == 3, "an unset option never overrides the file"
+    assert cfg.image_size == 128, "unstated keys keep the defaults"
+    import keras_tuner as kt
+
+    from catdog import models
+
+    declared = models.get("vgg").search_space().values
+    hp = kt.HyperParameters()
+    experiment.apply_hp(hp, cfg.hp_for("vgg", declared), declared)
+    models.get("vgg").build(hp, image_size=32)
+    assert hp.values["augment"] == 0.0
+    assert [h for h in hp.space if h.name == "width"][0].values == [16, 32]
+    assert 0.0005 <= hp.values["lr"] <= 0.002
+    declared_base = models.get("baseline").search_space().values
+    assert "width" not in experiment.load(f).hp_for("baseline", declared_base)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('tuner = "grid"\n', "unknown tuner"),
+    ('archs = ["alexnet"]\n', "known architectures"),
+    ('trails = 3\n', "unknown key"),
+    ('[hp.vgg]\nwidht = [1, 2]\n', "not in this architecture's search space"),
+])
+def test_bad_sweep_files_are_one_clear_error(tmp_path, text, needle):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(CatdogError, match=needle):
+        cfg = experiment.load(f)
+        from catdog import models
+
+        for arch in cfg.archs:
+            declared = models.get(arch).search_space().values
+            import keras_tuner as kt
+
+            experiment.apply_hp(kt.HyperParameters(), cfg.hp_for(arch, declared), declared)
+
+
+def test_shipped_sweep_files_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    names = {p.stem for p in root.glob("*.toml")}
+    assert {"quick", "default", "gpu"} <= names
+    for p in root.glob("*.toml"):
+        experiment.load(p)
