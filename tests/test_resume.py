@@ -1,0 +1,83 @@
+"""Resume after SIGINT and after kill -9 in the middle of a trial, in real subprocesses: the
+re-run completes the sweep with every trial exactly once in MLflow and no run left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SWEEP = """archs = ["baseline"]
+tuner = "random"
+trials = 3
+epochs = 25
+patience = 100
+image_size = 32
+batch_size = 4
+"""
+
+
+def _start(workdir, data):
+    (workdir / "exp.toml").write_text(SWEEP)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "catdog", "sweep", "exp.toml", "--data",
+                             str(data)], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(proc, needle, timeout=240):
+    seen = []
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        seen.append(line)
+        if needle in line:
+            return seen
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise AssertionError(f"never saw {needle!r}; output:\n{''.join(seen[-30:])}")
+
+
+def _trial_runs(workdir):
+    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlruns/mlflow.db")
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+@pytest.mark.parametrize("how", ["sigint", "kill9"])
+def test_interrupted_sweep_resumes_with_each_trial_once(tiny_prepared, workdir, how):
+    proc = _start(workdir, tiny_prepared)
+    _wait_for(proc, "[baseline t1] epoch 2/")  # trial 0 done, trial 1 in progress
+    proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
+    out = proc.communicate(timeout=120)[0]
+    runs = _trial_runs(workdir)
+    running = [r for r in runs if r.info.status == "RUNNING"]
+    if how == "sigint":
+        assert proc.returncode == 130, out
+        assert not running, "SIGINT closes every run with a status"
+        killed = [r for r in runs if r.info.status == "KILLED"]
+        assert {r.data.tags["catdog.kind"] for r in killed} == {"trial", "arch", "sweep"}
+    else:
+        assert running, "kill -9 leaves the trial's run RUNNING until the sweep resumes"
+
+    rerun = _start(workdir, tiny_prepared)
+    out = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, out[-3000:]
+    assert "resuming: 1 trial(s) already done" in out
+    runs = _trial_runs(workdir)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    trials = [r for r in runs if r.data.tags.get("catdog.kind") == "trial"]
+    finished = sorted(r.data.tags["catdog.trial_id"] for r in trials if r.info.status == "FINISHED")
+    assert finished == ["0", "1", "2"], "every trial present exactly once"
+    orphans = [r for r in trials if r.info.status != "FINISHED"]
+    assert [r.data.tags["catdog.trial_id"] for r in orphans] == ["1"]
+    assert orphans[0].info.status == "KILLED"
+    sweeps = [r for r in runs if r.data.tags.get("catdog.kind") == "sweep"]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED", "parent reopened, not duplicated"
