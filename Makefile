@@ -12,8 +12,8 @@ WORKERS ?= 2
 HOST    ?= 127.0.0.1
 PORT    ?= 5000
 ORACLE_PORT ?= 8000
-MLFLOW_TRACKING_URI ?= sqlite:///mlruns/mlflow.db
-export MLFLOW_TRACKING_URI
+# The project's store; MLFLOW_TRACKING_URI (e.g. a tracking server) overrides it.
+STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 
 DATA_OPT = $(if $(DATA),--data $(DATA),)
 
@@ -54,7 +54,7 @@ sweep-distributed: $(STAMP)  ## tracking server + KerasTuner chief + WORKERS wor
 
 ui: $(STAMP)  ## MLflow UI for the project's store on http://127.0.0.1:5000
 	mkdir -p mlruns
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
+	$(BIN)/mlflow ui --backend-store-uri $(STORE) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
 
 bench: $(STAMP)  ## performance benchmark on ../shared/data/dogs-vs-cats-mini (or DATA=)
 	$(BIN)/python -m catdog.bench $(DATA_OPT)

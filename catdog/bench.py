@@ -637,7 +637,8 @@ def render(res: dict) -> str:
     m, s = res["machine"], res["settings"]
     out = [f"catdog benchmark  {m['date']}{'  (QUICK: smoke run, numbers not meaningful)' if s['quick'] else ''}",
            f"CPU: {m['cpu']} | {m['cores']} cores | bf16 native: {m['cpu_bf16']} | "
-           f"TF {m['tensorflow']} | Keras {m['keras']} | load avg at start {m['loadavg_start']}",
+           f"TF {m['tensorflow']} | Keras {m['keras']} | load avg at start {m['loadavg_start']}, "
+           f"at end {m.get('loadavg_end', '?')}",
            f"data: {res['data']} ({', '.join(f'{k} {v}' for k, v in res['splits'].items())})",
            f"total wall time {res['wall_seconds'] / 60:.1f} min", ""]
 
@@ -654,7 +655,13 @@ def render(res: dict) -> str:
         rows = [[k, _f(c[k]["gflops"]), _f(c[k].get("vs_float32", 1.0), ".2f") + "x",
                  c[k].get("skipped", f"{c[k]['reps']} reps")]
                 for k in ("float32", "bfloat16", "float16")]
-        return _table(["dtype", "GFLOP/s", "vs fp32", "note"], rows)
+        lines = _table(["dtype", "GFLOP/s", "vs fp32", "note"], rows)
+        end = res.get("ceiling_end", {})
+        if "float32" in end:
+            lines.append("  again at the end: " + ", ".join(
+                f"{k} {end[k]['gflops']:.1f} ({end[k]['gflops'] / c[k]['gflops'] - 1:+.0%})"
+                for k in ("float32", "bfloat16", "float16") if k in end) + " (machine drift)")
+        return lines
 
     def pipeline_body(p: dict) -> list[str]:
         rows = [[str(r["size"]), str(r["images"]), _f(r["first_pass_images_per_s"], ".0f"),
@@ -835,7 +842,10 @@ def run_bench(root: Path, settings: Settings) -> dict:
     res["notebook"] = _attempt("4. epoch vs notebook", versus_notebook, root, settings,
                                res["pipeline"])
     res["scaling"] = _attempt("6. scaling", scaling, root, settings)
-    res["run_order"] = ["ceiling", "sweep", "pipeline", "training", "notebook", "scaling"]
+    # Again at the end: how much the machine's speed drifted while the bench ran.
+    res["ceiling_end"] = _attempt("1'. ceiling again", ceiling, settings)
+    res["run_order"] = ["ceiling", "sweep", "pipeline", "training", "notebook", "scaling",
+                        "ceiling_end"]
     return res
 
 

@@ -7,6 +7,7 @@ decode and resize). So a photo is seen by the model exactly as it was during tra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def load_classifier(uri: str = DEFAULT_MODEL):
     path = Path(uri)
     if path.suffix in (".keras", ".h5") and path.is_file():
         return keras.saving.load_model(path, compile=False)
-    if "://" not in uri and not path.exists():
+    if not re.match(r"^[a-z][a-z0-9+.-]*:/", uri) and not path.exists():
         raise CatdogError(f"model {uri} does not exist: pass a models:/, runs:/ URI or a path")
     tracking.configure()
     try:

@@ -103,7 +103,7 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
                  run.info.run_id, version.version, name)
     else:
         with mlflow.start_run(run_id=run.info.run_id):
-            info = log_serving_model(model)
+            info = log_serving_model(model, _example_image(parent))
         tags = {"catdog.arch": best["arch"], "catdog.run_id": run.info.run_id,
                 "catdog.sweep_run_id": parent.info.run_id, "catdog.dataset_digest": digest,
                 f"catdog.val_{metric.removeprefix('val_')}": f"{best[metric]:.6f}",
@@ -113,7 +113,7 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
         champion = client.get_model_version_by_alias(name, alias)
     except Exception:
         champion = None
-    if champion is not None and champion.version == version.version:
+    if champion is not None and str(champion.version) == str(version.version):
         promoted, reason = False, f"version {version.version} is already {alias}"
     else:
         champ_test = float(champion.tags["catdog.test_accuracy"]) if champion else None
@@ -125,6 +125,14 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
              run.info.run_id, f"now {alias}: " if promoted else f"{alias} not moved: ", reason)
     return Registration(name, str(version.version), run.info.run_id, best["arch"],
                         float(best[metric]), test, alias, promoted, reason, created)
+
+
+def _example_image(parent) -> bytes:
+    """One held-out photo's bytes: the serving model's input example (validated at logging)."""
+    from catdog.data.prepare import load_manifest
+
+    m = load_manifest(parent.data.params["data"])
+    return open(m[m["split"] == "test"]["abspath"].iloc[0], "rb").read()
 
 
 def _exists(client, name: str) -> bool:

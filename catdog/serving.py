@@ -63,16 +63,21 @@ def signature():
                         ColSpec("string", "error")]))
 
 
-def log_serving_model(keras_model, name: str = "serving"):
-    """Log the wrapper (with the Keras model and catdog's code inside) to the active run."""
+def log_serving_model(keras_model, example_image: bytes, name: str = "serving"):
+    """Log the wrapper (with the Keras model and catdog's code inside) to the active run.
+
+    Models-from-code (`serving_entry.py`) rather than a pickled object; one real photo is the
+    input example, so MLflow checks at logging time that the model answers such a request.
+    """
     from catdog.tracking import _model_requirements
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         keras_model.save(path)
         return mlflow.pyfunc.log_model(
-            name=name, python_model=ImageClassifier(), artifacts={"keras_model": str(path)},
-            code_paths=[str(CATDOG_DIR)], signature=signature(),
+            name=name, python_model=str(CATDOG_DIR / "serving_entry.py"),
+            artifacts={"keras_model": str(path)}, code_paths=[str(CATDOG_DIR)],
+            signature=signature(), input_example=pd.DataFrame({"image": [example_image]}),
             pip_requirements=_model_requirements())
 
 

@@ -26,8 +26,7 @@ from catdog.log import get_logger
 
 log = get_logger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-ARTIFACT_ROOT = Path("mlruns") / "artifacts"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # relative to the project directory
 PACKAGES = ("tensorflow", "keras", "keras-tuner", "mlflow", "numpy")
 
 
@@ -49,7 +48,16 @@ def sigterm_as_exception():
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """MLFLOW_TRACKING_URI, else the project's sqlite store, as an absolute path (MLflow caches
+    stores by URI, so a relative one would follow whichever directory used it first)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def _sqlite_dir(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
 
 
 def configure() -> str:
@@ -59,8 +67,8 @@ def configure() -> str:
     import mlflow
 
     uri = tracking_uri()
-    if uri == DEFAULT_TRACKING_URI:
-        Path("mlruns").mkdir(exist_ok=True)
+    if (folder := _sqlite_dir(uri)) is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -68,16 +76,16 @@ def configure() -> str:
 
 
 def experiment_id(name: str) -> str:
-    """Get or create an experiment; with the local store its artifacts live under mlruns/."""
+    """Get or create an experiment; with a sqlite store its artifacts live beside the database
+    (mlruns/artifacts for the default store). A tracking server decides for itself."""
     import mlflow
 
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = None
-    if tracking_uri() == DEFAULT_TRACKING_URI:
-        location = ARTIFACT_ROOT.resolve().as_uri()
+    folder = _sqlite_dir(tracking_uri())
+    location = (folder / "artifacts").as_uri() if folder is not None else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # another worker created it first

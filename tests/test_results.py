@@ -1,0 +1,125 @@
+"""From a finished sweep to a champion in use: compare, register, evaluate and predict, chained
+end to end on tiny generated images, read back through MLflow and the commands' JSON output."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from catdog import experiment, sweep
+from catdog.cli import main
+from tests.imagegen import write_jpeg
+
+
+def cli(*args, code=0):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture
+def finished_sweep(tiny_prepared, workdir):
+    cfg = experiment.load(None, archs=("baseline", "bn_dropout"), tuner="random", trials=2,
+                          epochs=2, image_size=32, batch_size=8, data=str(tiny_prepared))
+    return sweep.run(cfg)
+
+
+def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, workdir):
+    client = mlflow.MlflowClient()
+    # compare: one row per architecture, sorted by the metric, logged to the parent run
+    rows = json.loads(cli("compare", "--format", "json", "--plot", "cmp.png").stdout)["rows"]
+    assert [r["arch"] for r in rows] and len(rows) == 2
+    assert rows[0]["val_accuracy"] >= rows[1]["val_accuracy"]
+    for key in ("val_loss", "val_auc", "best_epoch", "gap_best", "gap_last", "params",
+                "sec_per_epoch", "trials", "hyperparameters"):
+        assert key in rows[0]
+    assert rows[0]["trials"] == 2 and rows[0]["params"] > 0
+    assert (workdir / "cmp.png").stat().st_size > 10_000
+    assert {a.path for a in client.list_artifacts(finished_sweep.parent_run_id)} >= {
+        "comparison.csv", "comparison.png"}
+    for fmt in ("table", "markdown", "csv"):
+        assert "baseline" in cli("compare", "--format", fmt, "--plot", "c.png").output
+
+    # register: best by validation, evaluated once on test, registered, made champion
+    reg = json.loads(cli("register").stdout)
+    assert reg["promoted"] and reg["version"] == "1" and reg["new_version"]
+    best_run = client.get_run(reg["run_id"])
+    assert {"test_accuracy", "test_loss", "test_auc"} <= set(best_run.data.metrics)
+    version = client.get_model_version_by_alias("catdog", "champion")
+    assert str(version.version) == "1"
+    for tag in ("catdog.arch", "catdog.run_id", "catdog.val_accuracy", "catdog.test_accuracy",
+                "catdog.dataset_digest"):
+        assert version.tags.get(tag), tag
+    again = json.loads(cli("register").stdout)
+    assert not again["new_version"] and again["version"] == "1"
+    assert len(client.search_model_versions("name = 'catdog'")) == 1, "no duplicate version"
+
+    # evaluate the champion on a labelled folder (the salader root: its test/ split)
+    ev = json.loads(cli("evaluate", "--model", "models:/catdog@champion", "--data",
+                        str(tiny_prepared.parent / "raw"), "--format", "json").stdout)
+    assert 0 <= ev["accuracy"] <= 1 and 0 <= ev["auc"] <= 1
+    assert sum(map(sum, ev["confusion"])) == ev["n"] == 24
+    assert {"precision_cat", "recall_cat", "precision_dog", "recall_dog"} <= set(ev)
+    text = cli("evaluate", "--data", str(tiny_prepared.parent / "raw" / "test")).output
+    assert "accuracy" in text and "confusion" in text
+
+    # predict: files and folders, any mode; a corrupt file errors on its own line
+    folder = workdir / "photos"
+    write_jpeg(folder / "gray.jpg", 1, mode="L")
+    write_jpeg(folder / "big.jpg", 2, size=(300, 200))
+    from PIL import Image
+
+    Image.new("RGBA", (50, 40), (10, 200, 30, 128)).save(folder / "alpha.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = cli("predict", str(folder), "--format", "json", code=1)
+    preds = {p["path"].split("/")[-1]: p for p in json.loads(result.stdout)}
+    assert preds["broken.jpg"]["error"] and preds["broken.jpg"]["label"] is None
+    for name in ("gray.jpg", "big.jpg", "alpha.png"):
+        assert preds[name]["label"] in ("cat", "dog") and 0 <= preds[name]["p_dog"] <= 1
+    ok = cli("predict", str(folder / "big.jpg"), "--model", f"runs:/{reg['run_id']}/model")
+    assert "big.jpg" in ok.output
+
+
+def test_alias_does_not_move_to_a_worse_model(finished_sweep, workdir):
+    client = mlflow.MlflowClient()
+    first = json.loads(cli("register", "--arch", "baseline").stdout)
+    assert first["promoted"]
+    # Make the champion unbeatable on the same test split; the next model must not replace it.
+    client.set_model_version_tag("catdog", first["version"], "catdog.test_accuracy", "1.0")
+    second = json.loads(cli("register", "--arch", "bn_dropout").stdout)
+    assert second["new_version"] and not second["promoted"]
+    assert "does not beat" in second["reason"]
+    assert str(client.get_model_version_by_alias("catdog", "champion").version) == first["version"]
+    forced = json.loads(cli("register", "--arch", "bn_dropout", "--force").stdout)
+    assert forced["promoted"] and forced["version"] == second["version"]
+    assert str(client.get_model_version_by_alias("catdog", "champion").version) == second["version"]
+
+
+def test_should_promote_rules():
+    from catdog.register import should_promote
+
+    assert should_promote(0.8, None, True, False)[0]
+    assert should_promote(0.8, 0.7, True, False)[0]
+    assert not should_promote(0.7, 0.7, True, False)[0]
+    assert not should_promote(0.9, 0.7, False, False)[0], "different test split: not comparable"
+    assert should_promote(0.5, 0.9, True, True)[0]
+
+
+def test_compare_filters_and_rejects_unknown_architectures(finished_sweep, workdir):
+    rows = json.loads(cli("compare", "--arch", "bn_dropout", "--format", "json", "--plot",
+                          "x.png").stdout)["rows"]
+    assert [r["arch"] for r in rows] == ["bn_dropout"]
+    bad = cli("compare", "--arch", "alexnet", code=2)
+    assert "alexnet" in bad.output and "baseline, bn_dropout" in bad.output
+    assert cli("register", "--metric", "test_accuracy", code=2).output.count("\n") == 1
+
+
+def test_errors_are_one_sentence(workdir):
+    assert "no sweep found" in cli("compare", code=2).output
+    assert "does not exist" in cli("predict", "nope.jpg", "--model", "missing/model", code=2).output
+    out = cli("evaluate", "--model", "models:/catdog@champion", "--data", str(workdir), code=2)
+    assert out.output.startswith("error: ") and out.output.count("\n") == 1
+    assert "unknown architecture" in cli("train", "--arch", "alexnet", "--data", ".", code=2).output
