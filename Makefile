@@ -12,12 +12,14 @@ WORKERS ?= 2
 HOST    ?= 127.0.0.1
 PORT    ?= 5000
 ORACLE_PORT ?= 8000
+SERVE_PORT ?= 5002
+MODEL ?= catdog
 # The project's store; MLFLOW_TRACKING_URI (e.g. a tracking server) overrides it.
 STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 
 DATA_OPT = $(if $(DATA),--data $(DATA),)
 
-.PHONY: install test test-slow test-all train sweep sweep-distributed ui bench data clean help
+.PHONY: install test test-slow test-all train sweep sweep-distributed ui serve bench data clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/'
@@ -55,6 +57,9 @@ sweep-distributed: $(STAMP)  ## tracking server + KerasTuner chief + WORKERS wor
 ui: $(STAMP)  ## MLflow UI for the project's store on http://127.0.0.1:5000
 	mkdir -p mlruns
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
+
+serve: $(STAMP)  ## serve models:/catdog@champion on http://127.0.0.1:5002 (POST /invocations)
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(STORE) $(BIN)/mlflow models serve -m "models:/$(MODEL)@champion" --env-manager local -h $(HOST) -p $(SERVE_PORT)
 
 bench: $(STAMP)  ## performance benchmark on ../shared/data/dogs-vs-cats-mini (or DATA=)
 	$(BIN)/python -m catdog.bench $(DATA_OPT)
