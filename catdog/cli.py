@@ -141,8 +141,10 @@ def _default_data(data):
 def train(arch, data, image_size, batch_size, epochs, lr, seed, patience, precision, experiment,
           overrides):
     """Train one architecture and record the run in MLflow."""
+    from catdog import models
     from catdog.train import train as run_train
 
+    models.get(arch)  # an unknown name is the first thing to hear about, before any data
     result = run_train(arch, _default_data(data), image_size=image_size, batch_size=batch_size,
                        epochs=epochs, lr=lr, seed=seed, patience=patience, precision=precision,
                        experiment=experiment, hparams=_parse_overrides(overrides))

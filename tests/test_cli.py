@@ -1,0 +1,71 @@
+"""The click layer: help everywhere, the registry listing, and user errors as one sentence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from catdog.cli import main
+from tests.imagegen import make_layout, zip_dir
+
+COMMANDS = [[], ["data"], ["data", "download"], ["data", "prepare"], ["archs"], ["train"],
+            ["sweep"], ["compare"], ["register"], ["evaluate"], ["predict"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "catdog")
+def test_every_command_has_help(cmd):
+    result = CliRunner().invoke(main, [*cmd, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_archs_lists_the_registry_with_parameter_counts():
+    from catdog import models
+
+    out = CliRunner().invoke(main, ["archs", "--image-size", "64"]).output
+    for name in models.names():
+        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        count = int(line.split()[3].replace(",", ""))
+        assert count == models.get(name).build(image_size=64).count_params()
+
+
+def test_prepare_command_prints_the_result(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = zip_dir(make_layout(tmp_path / "raw", "flat", 8), tmp_path / "flat.zip")
+    result = CliRunner().invoke(main, ["data", "prepare", str(src)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["root"] == "data/prepared/flat" and sum(
+        sum(c.values()) for c in info["counts"].values()) == 16
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["data", "prepare", "missing.zip"], "does not exist"),
+    (["data", "download", "--source", "kaggle"], "kaggle"),
+    (["train", "--arch", "alexnet"], "unknown architecture"),
+    (["train", "--arch", "baseline", "--data", "nowhere"], "does not exist"),
+    (["sweep", "experiments/none.toml"], "does not exist"),
+    (["sweep", "--arch", "alexnet", "--data", "x"], "unknown architecture"),
+    (["train", "--arch", "baseline", "--set", "novalue"], "NAME=VALUE"),
+])
+def test_user_errors_are_one_sentence_and_exit_2(tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "nokaggle"))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert needle.lower() in result.output.lower()
+    assert "Traceback" not in result.output
+
+
+def test_unsafe_archive_is_refused_by_the_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = zip_dir(make_layout(tmp_path / "raw", "salader", 3), tmp_path / "evil.zip",
+                  {"../evil.jpg": b"x"})
+    result = CliRunner().invoke(main, ["data", "prepare", str(src)])
+    assert result.exit_code == 2 and "unsafe" in result.output
+    assert not (tmp_path / "data" / "prepared" / "evil").exists()
