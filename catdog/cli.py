@@ -144,10 +144,11 @@ def train(arch, data, image_size, batch_size, epochs, lr, seed, patience, precis
     from catdog import models
     from catdog.train import train as run_train
 
-    models.get(arch)  # an unknown name is the first thing to hear about, before any data
+    models.get(arch)  # mistakes in the command line come first, before looking for data
+    hparams = _parse_overrides(overrides)
     result = run_train(arch, _default_data(data), image_size=image_size, batch_size=batch_size,
                        epochs=epochs, lr=lr, seed=seed, patience=patience, precision=precision,
-                       experiment=experiment, hparams=_parse_overrides(overrides))
+                       experiment=experiment, hparams=hparams)
     click.echo(json.dumps({"run_id": result.run_id, "model_uri": result.model_uri,
                            **result.summary, "seconds": round(result.seconds, 1)}, indent=2))
 
