@@ -102,8 +102,7 @@ def archs(image_size, pattern):
     for name in models.names(pattern):
         entry = models.get(name)
         size = image_size or entry.default_image_size
-        rows.append((name, entry.family, size, entry.build(image_size=size).count_params(),
-                     entry.description))
+        rows.append((name, entry.family, size, entry.param_count(size), entry.description))
     click.echo(f"{'name':<11} {'family':<9} {'size':>4} {'params':>11}  description")
     for name, family, size, count, desc in rows:
         click.echo(f"{name:<11} {family:<9} {size:>4} {count:>11,}  {desc}")

@@ -79,7 +79,7 @@ def memory_budget_bytes() -> int:
     return int(gb * (1 << 30))
 
 
-def cache_dir(root: Path) -> Path:
+def cache_dir() -> Path:
     return Path(os.environ.get("CATDOG_CACHE_DIR", Path("data") / "cache"))
 
 
@@ -106,7 +106,7 @@ def _decode_split(root: Path, digest: str, split: str, size: int) -> Decoded:
     n = len(paths)
     nbytes = n * size * size * 3
 
-    file = cache_dir(root) / f"{digest[:16]}-{split}-{size}.npy"
+    file = cache_dir() / f"{digest[:16]}-{split}-{size}.npy"
     on_disk = nbytes > memory_budget_bytes()
     if on_disk and file.exists():
         log.info("reusing decoded cache %s (%d images)", file, n)

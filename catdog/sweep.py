@@ -38,7 +38,7 @@ PARENT_POLL_SECONDS = 600
 
 
 class TimeLimitReached(Exception):
-    """Raised before a new trial once the sweep's wall-clock limit has passed."""
+    """Raised before a new trial once an architecture's share of the time limit is used."""
 
 
 # ------------------------------------------------------------------------------ distributed role
@@ -121,6 +121,7 @@ class SweepContext:
     sample: np.ndarray | None
     val_labels: np.ndarray | None
     total_trials: int
+    arch_index: int = 0
     started: float = field(default_factory=time.monotonic)
     trials_done: int = 0
     trial_seconds: list[float] = field(default_factory=list)
@@ -160,9 +161,11 @@ def _tuner_classes():
         arch_run_id: str
 
         def pre_create_trial(self):
-            limit = self.ctx.cfg.time_limit_minutes
-            if limit and time.monotonic() - self.ctx.started > limit * 60:
-                raise TimeLimitReached(f"time limit of {limit} minutes reached")
+            # Architecture i may start trials until (i+1)/n of the limit has passed: every one
+            # gets its share, and time an earlier one did not use flows to the later ones.
+            limit, n = self.ctx.cfg.time_limit_minutes, len(self.ctx.cfg.archs)
+            if limit and time.monotonic() - self.ctx.started > limit * 60 * (self.ctx.arch_index + 1) / n:
+                raise TimeLimitReached(f"{self.arch}'s share of the {limit}-minute time limit is used up")
 
         def run_trial(self, trial, *args, **kwargs):
             import mlflow
@@ -365,17 +368,18 @@ def run(cfg: experiment_mod.SweepConfig, *, fresh: bool = False) -> SweepResult:
                 ctx.trials_done += done_before
                 if owner and done_before:
                     log.info("[%s] resuming: %d trial(s) already done", arch, done_before)
+                ctx.arch_index = index
                 try:
                     tuner.search(*fit_data, **fit_kwargs, epochs=cfg.epochs, verbose=0)
                 except TimeLimitReached as exc:
                     stopped = str(exc)
+                    log.info("%s: no more trials for it", exc)
+                    if owner:
+                        client.set_tag(current, "catdog.time_limited", "true")
                 if owner:
                     results[arch] = _finish_arch(client, tuner, current, arch, exp_id, key)
                     client.set_terminated(current, "FINISHED")
                 current = None
-                if stopped:
-                    log.info("%s; stopping before the remaining architectures", stopped)
-                    break
     except BaseException as exc:
         status = tracking.status_for(exc)
         if owner:
@@ -387,7 +391,7 @@ def run(cfg: experiment_mod.SweepConfig, *, fresh: bool = False) -> SweepResult:
     if owner:
         _log_summary(parent)
         if stopped:
-            client.set_tag(parent, "catdog.stopped", stopped)
+            client.set_tag(parent, "catdog.time_limited", "true")
         client.set_terminated(parent, "FINISHED")
     seconds = time.monotonic() - t0
     if owner:

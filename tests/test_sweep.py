@@ -83,10 +83,13 @@ def test_rerun_resumes_without_duplicates_and_fresh_starts_over(tiny_prepared, w
 
 
 def test_time_limit_stops_between_trials(tiny_prepared, workdir):
-    result = sweep.run(_cfg(tiny_prepared, archs=("baseline",), trials=5, time_limit_minutes=1e-4))
+    result = sweep.run(_cfg(tiny_prepared, trials=5, time_limit_minutes=1e-4))
     assert result.stopped_early and "time limit" in result.stopped_early
-    trials = _runs("trial", result.key)
-    assert len(trials) < 5, "the limit is checked before each new trial"
+    assert len(_runs("trial", result.key)) < 10, "the limit is checked before each new trial"
+    archs = _runs("arch", result.key)
+    assert sorted(r.data.tags["catdog.arch"] for r in archs) == sorted(ARCHS), \
+        "every architecture still gets its turn"
+    assert all(r.data.tags.get("catdog.time_limited") == "true" for r in archs)
     assert all(r.info.status == "FINISHED" for r in _runs())
 
 

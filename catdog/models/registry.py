@@ -7,7 +7,9 @@ builder serves `catdog train` (fixed hyperparameters) and `catdog sweep` (search
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,9 +40,32 @@ class Architecture:
         import keras_tuner as kt
 
         hp = kt.HyperParameters()
-        self.build(hp, image_size=image_size or 32)
+        with without_pretrained_weights():
+            self.build(hp, image_size=image_size or 32)
         keras.backend.clear_session()
         return hp
+
+    def param_count(self, image_size: int | None = None) -> int:
+        import keras
+
+        with without_pretrained_weights():
+            count = self.build(image_size=image_size).count_params()
+        keras.backend.clear_session()
+        return count
+
+
+@contextlib.contextmanager
+def without_pretrained_weights():
+    """Shapes and search spaces don't need ImageNet weights: don't download them for those."""
+    old = os.environ.get("CATDOG_TRANSFER_WEIGHTS")
+    os.environ["CATDOG_TRANSFER_WEIGHTS"] = "none"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CATDOG_TRANSFER_WEIGHTS")
+        else:
+            os.environ["CATDOG_TRANSFER_WEIGHTS"] = old
 
 
 _REGISTRY: dict[str, Architecture] = {}
