@@ -62,6 +62,7 @@ SEED = 1337
 BATCH = 32
 WARMUP_STEPS = 4  # the first traces the train function; the others calibrate the timed window
 SKIP_STEPS = 1  # steps at the start of a timed fit left out (iterator start-up)
+CHUNKS = 3  # a timed window is cut into this many runs of steps; the fastest is reported
 CONV_FAMILIES = ("notebook", "vgg", "resnet", "xception")  # from scratch; `transfer` is frozen
 NO_AUGMENT = {"augment": 0.0}
 
@@ -102,23 +103,54 @@ QUICK = Settings(quick=True, matmul_n=1024, matmul_reps=10, matmul_budget_second
 
 
 # ------------------------------------------------------------------------------------ helpers
+class CpuShare:
+    """The share of the machine's CPU time that OTHER processes used since creation.
+
+    Read from /proc/stat (all CPUs) minus this process's own user+system time: the bench's
+    witness for interference from other jobs on a shared box (None where /proc is absent)."""
+
+    def __init__(self) -> None:
+        self._start = self._snapshot()
+
+    @staticmethod
+    def _snapshot() -> tuple[int, int, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(v) for v in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        total = sum(ticks)
+        own = sum(os.times()[:2]) * os.sysconf("SC_CLK_TCK")
+        return total, total - ticks[3] - ticks[4], own  # total, busy (not idle/iowait), own
+
+    def others(self) -> float | None:
+        end = self._snapshot()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return None
+        total, busy, own = (e - s for e, s in zip(end, self._start))
+        return min(max((busy - own) / total, 0.0), 1.0)
+
+
 def _clock():
-    """A Keras callback recording when each training step and each epoch ends."""
+    """A Keras callback recording when each training step and each epoch ends, and how much
+    of the CPU other processes took during each epoch."""
     import keras
 
     class Clock(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self.step_ends: list[float] = []
             self.epoch_seconds: list[float] = []
+            self.epoch_others: list[float | None] = []
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._epoch_start = time.perf_counter()
+            self._epoch_start, self._cpu = time.perf_counter(), CpuShare()
 
         def on_train_batch_end(self, batch, logs=None):
             self.step_ends.append(time.perf_counter())
 
         def on_epoch_end(self, epoch, logs=None):  # after validation: it is part of the epoch
             self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
+            self.epoch_others.append(self._cpu.others())
 
     return Clock()
 
@@ -152,17 +184,24 @@ def train_throughput(model, ds, batch: int, settings: Settings) -> dict:
     """Training images/s of `model` on an endless dataset, after a warm-up that traces it.
 
     The warm-up's last steps size the timed window to about `settings.throughput_seconds`;
-    the rate is taken between step ends, so fit's start-up is left out."""
+    rates are taken between step ends, so fit's start-up is left out. The window is cut into
+    CHUNKS equal runs of steps: `images_per_s` is the fastest chunk (interference from other
+    jobs only ever slows a chunk down), `images_per_s_mean` the whole window."""
     clock = _clock()
     model.fit(ds.take(WARMUP_STEPS), epochs=1, verbose=0, callbacks=[clock])
-    step = float(np.median(np.diff(clock.step_ends[1:]))) if WARMUP_STEPS > 2 else 1.0
-    steps = int(min(max(math.ceil(settings.throughput_seconds / max(step, 1e-6)), 3),
-                    settings.max_steps)) + SKIP_STEPS + 1
-    model.fit(ds.take(steps), epochs=1, verbose=0, callbacks=[clock])
-    ends = clock.step_ends[SKIP_STEPS:]
-    seconds = ends[-1] - ends[0]
-    timed = len(ends) - 1
-    return {"images_per_s": timed * batch / seconds, "steps": timed, "seconds": seconds}
+    step = float(np.median(np.diff(clock.step_ends[1:])))
+    steps = int(min(max(math.ceil(settings.throughput_seconds / max(step, 1e-6)), 3 * CHUNKS),
+                    settings.max_steps))
+    cpu = CpuShare()
+    model.fit(ds.take(steps + SKIP_STEPS + 1), epochs=1, verbose=0, callbacks=[clock])
+    others = cpu.others()
+    ends = np.asarray(clock.step_ends[SKIP_STEPS:])
+    seconds = float(ends[-1] - ends[0])
+    bounds = np.linspace(0, len(ends) - 1, CHUNKS + 1).round().astype(int)
+    chunk_rates = [(b - a) * batch / float(ends[b] - ends[a]) for a, b in zip(bounds, bounds[1:])]
+    return {"images_per_s": max(chunk_rates), "images_per_s_mean": steps * batch / seconds,
+            "chunk_images_per_s": [round(r, 2) for r in chunk_rates], "steps": steps,
+            "seconds": seconds, "others_cpu_share": others}
 
 
 def training_flops(model) -> dict:
@@ -221,12 +260,14 @@ def _cached_rate(dec, passes: int = 3) -> dict:
 
     ds = pipeline.dataset(dec, BATCH, shuffle=True, seed=SEED)
     rates = []
+    cpu = CpuShare()
     for _ in range(passes):
         t0, n = time.perf_counter(), 0
         for x, _y in ds:
             n += int(x.shape[0])
         rates.append(n / (time.perf_counter() - t0))
-    return {"images_per_s": float(np.mean(rates)), "passes": [round(r, 1) for r in rates]}
+    return {"images_per_s": float(np.mean(rates)), "passes": [round(r, 1) for r in rates],
+            "others_cpu_share": cpu.others()}
 
 
 def _notebook_dataset(root: Path, split: str, size: int, shuffle: bool = True):
@@ -248,7 +289,10 @@ def _split_sizes(root: Path) -> dict[str, int]:
 
 # ------------------------------------------------------------------------- 1. matmul ceiling
 def ceiling(settings: Settings) -> dict:
-    """Matmul GFLOP/s per dtype: what the cores can do on the best-case kernel."""
+    """Matmul GFLOP/s per dtype: what the cores can do on the best-case kernel.
+
+    `gflops` is from the fastest repetition (a ceiling; other jobs only slow reps down),
+    `gflops_mean` from all of them."""
     import tensorflow as tf
 
     n = settings.matmul_n
@@ -269,16 +313,19 @@ def ceiling(settings: Settings) -> dict:
                      out[name]["gflops"])
             continue
         float(tf.linalg.matmul(a, b)[0, 0])
-        reps, t0 = 0, time.perf_counter()
-        while reps < settings.matmul_reps and (
-                reps < 3 or time.perf_counter() - t0 < settings.matmul_budget_seconds):
+        times: list[float] = []
+        cpu, t_start = CpuShare(), time.perf_counter()
+        while len(times) < settings.matmul_reps and (
+                len(times) < 3 or time.perf_counter() - t_start < settings.matmul_budget_seconds):
+            t0 = time.perf_counter()
             float(tf.linalg.matmul(a, b)[0, 0])
-            reps += 1
-        seconds = time.perf_counter() - t0
-        out[name] = {"gflops": flop * reps / seconds / 1e9, "reps": reps}
+            times.append(time.perf_counter() - t0)
+        out[name] = {"gflops": flop / min(times) / 1e9, "gflops_mean": flop / np.mean(times) / 1e9,
+                     "reps": len(times), "others_cpu_share": cpu.others()}
         if name == "float32":
-            fp32_rep = seconds / reps
-        log.info("ceiling %s: %.1f GFLOP/s (%d reps)", name, out[name]["gflops"], reps)
+            fp32_rep = float(np.mean(times))
+        log.info("ceiling %s: %.1f GFLOP/s best, %.1f mean (%d reps)", name,
+                 out[name]["gflops"], out[name]["gflops_mean"], len(times))
     for name in ("bfloat16", "float16"):
         out[name]["vs_float32"] = out[name]["gflops"] / out["float32"]["gflops"]
     return out
@@ -302,13 +349,15 @@ def input_pipeline(root: Path, settings: Settings) -> dict:
         cached = _cached_rate(dec)
         row = {"size": size, "images": n, "cache_mb": dec.nbytes / 1e6,
                "first_pass_seconds": first, "first_pass_images_per_s": n / first,
-               "cached_images_per_s": cached["images_per_s"], "cached_passes": cached["passes"]}
+               "cached_images_per_s": cached["images_per_s"], "cached_passes": cached["passes"],
+               "cached_others_cpu_share": cached["others_cpu_share"]}
         if size == settings.notebook_size:
             ds = _notebook_dataset(root, "train", size)
-            t0, seen = time.perf_counter(), 0
+            cpu, t0, seen = CpuShare(), time.perf_counter(), 0
             for x, _y in ds:
                 seen += int(x.shape[0])
             row["notebook_images_per_s"] = seen / (time.perf_counter() - t0)
+            row["notebook_others_cpu_share"] = cpu.others()
             row["cached_vs_notebook"] = row["cached_images_per_s"] / row["notebook_images_per_s"]
             row["first_pass_vs_notebook"] = (row["first_pass_images_per_s"]
                                              / row["notebook_images_per_s"])
@@ -394,6 +443,7 @@ def _fit_epochs(model, train, val, epochs: int) -> dict:
     history = model.fit(train, validation_data=val, epochs=epochs, verbose=0, callbacks=[clock])
     h = history.history
     return {"epoch_seconds": clock.epoch_seconds, "epoch_last_seconds": clock.epoch_seconds[-1],
+            "epoch_others_cpu_share": clock.epoch_others,
             "val_accuracy": float(h["val_accuracy"][-1]), "accuracy": float(h["accuracy"][-1])}
 
 
@@ -474,7 +524,9 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
     digest = read_summary(root)["digest"]
     pipeline.clear_cache()
     before = {s: pipeline.DECODES[(digest, s, cfg.image_size)] for s in ("train", "val")}
+    cpu = CpuShare()
     result = sweep.run(cfg, fresh=True)
+    others = cpu.others()
     decodes = sum(pipeline.DECODES[(digest, s, cfg.image_size)] - before[s] for s in before)
 
     tracking.configure()
@@ -504,6 +556,7 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
     overhead_mean = float(np.mean([t["overhead_seconds"] for t in trials])) if trials else 0.0
     return {"key": result.key, "archs": archs, "trials_per_arch": cfg.trials,
             "epochs": cfg.epochs, "size": cfg.image_size, "sweep_seconds": result.seconds,
+            "others_cpu_share": others,
             "trials": trials,
             "rss_growth_pct": 100 * (rss[-1] - rss[1]) / rss[1] if len(rss) >= 3 else None,
             "overhead_fraction_mean": float(np.mean([t["overhead_fraction"] for t in trials]))
@@ -544,6 +597,7 @@ def scaling(root: Path, settings: Settings) -> dict:
             seconds = clock.epoch_seconds[-1]
             rows.append({"size": size, "fraction": fraction, "images": n,
                          "epoch_seconds": seconds, "ms_per_image": 1000 * seconds / n,
+                         "others_cpu_share": clock.epoch_others[-1],
                          "cache_mb": sub.nbytes / 1e6})
             log.info("scaling %dpx x%.2f (%d images): epoch %.1fs, cache %.0f MB", size,
                      fraction, n, seconds, sub.nbytes / 1e6)
@@ -560,8 +614,9 @@ def targets(res: dict) -> list[dict]:
     def add(name: str, goal: str, value: float | None, ok: bool | None, shown: str,
             why: str = "") -> None:
         verdict = "n/a" if ok is None else ("PASS" if ok else "MISS")
-        out.append({"target": name, "goal": goal, "value": value, "shown": shown,
-                    "result": verdict, "why": why if ok is False else ""})
+        out.append({"target": name, "goal": goal,
+                    "value": None if value is None else float(value), "shown": shown,
+                    "result": verdict, "why": why if verdict == "MISS" else ""})
 
     tr = res.get("training", {})
     if "fastest" in tr:
@@ -580,10 +635,11 @@ def targets(res: dict) -> list[dict]:
                 f"{run['vs_notebook']:.2f} (val acc {run['val_accuracy_delta']:+.3f})",
                 f"{prec} training compute alone (cached pipeline, no validation) is "
                 f"{w['compute_share_of_notebook_epoch'][prec]:.0%} of the notebook's epoch "
-                f"({w['compute_seconds'][prec]:.0f}s of "
-                f"{nb['runs']['notebook fp32']['epoch_last_seconds']:.0f}s), so no pipeline "
+                f"({w['compute_seconds'][prec]:.1f}s of "
+                f"{nb['runs']['notebook fp32']['epoch_last_seconds']:.1f}s), so no pipeline "
                 "change can bring it under 0.5")
     rows = [r for r in tr.get("rows", []) if r["family"] in CONV_FAMILIES and "bf16" in r]
+    by_arch = {r["arch"]: r for r in rows}
     for prec in ("fp32", "bf16"):
         fr = {r["arch"]: r[prec]["ceiling_fraction"] for r in rows
               if r[prec].get("ceiling_fraction") is not None}
@@ -591,8 +647,7 @@ def targets(res: dict) -> list[dict]:
             lo, hi = min(fr, key=fr.get), max(fr, key=fr.get)
             add(f"conv archs {prec} FLOP/s / {prec} ceiling (each)", ">= 50%",
                 fr[lo], fr[lo] >= 0.5, f"{fr[lo]:.0%} ({lo}) .. {fr[hi]:.0%} ({hi})",
-                "per-layer work is small (2 cores, batch 32, 3-channel first convs, "
-                "memory-bound BN/pool/activations) next to a 2048^2 matmul")
+                _flops_why(by_arch, prec, hi))
     sw = res.get("sweep", {})
     if "decodes_per_image" in sw:
         d = sw["decodes_per_image"]
@@ -612,6 +667,20 @@ def targets(res: dict) -> list[dict]:
             f"of fit: trials of >= {sw['epochs_for_10pct_overhead']} epochs at "
             f"{sw['size']}px would be under 10%")
     return out
+
+
+def _flops_why(by_arch: dict, prec: str, best: str) -> str:
+    """What the training rows say about the gap to the matmul ceiling."""
+    why = (f"only {best} (the widest 3x3 convs, {by_arch[best]['train_gflop']:.2f} GFLOP/img) "
+           "gets close; the others spend their time on uncounted memory-bound layers (BatchNorm, "
+           "pooling, activations) and on shapes that use the cores poorly (3-channel first "
+           "convs, depthwise convs)")
+    if "baseline" in by_arch and "bn_dropout" in by_arch:
+        share = (by_arch["bn_dropout"][prec]["images_per_s"]
+                 / by_arch["baseline"][prec]["images_per_s"])
+        why += (f": bn_dropout has baseline's FLOPs but runs at {share:.0%} of its speed, "
+                "the cost of its BatchNorm layers")
+    return why
 
 
 # ------------------------------------------------------------------------------------ table
@@ -640,7 +709,9 @@ def render(res: dict) -> str:
            f"TF {m['tensorflow']} | Keras {m['keras']} | load avg at start {m['loadavg_start']}, "
            f"at end {m.get('loadavg_end', '?')}",
            f"data: {res['data']} ({', '.join(f'{k} {v}' for k, v in res['splits'].items())})",
-           f"total wall time {res['wall_seconds'] / 60:.1f} min", ""]
+           f"total wall time {res['wall_seconds'] / 60:.1f} min",
+           "'others' = share of the machine's CPU that other processes used during a measurement "
+           "(interference; 0% = the bench had the box to itself)", ""]
 
     def section(title: str, key: str, body: Callable[[dict], list[str]]) -> None:
         out.append(title)
@@ -652,10 +723,12 @@ def render(res: dict) -> str:
         out.append("")
 
     def ceiling_body(c: dict) -> list[str]:
-        rows = [[k, _f(c[k]["gflops"]), _f(c[k].get("vs_float32", 1.0), ".2f") + "x",
+        rows = [[k, _f(c[k]["gflops"]), _f(c[k].get("gflops_mean")),
+                 _f(c[k].get("vs_float32", 1.0), ".2f") + "x", _pct(c[k].get("others_cpu_share")),
                  c[k].get("skipped", f"{c[k]['reps']} reps")]
                 for k in ("float32", "bfloat16", "float16")]
-        lines = _table(["dtype", "GFLOP/s", "vs fp32", "note"], rows)
+        lines = _table(["dtype", "GFLOP/s (best rep)", "mean", "vs fp32", "others", "note"],
+                       rows)
         end = res.get("ceiling_end", {})
         if "float32" in end:
             lines.append("  again at the end: " + ", ".join(
@@ -667,9 +740,11 @@ def render(res: dict) -> str:
         rows = [[str(r["size"]), str(r["images"]), _f(r["first_pass_images_per_s"], ".0f"),
                  _f(r["cached_images_per_s"], ".0f"), _f(r.get("notebook_images_per_s"), ".0f"),
                  _f(r.get("cached_vs_notebook"), ".1f") + ("x" if "cached_vs_notebook" in r else ""),
-                 _f(r["cache_mb"], ".0f")] for r in p["rows"]]
+                 _f(r["cache_mb"], ".0f"),
+                 _pct(max(r.get("cached_others_cpu_share") or 0,
+                          r.get("notebook_others_cpu_share") or 0))] for r in p["rows"]]
         return _table(["px", "images", "first pass (decode)", "cached (mean of 3)",
-                       "notebook (1 pass)", "cached/notebook", "cache MB"], rows)
+                       "notebook (1 pass)", "cached/notebook", "cache MB", "others"], rows)
 
     def training_body(t: dict) -> list[str]:
         rows = []
@@ -681,10 +756,15 @@ def render(res: dict) -> str:
                          _f(b.get("images_per_s")), _f(b.get("gflops"), ".0f"),
                          _pct(b.get("ceiling_fraction")),
                          _f(r.get("bf16_speedup"), ".2f") + ("x" if b else ""),
-                         _f(r["fp32"]["pipeline_ratio"], ".0f") + "x"])
+                         _f(r["fp32"]["pipeline_ratio"], ".0f") + "x",
+                         _pct(max(r["fp32"].get("others_cpu_share") or 0,
+                                  b.get("others_cpu_share") or 0))])
         f = t["fastest"]
         return _table(["arch", "px", "train GFLOP/img", "fp32 img/s", "GFLOP/s", "% ceil",
-                       "bf16 img/s", "GFLOP/s", "% ceil", "bf16/fp32", "pipe/train fp32"], rows) + [
+                       "bf16 img/s", "GFLOP/s", "% ceil", "bf16/fp32", "pipe/train fp32",
+                       "others"], rows) + [
+            "  img/s: the fastest of 3 equal runs of steps in a ~15 s window (JSON also has the "
+            "window mean); GFLOP/img counts conv/dense layers, training = 3x forward",
             f"  fastest: {f['arch']} {f['precision']} {f['images_per_s']:.1f} img/s at "
             f"{f['size']}px; cached pipeline at {f['size']}px {f['pipeline_images_per_s']:.0f} "
             f"img/s -> {f['pipeline_ratio']:.1f}x  (batch {t['batch']}, augment 0 unless noted)"]
@@ -692,15 +772,18 @@ def render(res: dict) -> str:
     def notebook_body(n: dict) -> list[str]:
         rows = [[name, str(r["batch"]), " / ".join(_f(x) for x in r["epoch_seconds"]),
                  _f(r["vs_notebook"], ".2f"), _f(r["val_accuracy"], ".4f"),
-                 _f(r["val_accuracy_delta"], "+.4f")] for name, r in n["runs"].items()]
+                 _f(r["val_accuracy_delta"], "+.4f"),
+                 " / ".join(_pct(x) for x in r["epoch_others_cpu_share"])]
+                for name, r in n["runs"].items()]
         lines = _table(["run (bn_dropout model, no augmentation)", "batch", "epoch s (1 / 2)",
                         f"epoch {n['epochs']} / notebook", f"val acc @{n['epochs']}",
-                        "val acc delta"], rows)
+                        "val acc delta", "others (1 / 2)"], rows)
         lines.append(f"  levers, training throughput only (bn_dropout {n['size']}px, cached "
                      "pipeline, no validation):")
-        lines += _table(["precision", "batch", "img/s", "GFLOP/s", "vs fp32 b32"],
+        lines += _table(["precision", "batch", "img/s", "GFLOP/s", "vs fp32 b32", "others"],
                         [[lv["precision"], str(lv["batch"]), _f(lv["images_per_s"]),
-                          _f(lv["gflops"], ".0f"), _f(lv["speedup"], ".2f") + "x"]
+                          _f(lv["gflops"], ".0f"), _f(lv["speedup"], ".2f") + "x",
+                          _pct(lv.get("others_cpu_share"))]
                          for lv in n["levers"]], indent="    ")
         w = n["why"]
         share = w["compute_share_of_notebook_epoch"]
@@ -728,12 +811,15 @@ def render(res: dict) -> str:
             f"last {_f(sw['rss_growth_pct'], '+.1f')}%; mean time outside fit "
             f"{_f(100 * (sw['overhead_fraction_mean'] or 0), '.1f')}% (outside epochs "
             f"{_f(100 * (sw['outside_epochs_fraction_mean'] or 0), '.1f')}%); decodes per image "
-            f"{sw['decodes_per_image']:.2f} ({sw['decodes']} / {sw['images']})"]
+            f"{sw['decodes_per_image']:.2f} ({sw['decodes']} / {sw['images']}); others "
+            f"{_pct(sw.get('others_cpu_share'))}"]
 
     def scaling_body(sc: dict) -> list[str]:
         rows = [[str(r["size"]), f"{r['fraction']:g}", str(r["images"]), _f(r["epoch_seconds"]),
-                 _f(r["ms_per_image"], ".2f"), _f(r["cache_mb"])] for r in sc["rows"]]
-        return _table(["px", "fraction", "images", "epoch s", "ms/image", "cache MB"], rows)
+                 _f(r["ms_per_image"], ".2f"), _f(r["cache_mb"]),
+                 _pct(r.get("others_cpu_share"))] for r in sc["rows"]]
+        return _table(["px", "fraction", "images", "epoch s", "ms/image", "cache MB", "others"],
+                      rows)
 
     section(f"1. Matmul ceiling ({res.get('ceiling', {}).get('n', '?')}^2, tf.linalg.matmul)",
             "ceiling", ceiling_body)

@@ -189,6 +189,7 @@ def _tuner_classes():
                 t_fit = time.monotonic()
                 results = super().run_trial(trial, *args, **kwargs)
                 fit_seconds = time.monotonic() - t_fit
+                mlflow.log_param("param_count", self.hypermodel.last_model.count_params())
                 history = results[0].history if isinstance(results, list) else results.history
                 summary = tracking.history_summary(history, OBJECTIVE, initial)
                 mlflow.log_metrics(summary)
@@ -215,9 +216,7 @@ def _tuner_classes():
             return {"arch": self.arch, "tuner": c.tuner, "image_size": c.image_size,
                     "batch_size": c.batch_size, "max_epochs": c.epochs, "seed": c.seed,
                     "precision": c.precision, "strategy": runtime.strategy_name(
-                        self.distribution_strategy or runtime.strategy()),
-                    "param_count": self.hypermodel.last_model.count_params()
-                    if self.hypermodel.last_model is not None else -1}
+                        self.distribution_strategy or runtime.strategy())}
 
         def _supersede(self, trial_id: str) -> None:
             """A trial about to (re)run: earlier runs of it were interrupted; close them."""

@@ -47,6 +47,14 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
         assert t.info.status == "FINISHED"
         assert by_arch[t.data.tags["mlflow.parentRunId"]] == t.data.tags["catdog.arch"]
         assert {"lr", "optimizer", "augment", "arch", "image_size"} <= set(t.data.params)
+        from catdog import models
+        from catdog.train import fixed_hyperparameters
+
+        own = {k: json.loads(v) if k != "optimizer" else v for k, v in t.data.params.items()
+               if k in models.get(t.data.tags["catdog.arch"]).search_space().values}
+        built = models.get(t.data.tags["catdog.arch"]).build(fixed_hyperparameters(own),
+                                                             image_size=32)
+        assert int(t.data.params["param_count"]) == built.count_params(), "this trial's model"
         history = client.get_metric_history(t.info.run_id, "val_accuracy")
         assert len(history) == t.data.metrics["epochs_run"] >= 1
         assert [h.step for h in history] == sorted(h.step for h in history)
