@@ -481,7 +481,7 @@ def resolve_sweep_data(data: str | None) -> Path:
     try:
         archive = download()
     except CatdogError as exc:
-        raise CatdogError(f"no data given and none could be downloaded ({exc}); pass "
-                          "DATA=path/to/zip-or-folder, e.g. make sweep "
-                          "DATA=../shared/data/dogs-vs-cats-mini") from None
+        reason = str(exc).split("; pass DATA=")[0]  # say the remedy once
+        raise CatdogError(f"no data given and none could be downloaded: {reason}; pass "
+                          "DATA=path/to/zip-or-folder (make sweep DATA=...) or --data") from None
     return prepare(archive, Path("data") / "prepared" / Path(archive).stem).root
