@@ -30,6 +30,11 @@ working directory, so tuner state and caches land there) that is deleted at the 
 numbers drift with whatever else runs on the machine; compare the ratios, which are measured
 within the same run. The sweep runs right after the ceiling so that its trials' peak RSS
 (ru_maxrss, a process-wide high-water mark) is not hidden by the larger caches of later items.
+
+On a shared box, every measurement also records "others": the share of the machine's CPU that
+other processes used meanwhile (/proc/stat minus this process). Throughput is the fastest of
+three runs of steps in its window, a window where others took over 25% is measured once more,
+and the table flags what stayed disturbed with '!'.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ BATCH = 32
 WARMUP_STEPS = 4  # the first traces the train function; the others calibrate the timed window
 SKIP_STEPS = 1  # steps at the start of a timed fit left out (iterator start-up)
 CHUNKS = 3  # a timed window is cut into this many runs of steps; the fastest is reported
+DISTURBED = 0.25  # other processes' CPU share above which a measurement is retried / flagged
 CONV_FAMILIES = ("notebook", "vgg", "resnet", "xception")  # from scratch; `transfer` is frozen
 NO_AUGMENT = {"augment": 0.0}
 
@@ -186,22 +192,34 @@ def train_throughput(model, ds, batch: int, settings: Settings) -> dict:
     The warm-up's last steps size the timed window to about `settings.throughput_seconds`;
     rates are taken between step ends, so fit's start-up is left out. The window is cut into
     CHUNKS equal runs of steps: `images_per_s` is the fastest chunk (interference from other
-    jobs only ever slows a chunk down), `images_per_s_mean` the whole window."""
+    jobs only ever slows a chunk down), `images_per_s_mean` the whole window. A window in
+    which other processes took more than DISTURBED of the CPU is measured once more and the
+    less disturbed of the two kept."""
     clock = _clock()
     model.fit(ds.take(WARMUP_STEPS), epochs=1, verbose=0, callbacks=[clock])
     step = float(np.median(np.diff(clock.step_ends[1:])))
     steps = int(min(max(math.ceil(settings.throughput_seconds / max(step, 1e-6)), 3 * CHUNKS),
                     settings.max_steps))
-    cpu = CpuShare()
-    model.fit(ds.take(steps + SKIP_STEPS + 1), epochs=1, verbose=0, callbacks=[clock])
-    others = cpu.others()
-    ends = np.asarray(clock.step_ends[SKIP_STEPS:])
-    seconds = float(ends[-1] - ends[0])
-    bounds = np.linspace(0, len(ends) - 1, CHUNKS + 1).round().astype(int)
-    chunk_rates = [(b - a) * batch / float(ends[b] - ends[a]) for a, b in zip(bounds, bounds[1:])]
-    return {"images_per_s": max(chunk_rates), "images_per_s_mean": steps * batch / seconds,
-            "chunk_images_per_s": [round(r, 2) for r in chunk_rates], "steps": steps,
-            "seconds": seconds, "others_cpu_share": others}
+    best: dict | None = None
+    for attempt in (1, 2):
+        cpu = CpuShare()
+        model.fit(ds.take(steps + SKIP_STEPS + 1), epochs=1, verbose=0, callbacks=[clock])
+        others = cpu.others()
+        ends = np.asarray(clock.step_ends[SKIP_STEPS:])
+        seconds = float(ends[-1] - ends[0])
+        bounds = np.linspace(0, len(ends) - 1, CHUNKS + 1).round().astype(int)
+        chunk_rates = [float((b - a) * batch / (ends[b] - ends[a]))
+                       for a, b in zip(bounds, bounds[1:])]
+        m = {"images_per_s": max(chunk_rates), "images_per_s_mean": steps * batch / seconds,
+             "chunk_images_per_s": [round(r, 2) for r in chunk_rates], "steps": steps,
+             "seconds": seconds, "others_cpu_share": others}
+        if best is None or (others or 0) < (best["others_cpu_share"] or 0):
+            best = m
+        if (others or 0) <= DISTURBED:
+            break
+        log.info("other processes took %.0f%% of the CPU during this measurement%s",
+                 100 * others, "; measuring again" if attempt == 1 else "")
+    return {**best, "attempts": attempt}
 
 
 def training_flops(model) -> dict:
@@ -490,14 +508,16 @@ def versus_notebook(root: Path, settings: Settings, pipe: dict) -> dict:
     ref = levers[0]["images_per_s"]
     for lever in levers:
         lever["speedup"] = lever["images_per_s"] / ref
-    rate = {lv["precision"]: lv["images_per_s"] for lv in levers if lv["batch"] == BATCH}
+    at_batch = {lv["precision"]: lv for lv in levers if lv["batch"] == BATCH}
 
     # Why: the share of the notebook's epoch that is model compute, which no pipeline touches.
     pipe_row = next((r for r in pipe.get("rows", []) if r["size"] == size), {})
     nb_rate = pipe_row.get("notebook_images_per_s")
-    compute = {prec: sizes["train"] / r for prec, r in rate.items()}
+    compute = {prec: sizes["train"] / lv["images_per_s"] for prec, lv in at_batch.items()}
     why = {"train_images": sizes["train"], "val_images": sizes["val"],
            "compute_seconds": compute,
+           "compute_others_cpu_share": {prec: lv["others_cpu_share"]
+                                        for prec, lv in at_batch.items()},
            "compute_share_of_notebook_epoch": {prec: c / base["epoch_last_seconds"]
                                                for prec, c in compute.items()},
            "catdog_decode_seconds_once": (sizes["train"] + sizes["val"])
@@ -559,6 +579,7 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
             "others_cpu_share": others,
             "trials": trials,
             "rss_growth_pct": 100 * (rss[-1] - rss[1]) / rss[1] if len(rss) >= 3 else None,
+            "rss_growth_within_arch_pct": _rss_growth_within_arch(trials),
             "overhead_fraction_mean": float(np.mean([t["overhead_fraction"] for t in trials]))
             if trials else None,
             "outside_epochs_fraction_mean": float(np.mean(
@@ -569,6 +590,17 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
             if trials else None,
             "decodes": decodes, "images": sizes["train"] + sizes["val"],
             "decodes_per_image": decodes / (sizes["train"] + sizes["val"])}
+
+
+def _rss_growth_within_arch(trials: list[dict]) -> dict[str, float]:
+    """Peak RSS growth from each architecture's 2nd trial to its last: a leak grows it trial
+    after trial, while a switch to a bigger model raises it once."""
+    out = {}
+    for arch in dict.fromkeys(t["arch"] for t in trials):
+        rss = [t["peak_rss_mb"] for t in trials if t["arch"] == arch]
+        if len(rss) >= 3:
+            out[arch] = 100 * (rss[-1] - rss[1]) / rss[1]
+    return out
 
 
 # ------------------------------------------------------------------------ 6. how cost grows
@@ -629,15 +661,10 @@ def targets(res: dict) -> list[dict]:
     for prec in ("fp32", "bf16"):
         run = nb.get("runs", {}).get(f"catdog {prec}")
         if run:
-            w = nb["why"]
             add(f"catdog {prec} epoch / notebook epoch", "<= 0.5", run["vs_notebook"],
                 run["vs_notebook"] <= 0.5,
                 f"{run['vs_notebook']:.2f} (val acc {run['val_accuracy_delta']:+.3f})",
-                f"{prec} training compute alone (cached pipeline, no validation) is "
-                f"{w['compute_share_of_notebook_epoch'][prec]:.0%} of the notebook's epoch "
-                f"({w['compute_seconds'][prec]:.1f}s of "
-                f"{nb['runs']['notebook fp32']['epoch_last_seconds']:.1f}s), so no pipeline "
-                "change can bring it under 0.5")
+                _epoch_why(nb, prec))
     rows = [r for r in tr.get("rows", []) if r["family"] in CONV_FAMILIES and "bf16" in r]
     by_arch = {r["arch"]: r for r in rows}
     for prec in ("fp32", "bf16"):
@@ -657,8 +684,14 @@ def targets(res: dict) -> list[dict]:
     if sw.get("rss_growth_pct") is not None:
         g = sw["rss_growth_pct"]
         rss = [t["peak_rss_mb"] for t in sw["trials"]]
-        add("peak RSS growth trial 2 -> last", "< 5%", g, g < 5, f"{g:+.1f}%",
-            f"peak RSS {rss[1]:.0f} -> {rss[-1]:.0f} MB over {len(rss) - 2} trials")
+        within = sw.get("rss_growth_within_arch_pct", {})
+        why = f"peak RSS {rss[1]:.0f} -> {rss[-1]:.0f} MB over {len(rss) - 2} trials"
+        if within:
+            why += ("; within each architecture (2nd trial -> last): "
+                    + ", ".join(f"{a} {x:+.1f}%" for a, x in within.items()))
+            if max(within.values()) < g / 2:
+                why += ", so most of it is the switch to a larger model, not a per-trial leak"
+        add("peak RSS growth trial 2 -> last", "< 5%", g, g < 5, f"{g:+.1f}%", why)
     if sw.get("overhead_fraction_mean") is not None:
         o = sw["overhead_fraction_mean"]
         add("time outside model.fit per trial", "< 10%", o, o < 0.1, f"{o:.1%}",
@@ -667,6 +700,27 @@ def targets(res: dict) -> list[dict]:
             f"of fit: trials of >= {sw['epochs_for_10pct_overhead']} epochs at "
             f"{sw['size']}px would be under 10%")
     return out
+
+
+def _epoch_why(nb: dict, prec: str) -> str:
+    """What item 4 says about the gap to a 2x faster epoch."""
+    w, epoch = nb["why"], nb["runs"]["notebook fp32"]["epoch_last_seconds"]
+    parts = []
+    if w.get("notebook_pipeline_seconds") is not None:
+        parts.append(f"the notebook's own pipeline needs only {w['notebook_pipeline_seconds']:.1f}s "
+                     f"of its {epoch:.0f}s epoch ({w['notebook_pipeline_seconds'] / epoch:.0%}), "
+                     "so a faster pipeline has almost nothing to remove")
+    if prec in w.get("compute_seconds", {}):
+        parts.append(f"{prec} training compute alone (cached pipeline, no validation) takes "
+                     f"{w['compute_seconds'][prec]:.0f}s "
+                     f"({w['compute_share_of_notebook_epoch'][prec]:.0%} of that epoch)"
+                     + _disturbed(w.get("compute_others_cpu_share", {}).get(prec)))
+    return "; ".join(parts)
+
+
+def _disturbed(others: float | None) -> str:
+    return (f" [disturbed: other processes took {others:.0%} of the CPU]"
+            if (others or 0) > DISTURBED else "")
 
 
 def _flops_why(by_arch: dict, prec: str, best: str) -> str:
@@ -702,6 +756,11 @@ def _pct(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.0f}%"
 
 
+def _others(fraction: float | None) -> str:
+    """Other processes' CPU share, flagged '!' when the figure beside it is disturbed."""
+    return _pct(fraction) + (" !" if (fraction or 0) > DISTURBED else "")
+
+
 def render(res: dict) -> str:
     m, s = res["machine"], res["settings"]
     out = [f"catdog benchmark  {m['date']}{'  (QUICK: smoke run, numbers not meaningful)' if s['quick'] else ''}",
@@ -711,7 +770,8 @@ def render(res: dict) -> str:
            f"data: {res['data']} ({', '.join(f'{k} {v}' for k, v in res['splits'].items())})",
            f"total wall time {res['wall_seconds'] / 60:.1f} min",
            "'others' = share of the machine's CPU that other processes used during a measurement "
-           "(interference; 0% = the bench had the box to itself)", ""]
+           f"(interference; 0% = the bench had the box to itself; '!' = over {DISTURBED:.0%}: "
+           "treat that row's figures as disturbed)", ""]
 
     def section(title: str, key: str, body: Callable[[dict], list[str]]) -> None:
         out.append(title)
@@ -724,7 +784,7 @@ def render(res: dict) -> str:
 
     def ceiling_body(c: dict) -> list[str]:
         rows = [[k, _f(c[k]["gflops"]), _f(c[k].get("gflops_mean")),
-                 _f(c[k].get("vs_float32", 1.0), ".2f") + "x", _pct(c[k].get("others_cpu_share")),
+                 _f(c[k].get("vs_float32", 1.0), ".2f") + "x", _others(c[k].get("others_cpu_share")),
                  c[k].get("skipped", f"{c[k]['reps']} reps")]
                 for k in ("float32", "bfloat16", "float16")]
         lines = _table(["dtype", "GFLOP/s (best rep)", "mean", "vs fp32", "others", "note"],
@@ -741,7 +801,7 @@ def render(res: dict) -> str:
                  _f(r["cached_images_per_s"], ".0f"), _f(r.get("notebook_images_per_s"), ".0f"),
                  _f(r.get("cached_vs_notebook"), ".1f") + ("x" if "cached_vs_notebook" in r else ""),
                  _f(r["cache_mb"], ".0f"),
-                 _pct(max(r.get("cached_others_cpu_share") or 0,
+                 _others(max(r.get("cached_others_cpu_share") or 0,
                           r.get("notebook_others_cpu_share") or 0))] for r in p["rows"]]
         return _table(["px", "images", "first pass (decode)", "cached (mean of 3)",
                        "notebook (1 pass)", "cached/notebook", "cache MB", "others"], rows)
@@ -757,7 +817,7 @@ def render(res: dict) -> str:
                          _pct(b.get("ceiling_fraction")),
                          _f(r.get("bf16_speedup"), ".2f") + ("x" if b else ""),
                          _f(r["fp32"]["pipeline_ratio"], ".0f") + "x",
-                         _pct(max(r["fp32"].get("others_cpu_share") or 0,
+                         _others(max(r["fp32"].get("others_cpu_share") or 0,
                                   b.get("others_cpu_share") or 0))])
         f = t["fastest"]
         return _table(["arch", "px", "train GFLOP/img", "fp32 img/s", "GFLOP/s", "% ceil",
@@ -773,7 +833,7 @@ def render(res: dict) -> str:
         rows = [[name, str(r["batch"]), " / ".join(_f(x) for x in r["epoch_seconds"]),
                  _f(r["vs_notebook"], ".2f"), _f(r["val_accuracy"], ".4f"),
                  _f(r["val_accuracy_delta"], "+.4f"),
-                 " / ".join(_pct(x) for x in r["epoch_others_cpu_share"])]
+                 " / ".join(_others(x) for x in r["epoch_others_cpu_share"])]
                 for name, r in n["runs"].items()]
         lines = _table(["run (bn_dropout model, no augmentation)", "batch", "epoch s (1 / 2)",
                         f"epoch {n['epochs']} / notebook", f"val acc @{n['epochs']}",
@@ -783,13 +843,15 @@ def render(res: dict) -> str:
         lines += _table(["precision", "batch", "img/s", "GFLOP/s", "vs fp32 b32", "others"],
                         [[lv["precision"], str(lv["batch"]), _f(lv["images_per_s"]),
                           _f(lv["gflops"], ".0f"), _f(lv["speedup"], ".2f") + "x",
-                          _pct(lv.get("others_cpu_share"))]
+                          _others(lv.get("others_cpu_share"))]
                          for lv in n["levers"]], indent="    ")
         w = n["why"]
         share = w["compute_share_of_notebook_epoch"]
         lines.append(f"  why: training compute alone for {w['train_images']} images takes "
                      + ", ".join(f"{w['compute_seconds'][p]:.0f}s in {p} ({share[p]:.0%} of the "
-                                 "notebook's epoch)" for p in w["compute_seconds"])
+                                 "notebook's epoch"
+                                 + _disturbed(w.get("compute_others_cpu_share", {}).get(p)) + ")"
+                                 for p in w["compute_seconds"])
                      + "; the notebook's pipeline alone takes "
                      f"{_f(w['notebook_pipeline_seconds'], '.0f')}s per epoch (train+val); "
                      f"catdog decodes once, {_f(w['catdog_decode_seconds_once'], '.0f')}s, "
@@ -808,16 +870,19 @@ def render(res: dict) -> str:
             "model build and compile); outside epochs % = 1 - sum(epoch_seconds) / trial time",
             f"  {len(sw['trials'])} trials ({sw['trials_per_arch']} per arch, {sw['epochs']} "
             f"epochs, {sw['size']}px) in {sw['sweep_seconds']:.0f}s; RSS growth trial 2 -> "
-            f"last {_f(sw['rss_growth_pct'], '+.1f')}%; mean time outside fit "
+            f"last {_f(sw['rss_growth_pct'], '+.1f')}% (within each arch: "
+            + ", ".join(f"{a} {g:+.1f}%" for a, g in sw.get("rss_growth_within_arch_pct",
+                                                               {}).items())
+            + f"); mean time outside fit "
             f"{_f(100 * (sw['overhead_fraction_mean'] or 0), '.1f')}% (outside epochs "
             f"{_f(100 * (sw['outside_epochs_fraction_mean'] or 0), '.1f')}%); decodes per image "
             f"{sw['decodes_per_image']:.2f} ({sw['decodes']} / {sw['images']}); others "
-            f"{_pct(sw.get('others_cpu_share'))}"]
+            f"{_others(sw.get('others_cpu_share'))}"]
 
     def scaling_body(sc: dict) -> list[str]:
         rows = [[str(r["size"]), f"{r['fraction']:g}", str(r["images"]), _f(r["epoch_seconds"]),
                  _f(r["ms_per_image"], ".2f"), _f(r["cache_mb"]),
-                 _pct(r.get("others_cpu_share"))] for r in sc["rows"]]
+                 _others(r.get("others_cpu_share"))] for r in sc["rows"]]
         return _table(["px", "fraction", "images", "epoch s", "ms/image", "cache MB", "others"],
                       rows)
 

@@ -53,8 +53,18 @@ def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
     return model
 
 
+# Keras's default BatchNorm momentum (0.99) needs thousands of steps before its moving statistics
+# match the weights; sweeps train for a few hundred, and validation then collapses to one class
+# (seen here: train accuracy 0.73, val 0.50 after 3 epochs). 0.9 tracks them within ~50 steps.
+BN_MOMENTUM = 0.9
+
+
+def batch_norm(name: str):
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+
+
 def conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str = ""):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)

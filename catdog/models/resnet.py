@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from keras import layers
 
-from catdog.models.common import binary_head, compile_model, conv_bn_relu, inputs_and_augment
+from catdog.models.common import (
+    batch_norm,
+    binary_head,
+    compile_model,
+    conv_bn_relu,
+    inputs_and_augment,
+)
 from catdog.models.registry import register
 
 
@@ -12,11 +18,11 @@ def _basic_block(x, filters: int, strides: int, name: str):
     shortcut = x
     y = conv_bn_relu(x, filters, strides=strides, name=f"{name}_1")
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
-    y = layers.BatchNormalization(name=f"{name}_2_bn")(y)
+    y = batch_norm(f"{name}_2_bn")(y)
     if strides != 1 or shortcut.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False,
                                  name=f"{name}_proj")(shortcut)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = batch_norm(f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.Activation("relu", name=f"{name}_out")(y)
 

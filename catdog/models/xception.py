@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from keras import layers
 
-from catdog.models.common import binary_head, compile_model, conv_bn_relu, inputs_and_augment
+from catdog.models.common import (
+    batch_norm,
+    binary_head,
+    compile_model,
+    conv_bn_relu,
+    inputs_and_augment,
+)
 from catdog.models.registry import register
 
 
@@ -19,16 +25,16 @@ def xception(hp, *, input_shape):
     for i, filters in enumerate((width * 4, width * 8, width * 16), start=1):
         x = layers.Activation("relu", name=f"sep{i}_relu_a")(x)
         x = layers.SeparableConv2D(filters, 3, padding="same", name=f"sep{i}_a")(x)
-        x = layers.BatchNormalization(name=f"sep{i}_bn_a")(x)
+        x = batch_norm(f"sep{i}_bn_a")(x)
         x = layers.Activation("relu", name=f"sep{i}_relu_b")(x)
         x = layers.SeparableConv2D(filters, 3, padding="same", name=f"sep{i}_b")(x)
-        x = layers.BatchNormalization(name=f"sep{i}_bn_b")(x)
+        x = batch_norm(f"sep{i}_bn_b")(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"sep{i}_pool")(x)
         residual = layers.Conv2D(filters, 1, strides=2, padding="same", name=f"sep{i}_res")(previous)
         x = layers.Add(name=f"sep{i}_add")([x, residual])
         previous = x
     x = layers.SeparableConv2D(width * 32, 3, padding="same", name="exit_sep")(x)
-    x = layers.BatchNormalization(name="exit_bn")(x)
+    x = batch_norm("exit_bn")(x)
     x = layers.Activation("relu", name="exit_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
