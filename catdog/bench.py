@@ -734,6 +734,11 @@ def _flops_why(by_arch: dict, prec: str, best: str) -> str:
                  / by_arch["baseline"][prec]["images_per_s"])
         why += (f": bn_dropout has baseline's FLOPs but runs at {share:.0%} of its speed, "
                 "the cost of its BatchNorm layers")
+    speedups = [r["bf16_speedup"] for r in by_arch.values() if "bf16_speedup" in r]
+    if prec == "bf16" and speedups:
+        why += (f"; bf16 trains at {min(speedups):.2f}-{max(speedups):.2f}x the fp32 speed "
+                "although its matmul ceiling is higher, so the bf16 gain is lost outside the "
+                "counted convolutions")
     return why
 
 

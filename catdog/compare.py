@@ -182,6 +182,7 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
                 steps = [h.step + 1 for h in hist]
                 ax_curves.plot(steps, [h.value for h in hist], style, color=c,
                                label=f"{row['arch']} {name.split('_')[0]}")
+    ax_curves.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax_curves.set_xlabel("epoch")
     ax_curves.set_ylabel("accuracy")
     ax_curves.set_title("best trial per architecture: train (dashed) vs val (solid)")

@@ -29,6 +29,7 @@ def learning_curves(history: dict[str, list[float]], title: str = ""):
             ax.axvline(best + 1, ls="--", c="grey", lw=1)
             ax.annotate(f"best {val[best]:.3f}\ngap {train[best] - val[best]:+.3f}",
                         (best + 1, val[best]), textcoords="offset points", xytext=(5, -30))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
