@@ -23,7 +23,7 @@ def cli(*args, code=0):
 @pytest.fixture
 def finished_sweep(tiny_prepared, workdir):
     cfg = experiment.load(None, archs=("baseline", "bn_dropout"), tuner="random", trials=2,
-                          epochs=2, image_size=32, batch_size=8, data=str(tiny_prepared))
+                          epochs=1, image_size=32, batch_size=8, data=str(tiny_prepared))
     return sweep.run(cfg)
 
 

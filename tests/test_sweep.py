@@ -31,7 +31,9 @@ def _runs(kind=None, key=None):
                               output_format="list")
 
 
-@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+# Random runs by default; the other two tuners ride in the slow suite (CI runs both).
+@pytest.mark.parametrize("tuner", ["random", pytest.param("bayesian", marks=pytest.mark.slow),
+                                   pytest.param("hyperband", marks=pytest.mark.slow)])
 def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
     result = sweep.run(_cfg(tiny_prepared, tuner=tuner))
     client = mlflow.MlflowClient()
