@@ -565,6 +565,7 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
         trials.append({"arch": run.data.tags.get("catdog.arch"),
                        "trial_id": run.data.tags.get("catdog.trial_id"),
                        "peak_rss_mb": m.get("peak_rss_mb", float("nan")),
+                       "rss_mb": m.get("rss_mb"),  # current RSS after the trial, if logged
                        "fit_seconds": fit, "overhead_seconds": overhead,
                        "overhead_fraction": overhead / (fit + overhead),
                        "epoch_seconds": epochs,
@@ -865,12 +866,13 @@ def render(res: dict) -> str:
 
     def sweep_body(sw: dict) -> list[str]:
         rows = [[str(i + 1), t["arch"], t["trial_id"], _f(t["peak_rss_mb"], ".0f"),
-                 _f(t["fit_seconds"]), _f(t["overhead_seconds"]),
+                 _f(t.get("rss_mb"), ".0f"), _f(t["fit_seconds"]), _f(t["overhead_seconds"]),
                  _f(100 * t["overhead_fraction"], ".1f") + "%", _f(t["epoch_seconds"]),
                  _f(100 * t["outside_epochs_fraction"], ".1f") + "%"]
                 for i, t in enumerate(sw["trials"])]
-        return _table(["#", "arch", "trial", "peak RSS MB", "fit s", "outside fit s",
-                       "outside fit %", "sum epoch s", "outside epochs %"], rows) + [
+        return _table(["#", "arch", "trial", "peak RSS MB", "RSS after MB", "fit s",
+                       "outside fit s", "outside fit %", "sum epoch s", "outside epochs %"],
+                      rows) + [
             "  fit s / outside fit s: the trial's logged metrics (fit s includes KerasTuner's "
             "model build and compile); outside epochs % = 1 - sum(epoch_seconds) / trial time",
             f"  {len(sw['trials'])} trials ({sw['trials_per_arch']} per arch, {sw['epochs']} "

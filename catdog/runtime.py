@@ -6,6 +6,8 @@ so a faster setting never changes results silently.
 
 from __future__ import annotations
 
+import os
+
 from catdog.errors import CatdogError
 from catdog.log import get_logger
 
@@ -27,6 +29,32 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     warnings.filterwarnings("ignore", message=".*dataset source can be interpreted.*")
     warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column.*")
+
+
+def release_memory() -> None:
+    """Between trials: collect garbage and hand freed heap back to the OS. TensorFlow's many
+    threads fragment glibc's arenas, so without malloc_trim a long sweep's RSS creeps upward."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    try:
+        with open("/proc/self/statm") as f:
+            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        current = peak
+    return current, peak
 
 
 def cpu_has_bf16() -> bool:

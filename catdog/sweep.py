@@ -202,8 +202,11 @@ def _tuner_classes():
                 # Ties too: whichever tied trial the oracle later calls best has a model.
                 if best_before is None or score >= best_before:
                     self._log_model(summary)
+                runtime.release_memory()
+                rss, peak = runtime.rss_mb()
                 mlflow.log_metrics({
-                    "peak_rss_mb": _peak_rss_mb(),
+                    "rss_mb": rss,
+                    "peak_rss_mb": peak,
                     "fit_seconds": fit_seconds,
                     "seconds_per_epoch": fit_seconds / max(summary["epochs_run"], 1),
                     "overhead_seconds": time.monotonic() - t0 - fit_seconds})
@@ -257,12 +260,6 @@ def _tuner_classes():
                      tracking.format_seconds(ctx.eta(remaining)) if remaining else "done")
 
     return ArchHyperModel, Tracked
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _trial_callbacks(run_id, label, epochs, patience, initial_epoch):
