@@ -877,10 +877,10 @@ def render(res: dict) -> str:
             "model build and compile); outside epochs % = 1 - sum(epoch_seconds) / trial time",
             f"  {len(sw['trials'])} trials ({sw['trials_per_arch']} per arch, {sw['epochs']} "
             f"epochs, {sw['size']}px) in {sw['sweep_seconds']:.0f}s; RSS growth trial 2 -> "
-            f"last {_f(sw['rss_growth_pct'], '+.1f')}% (within each arch: "
-            + ", ".join(f"{a} {g:+.1f}%" for a, g in sw.get("rss_growth_within_arch_pct",
-                                                               {}).items())
-            + f"); mean time outside fit "
+            f"last {_f(sw['rss_growth_pct'], '+.1f')}%"
+            + "".join(f" ({a} alone {g:+.1f}%)" for a, g in sw.get("rss_growth_within_arch_pct",
+                                                                     {}).items())
+            + "; mean time outside fit "
             f"{_f(100 * (sw['overhead_fraction_mean'] or 0), '.1f')}% (outside epochs "
             f"{_f(100 * (sw['outside_epochs_fraction_mean'] or 0), '.1f')}%); decodes per image "
             f"{sw['decodes_per_image']:.2f} ({sw['decodes']} / {sw['images']}); others "

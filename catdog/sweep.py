@@ -144,14 +144,20 @@ def _tuner_classes():
 
         def __init__(self, entry: models.Architecture, image_size: int):
             super().__init__(name=entry.name)
-            self.entry, self.image_size, self.last_model = entry, image_size, None
+            self.entry, self.image_size = entry, image_size
+            self.last_model, self.fit_seconds = None, 0.0
 
         def build(self, hp):
             return self.entry.build(hp, image_size=self.image_size)
 
         def fit(self, hp, model, *args, **kwargs):
+            # Timed here, around model.fit alone, so a trial's overhead counts build and compile.
             self.last_model = model
-            return model.fit(*args, **kwargs)
+            t0 = time.monotonic()
+            try:
+                return model.fit(*args, **kwargs)
+            finally:
+                self.fit_seconds = time.monotonic() - t0
 
     class Tracked:
         """Mixed into a KerasTuner tuner: each trial runs inside a nested MLflow run."""
@@ -186,9 +192,8 @@ def _tuner_classes():
                 stop_and_log, _ = _trial_callbacks(run_id, f"{self.arch} t{trial.trial_id}",
                                                    epochs, ctx.cfg.patience, initial)
                 kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + stop_and_log
-                t_fit = time.monotonic()
                 results = super().run_trial(trial, *args, **kwargs)
-                fit_seconds = time.monotonic() - t_fit
+                fit_seconds = self.hypermodel.fit_seconds
                 mlflow.log_param("param_count", self.hypermodel.last_model.count_params())
                 history = results[0].history if isinstance(results, list) else results.history
                 summary = tracking.history_summary(history, OBJECTIVE, initial)
