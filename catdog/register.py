@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 
-from catdog import compare, metrics, pipeline, tracking
+from catdog import compare, pipeline, tracking
 from catdog.errors import CatdogError
 from catdog.log import get_logger
 

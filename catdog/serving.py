@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 CATDOG_DIR = Path(__file__).resolve().parent

@@ -25,7 +25,7 @@ def test_archs_lists_the_registry_with_parameter_counts():
 
     out = CliRunner().invoke(main, ["archs", "--image-size", "64"]).output
     for name in models.names():
-        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        line = next(row for row in out.splitlines() if row.startswith(name + " "))
         count = int(line.split()[3].replace(",", ""))
         assert count == models.get(name).build(image_size=64).count_params()
 

@@ -48,12 +48,12 @@ def test_augmentation_is_off_at_inference():
 def test_baseline_and_bn_dropout_are_the_notebook_networks():
     base = models.get("baseline").build(image_size=64)
     bn = models.get("bn_dropout").build(image_size=64)
-    convs = [l.filters for l in base.layers if l.__class__.__name__ == "Conv2D"]
-    dense = [l.units for l in base.layers if l.__class__.__name__ == "Dense"]
+    convs = [layer.filters for layer in base.layers if layer.__class__.__name__ == "Conv2D"]
+    dense = [layer.units for layer in base.layers if layer.__class__.__name__ == "Dense"]
     assert convs == [32, 64, 128] and dense == [128, 64, 1]
-    kinds = [l.__class__.__name__ for l in bn.layers]
+    kinds = [layer.__class__.__name__ for layer in bn.layers]
     assert kinds.count("BatchNormalization") == 3 and kinds.count("Dropout") == 2
-    assert "BatchNormalization" not in [l.__class__.__name__ for l in base.layers]
+    assert "BatchNormalization" not in [layer.__class__.__name__ for layer in base.layers]
 
 
 def test_fixed_hyperparameters_reach_the_builder():
