@@ -873,8 +873,9 @@ def render(res: dict) -> str:
         return _table(["#", "arch", "trial", "peak RSS MB", "RSS after MB", "fit s",
                        "outside fit s", "outside fit %", "sum epoch s", "outside epochs %"],
                       rows) + [
-            "  fit s / outside fit s: the trial's logged metrics (fit s includes KerasTuner's "
-            "model build and compile); outside epochs % = 1 - sum(epoch_seconds) / trial time",
+            "  fit s / outside fit s: the trial's logged metrics (fit s = model.fit alone; outside "
+            "fit = build, compile, logging, evaluation); outside epochs % = 1 - sum(epoch_seconds)"
+            " / trial time",
             f"  {len(sw['trials'])} trials ({sw['trials_per_arch']} per arch, {sw['epochs']} "
             f"epochs, {sw['size']}px) in {sw['sweep_seconds']:.0f}s; RSS growth trial 2 -> "
             f"last {_f(sw['rss_growth_pct'], '+.1f')}%"
