@@ -79,6 +79,3 @@ def log_serving_model(keras_model, example_image: bytes, name: str = "serving"):
             signature=signature(), input_example=pd.DataFrame({"image": [example_image]}),
             pip_requirements=_model_requirements())
 
-
-def example_request(image_path: str | Path) -> dict:
-    return {"dataframe_records": [{"image": base64.b64encode(Path(image_path).read_bytes()).decode()}]}

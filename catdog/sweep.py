@@ -29,6 +29,7 @@ from catdog import experiment as experiment_mod
 from catdog import models, pipeline, runtime, tracking
 from catdog.errors import CatdogError
 from catdog.log import get_logger
+from catdog.train import fit_callbacks
 
 log = get_logger(__name__)
 
@@ -189,8 +190,8 @@ def _tuner_classes():
                                      tags=tags) as run:
                 run_id = run.info.run_id
                 mlflow.log_params({**hp.values, **self._run_params()})
-                stop_and_log, _ = _trial_callbacks(run_id, f"{self.arch} t{trial.trial_id}",
-                                                   epochs, ctx.cfg.patience, initial)
+                stop_and_log, _ = fit_callbacks(run_id, f"{self.arch} t{trial.trial_id}",
+                                                epochs, ctx.cfg.patience, initial)
                 kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + stop_and_log
                 results = super().run_trial(trial, *args, **kwargs)
                 fit_seconds = self.hypermodel.fit_seconds
@@ -265,12 +266,6 @@ def _tuner_classes():
                      tracking.format_seconds(ctx.eta(remaining)) if remaining else "done")
 
     return ArchHyperModel, Tracked
-
-
-def _trial_callbacks(run_id, label, epochs, patience, initial_epoch):
-    from catdog.train import fit_callbacks
-
-    return fit_callbacks(run_id, label, epochs, patience, initial_epoch)
 
 
 def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperparameters,
