@@ -83,10 +83,8 @@ def load(path: str | Path | None, **overrides) -> SweepConfig:
             values = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise CatdogError(f"sweep file {path} is not valid TOML: {exc}") from None
+        # A relative `data` path is taken from where the sweep runs (the project, under make).
         values.setdefault("name", path.stem)
-        if "data" in values and not Path(values["data"]).is_absolute():
-            # Paths in a sweep file are relative to the project (where make runs), as written.
-            values["data"] = str(values["data"])
     known = {f.name for f in fields(SweepConfig)}
     unknown = set(values) - known
     if unknown:

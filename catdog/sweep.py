@@ -117,7 +117,6 @@ class SweepContext:
     key: str
     experiment_id: str
     parent_run_id: str
-    digest: str
     data_root: Path
     sample: np.ndarray | None
     val_labels: np.ndarray | None
@@ -334,7 +333,7 @@ def run(cfg: experiment_mod.SweepConfig, *, fresh: bool = False) -> SweepResult:
              "MLflow parent run %s", key, who, cfg.tuner, data_root, len(cfg.archs), cfg.trials,
              cfg.epochs, parent)
 
-    ctx = SweepContext(cfg, key, exp_id, parent, digest, data_root, None, None,
+    ctx = SweepContext(cfg, key, exp_id, parent, data_root, None, None,
                        total_trials=len(cfg.archs) * cfg.trials)
     fit_data: tuple = ()
     fit_kwargs: dict = {}
