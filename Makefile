@@ -52,7 +52,7 @@ sweep: $(STAMP)  ## the main job: make sweep [EXP=experiments/quick.toml] [DATA=
 	$(BIN)/catdog sweep $(EXP) $(DATA_OPT)
 
 sweep-distributed: $(STAMP)  ## tracking server + KerasTuner chief + WORKERS workers on this machine
-	$(BIN)/python -m catdog.distributed $(EXP) $(DATA_OPT) --workers $(WORKERS) --oracle-port $(ORACLE_PORT)
+	$(BIN)/catdog distributed $(EXP) $(DATA_OPT) --workers $(WORKERS) --oracle-port $(ORACLE_PORT)
 
 ui: $(STAMP)  ## MLflow UI for the project's store on http://127.0.0.1:5000
 	mkdir -p mlruns
@@ -62,7 +62,7 @@ serve: $(STAMP)  ## serve models:/catdog@champion on http://127.0.0.1:5002 (POST
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(STORE) $(BIN)/mlflow models serve -m "models:/$(MODEL)@champion" --env-manager local -h $(HOST) -p $(SERVE_PORT)
 
 bench: $(STAMP)  ## performance benchmark on ../shared/data/dogs-vs-cats-mini (or DATA=)
-	$(BIN)/python -m catdog.bench $(DATA_OPT)
+	$(BIN)/python -m benchmarks $(DATA_OPT)
 
 clean:  ## remove tuner state, caches and build files (keeps mlruns/ and data/)
 	rm -rf .tuner .pytest_cache build dist *.egg-info data/cache

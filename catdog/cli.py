@@ -1,17 +1,35 @@
 """The `catdog` command: a thin click layer. Each command parses options, calls one library
-function that returns a value, and prints it. Errors a user can cause are one sentence and a
-non-zero exit."""
+function that returns a value, and prints it. Policy (which data, which metric may choose a
+model, what is logged where) lives in those functions, so Python callers get the same rules.
+Errors a user can cause are one sentence and a non-zero exit."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
 
+from catdog.compare import FORMATS as COMPARE_FORMATS
+from catdog.data.download import SOURCES
 from catdog.errors import CatdogError
-from catdog.log import setup as setup_logging
+from catdog.log import VERBOSE_ENV, setup as setup_logging
+from catdog.runtime import PRECISIONS
+from catdog.sweepfile import TUNERS
+
+EPILOG = """\b
+Also here, not as subcommands:
+  make bench       the performance benchmark (python -m benchmarks, beside the package)
+  make ui          mlflow ui on the project's store, to compare runs
+  make serve       mlflow models serve for models:/catdog@champion
+"""
+
+IMAGE_SIZE = click.IntRange(32, 1024)  # the notebook CNN's three valid convs need 32 px
+POSITIVE = click.IntRange(min=1)
+PORT = click.IntRange(1, 65535)
+LEARNING_RATE = click.FloatRange(min=0, min_open=True, max=10)
 
 
 def _friendly(fn):
@@ -29,18 +47,27 @@ def _friendly(fn):
     return wrapper
 
 
-def _quiet_tensorflow():
-    import os
+def _tensorflow(fn):
+    """For commands that use TensorFlow: start it quietly before anything imports it."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from catdog import runtime
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        runtime.start()
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(package_name="catdog")
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help=f"Debug lines, and TensorFlow's own start-up logs (or {VERBOSE_ENV}=1).")
+def main(verbose):
     """Compare CNN architectures on Dogs-vs-Cats, every experiment tracked in MLflow."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # subprocesses (distributed workers) inherit it
     setup_logging()
-    _quiet_tensorflow()
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -50,7 +77,7 @@ def data():
 
 
 @data.command("download")
-@click.option("--source", type=click.Choice(["kaggle", "petimages"]), default=None,
+@click.option("--source", type=click.Choice(SOURCES), default=None,
               help="Default: kaggle when credentials exist, else Microsoft's PetImages.")
 @click.option("--dataset", default="salader/dogs-vs-cats", show_default=True,
               help="Kaggle dataset slug.")
@@ -75,79 +102,68 @@ def data_download(source, dataset, dest):
 @_friendly
 def data_prepare(source, dest, val_fraction, test_fraction, seed, overwrite):
     """Validate, clean, de-duplicate and split a zip or folder (salader, PetImages or flat)."""
-    from pathlib import Path
+    from catdog.data import prepare, prepared_dir
 
-    from catdog.data.prepare import prepare
-
-    if dest is None:
-        name = Path(source).name.removesuffix(".zip")
-        dest = Path("data") / "prepared" / name
-    result = prepare(source, dest, val_fraction=val_fraction, test_fraction=test_fraction,
-                     seed=seed, overwrite=overwrite)
+    result = prepare(source, dest or prepared_dir(source), val_fraction=val_fraction,
+                     test_fraction=test_fraction, seed=seed, overwrite=overwrite)
     click.echo(json.dumps({"root": str(result.root), "digest": result.digest,
                            "counts": result.counts}, indent=2))
 
 
 # --------------------------------------------------------------------------------------- archs
 @main.command()
-@click.option("--image-size", type=int, default=None,
+@click.option("--image-size", type=IMAGE_SIZE, default=None,
               help="Count parameters at this size (default: each architecture's own).")
 @click.option("--pattern", default="*", show_default=True, help="Filter names, e.g. 'res*'.")
 @_friendly
+@_tensorflow
 def archs(image_size, pattern):
     """List the registered architectures with their parameter counts."""
     from catdog import models
 
-    rows = []
+    click.echo(f"{'name':<11} {'family':<9} {'size':>4} {'params':>11}  description")
     for name in models.names(pattern):
         entry = models.get(name)
         size = image_size or entry.default_image_size
-        rows.append((name, entry.family, size, entry.param_count(size), entry.description))
-    click.echo(f"{'name':<11} {'family':<9} {'size':>4} {'params':>11}  description")
-    for name, family, size, count, desc in rows:
-        click.echo(f"{name:<11} {family:<9} {size:>4} {count:>11,}  {desc}")
+        click.echo(f"{name:<11} {entry.family:<9} {size:>4} {entry.param_count(size):>11,}  "
+                   f"{entry.description}")
 
 
 # --------------------------------------------------------------------------------------- train
-def _default_data(data):
-    if data:
-        return data
-    from catdog.data.prepare import latest_prepared
-
-    found = latest_prepared()
-    if found is None:
-        raise CatdogError("no prepared data found under data/prepared; pass --data with a zip or "
-                          "folder, or run `catdog data download` first")
-    return found
+DATA_HELP = ("A prepared dataset, or a zip/folder to prepare once. Default: the latest prepared "
+             "dataset, else download one.")
 
 
 @main.command()
 @click.option("--arch", required=True, help="A registered architecture (see `catdog archs`).")
-@click.option("--data", default=None, help="A prepared dataset, or a zip/folder to prepare once.")
-@click.option("--image-size", type=int, default=None, help="Default: the architecture's own.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--lr", type=float, default=None, help="Default: the architecture's default.")
+@click.option("--data", default=None, help=DATA_HELP)
+@click.option("--image-size", type=IMAGE_SIZE, default=None,
+              help="Default: the architecture's own.")
+@click.option("--batch-size", type=POSITIVE, default=32, show_default=True)
+@click.option("--epochs", type=POSITIVE, default=10, show_default=True)
+@click.option("--lr", type=LEARNING_RATE, default=None,
+              help="Default: the architecture's default.")
 @click.option("--seed", type=int, default=1337, show_default=True)
-@click.option("--patience", type=int, default=3, show_default=True,
+@click.option("--patience", type=POSITIVE, default=3, show_default=True,
               help="Early-stopping patience on val_accuracy (best weights are restored).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="fp32",
-              show_default=True, help="auto: fp16 on GPUs, fp32 on CPUs (bf16 measured no faster there).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="auto: fp16 on GPUs, fp32 on CPUs (bf16 measured no faster there).")
+@click.option("--pretrained/--no-pretrained", default=True, show_default=True,
+              help="ImageNet weights for the families that have them (transfer).")
 @click.option("--experiment", default="catdog", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Fix any hyperparameter, e.g. --set dropout=0.3 --set optimizer=sgd.")
 @_friendly
-def train(arch, data, image_size, batch_size, epochs, lr, seed, patience, precision, experiment,
-          overrides):
+@_tensorflow
+def train(arch, data, image_size, batch_size, epochs, lr, seed, patience, precision, pretrained,
+          experiment, overrides):
     """Train one architecture and record the run in MLflow."""
-    from catdog import models
     from catdog.train import train as run_train
 
-    models.get(arch)  # mistakes in the command line come first, before looking for data
-    hparams = _parse_overrides(overrides)
-    result = run_train(arch, _default_data(data), image_size=image_size, batch_size=batch_size,
-                       epochs=epochs, lr=lr, seed=seed, patience=patience, precision=precision,
-                       experiment=experiment, hparams=hparams)
+    result = run_train(arch, data, image_size=image_size, batch_size=batch_size, epochs=epochs,
+                       lr=lr, seed=seed, patience=patience, precision=precision,
+                       pretrained=pretrained, experiment=experiment,
+                       hparams=_parse_overrides(overrides))
     click.echo(json.dumps({"run_id": result.run_id, "model_uri": result.model_uri,
                            **result.summary, "seconds": round(result.seconds, 1)}, indent=2))
 
@@ -168,27 +184,31 @@ def _parse_overrides(pairs) -> dict:
 
 # --------------------------------------------------------------------------------------- sweep
 @main.command()
-@click.argument("experiment_file", required=False, type=click.Path())
+@click.argument("sweep_file", required=False, type=click.Path())
 @click.option("--arch", "archs", multiple=True, help="Architectures to sweep (repeat).")
-@click.option("--tuner", type=click.Choice(["hyperband", "random", "bayesian"]), default=None)
-@click.option("--max-trials", "trials", type=int, default=None, help="Trials per architecture.")
-@click.option("--epochs", type=int, default=None, help="Maximum epochs per trial.")
-@click.option("--image-size", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
+@click.option("--tuner", type=click.Choice(TUNERS), default=None)
+@click.option("--max-trials", "trials", type=POSITIVE, default=None,
+              help="Trials per architecture.")
+@click.option("--epochs", type=POSITIVE, default=None, help="Maximum epochs per trial.")
+@click.option("--image-size", type=IMAGE_SIZE, default=None)
+@click.option("--batch-size", type=POSITIVE, default=None)
 @click.option("--seed", type=int, default=None)
-@click.option("--time-limit", "time_limit_minutes", type=float, default=None,
-              help="Wall-clock limit for the whole sweep, in minutes.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None)
-@click.option("--data", default=None, help="A prepared dataset, or a zip/folder to prepare once.")
+@click.option("--time-limit", "time_limit_minutes", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="Wall-clock limit for the whole sweep, in minutes.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None)
+@click.option("--pretrained/--no-pretrained", default=None,
+              help="ImageNet weights for the families that have them (default: on).")
+@click.option("--data", default=None, help=DATA_HELP)
 @click.option("--experiment", default=None, help="MLflow experiment (default: catdog).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming this sweep.")
 @_friendly
-def sweep(experiment_file, fresh, **options):
+@_tensorflow
+def sweep(sweep_file, fresh, **options):
     """Run (or resume) a KerasTuner sweep over architectures, tracked in MLflow."""
-    from catdog import experiment, sweep as sweep_mod
+    from catdog import sweep as sweep_mod
+    from catdog import sweepfile
 
-    cfg = experiment.load(experiment_file, **options)
-    result = sweep_mod.run(cfg, fresh=fresh)
+    result = sweep_mod.run(sweepfile.load(sweep_file, **options), fresh=fresh)
     click.echo(json.dumps({"sweep": result.key, "parent_run_id": result.parent_run_id,
                            "stopped_early": result.stopped_early,
                            "seconds": round(result.seconds, 1),
@@ -198,13 +218,32 @@ def sweep(experiment_file, fresh, **options):
                                     for a, r in result.archs.items()}}, indent=2, default=str))
 
 
+@main.command()
+@click.argument("sweep_file", required=False, type=click.Path())
+@click.option("--data", default=None, help=DATA_HELP)
+@click.option("--workers", type=POSITIVE, default=2, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--oracle-port", type=PORT, default=8000, show_default=True,
+              help="The chief serves architecture i's oracle on this port + i.")
+@click.option("--tracking-port", type=PORT, default=5001, show_default=True,
+              help="Port of the MLflow server started here (unless MLFLOW_TRACKING_URI is one).")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming this sweep.")
+@_friendly
+def distributed(sweep_file, data, workers, host, oracle_port, tracking_port, fresh):
+    """One sweep as a tracking server, a KerasTuner chief and WORKERS workers on this machine."""
+    from catdog.distributed import launch
+
+    sys.exit(launch(sweep_file, data, workers=workers, host=host, oracle_port=oracle_port,
+                    tracking_port=tracking_port, fresh=fresh))
+
+
 # ------------------------------------------------------------------------------------- compare
 @main.command()
 @click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
 @click.option("--arch", "archs", multiple=True, help="Architectures to show side by side.")
 @click.option("--metric", default="val_accuracy", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
-              default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(COMPARE_FORMATS), default="table",
+              show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(), default="comparison.png",
               show_default=True, help="Where to write the comparison plot.")
 @click.option("--experiment", default="catdog", show_default=True)
@@ -213,12 +252,10 @@ def compare(sweep, archs, metric, fmt, plot_path, experiment):
     """Compare a sweep's architectures: best trial each, overfitting gap, speed."""
     from catdog import compare as compare_mod
 
-    table = compare_mod.compare(sweep, tuple(archs), metric, experiment)
-    click.echo(compare_mod.render(table, fmt))
-    path = compare_mod.plot(table, plot_path)
-    compare_mod.log_to_parent(table.attrs["sweep_run_id"], table)
-    click.echo(f"plot written to {path} and logged to sweep run {table.attrs['sweep_run_id']}",
-               err=True)
+    result = compare_mod.compare_and_plot(sweep, tuple(archs), metric, experiment, plot_path)
+    click.echo(compare_mod.render(result.table, fmt))
+    where = f" and logged to sweep run {result.logged_to}" if result.logged_to else ""
+    click.echo(f"plot written to {result.plot}{where}", err=True)
 
 
 # ------------------------------------------------------------------------------------ register
@@ -232,13 +269,11 @@ def compare(sweep, archs, metric, fmt, plot_path, experiment):
 @click.option("--force", is_flag=True, help="Move the alias even if the model is not better.")
 @click.option("--experiment", default="catdog", show_default=True)
 @_friendly
+@_tensorflow
 def register(sweep, arch, metric, name, alias, force, experiment):
     """Register a sweep's best model; make it the champion if it beats the current one on test."""
     from catdog.register import register as run_register
 
-    if not metric.startswith("val_"):
-        raise CatdogError(f"--metric must be a validation metric (val_*), got {metric!r}: the "
-                          "test split is never used to choose a model")
     r = run_register(sweep, arch, metric, name, alias, force, experiment)
     click.echo(json.dumps({"name": r.name, "version": r.version, "arch": r.arch,
                            "run_id": r.run_id, metric: r.val_metric, "test": r.test,
@@ -255,6 +290,7 @@ def register(sweep, arch, metric, name, alias, force, experiment):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @_friendly
+@_tensorflow
 def evaluate(model_uri, data, fmt):
     """Evaluate a model on any labelled folder."""
     from catdog.inference import evaluate as run_evaluate
@@ -282,6 +318,7 @@ def evaluate(model_uri, data, fmt):
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
 @_friendly
+@_tensorflow
 def predict(paths, model_uri, fmt):
     """Label images (files or folders) as cat or dog, with the probability of "dog"."""
     import csv

@@ -1,72 +1,45 @@
 """Read a finished (or running) sweep back from MLflow and compare its architectures.
 
-Nothing here keeps a record of its own: every figure comes from the sweep's runs, and the table
-and plot are logged back to the sweep's parent run so `mlflow ui` shows the same comparison.
+Nothing here keeps a record of its own: every figure comes from the sweep's runs. The comparison
+of a whole sweep (table and plot) is logged back to its parent run, so `mlflow ui` shows the same
+comparison; a comparison of some of its architectures is only shown and drawn.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from catdog import tracking
 from catdog.errors import CatdogError
 from catdog.log import get_logger
+from catdog.tracking import queries, tags
 
 log = get_logger(__name__)
 
 # Params that describe how a trial ran rather than which model it was.
-RUN_PARAMS = {"arch", "tuner", "image_size", "batch_size", "max_epochs", "seed", "precision",
+RUN_PARAMS = {"arch", "tuner", "image_size", "batch_size", "seed", "precision", "pretrained",
               "strategy", "param_count", "epochs", "patience", "n_train", "n_val"}
 METRICS = ("val_accuracy", "val_loss", "val_auc")
+FORMATS = ("table", "markdown", "csv", "json")
 
 
 def lower_is_better(metric: str) -> bool:
     return metric.endswith("loss")
 
 
-def find_sweep(sweep: str = "latest", experiment: str = "catdog"):
-    """The parent run of a sweep: by run id, or the most recent one."""
-    import mlflow
-
-    tracking.configure()
-    client = mlflow.MlflowClient()
-    if sweep != "latest":
-        try:
-            run = client.get_run(sweep)
-        except Exception:
-            raise CatdogError(f"no MLflow run with id {sweep!r} in {tracking.tracking_uri()}") from None
-        if run.data.tags.get("catdog.kind") != "sweep":
-            raise CatdogError(f"run {sweep} is not a sweep's parent run")
-        return run
-    exp = client.get_experiment_by_name(experiment)
-    runs = [] if exp is None else client.search_runs(
-        [exp.experiment_id], "tags.`catdog.kind` = 'sweep'", max_results=1,
-        order_by=["attributes.start_time DESC"])
-    if not runs:
-        raise CatdogError(f"no sweep found in experiment {experiment!r} at "
-                          f"{tracking.tracking_uri()}; run `make sweep` first")
-    return runs[0]
-
-
 def trial_runs(parent) -> pd.DataFrame:
     """Every finished trial run of a sweep, one row each, with params and summary metrics."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    key = parent.data.tags["catdog.sweep_key"]
-    runs = client.search_runs([parent.info.experiment_id],
-                              f"tags.`catdog.sweep_key` = '{key}' and tags.`catdog.kind` = 'trial' "
-                              "and attributes.status = 'FINISHED'", max_results=5000)
+    found = queries.sweep_trials(parent.info.experiment_id, parent.data.tags[tags.SWEEP_KEY])
     rows = []
-    for r in runs:
-        row = {"run_id": r.info.run_id, "arch": r.data.tags.get("catdog.arch"),
-               "trial_id": r.data.tags.get("catdog.trial_id"),
-               "best_trial": r.data.tags.get("catdog.best_trial") == "true"}
+    for r in found:
+        row = {"run_id": r.info.run_id, "arch": r.data.tags.get(tags.ARCH),
+               "trial_id": r.data.tags.get(tags.TRIAL_ID),
+               "best_trial": r.data.tags.get(tags.BEST_TRIAL) == tags.TRUE}
         row.update({f"param.{k}": v for k, v in r.data.params.items()})
         row.update(r.data.metrics)
         rows.append(row)
@@ -93,7 +66,7 @@ def _parse(value: str):
 def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "val_accuracy",
             experiment: str = "catdog") -> pd.DataFrame:
     """One row per architecture (its best trial by `metric` on validation), sorted best first."""
-    parent = find_sweep(sweep, experiment)
+    parent = queries.find_sweep(sweep, experiment)
     trials = trial_runs(parent)
     if trials.empty:
         raise CatdogError(f"sweep {parent.info.run_id} has no finished trials yet")
@@ -136,6 +109,8 @@ def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "v
 
 
 def render(table: pd.DataFrame, fmt: str = "table") -> str:
+    if fmt not in FORMATS:
+        raise CatdogError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     shown = table.copy()
     shown["hyperparameters"] = shown["hyperparameters"].map(
         lambda d: json.dumps(d, sort_keys=True, default=str))
@@ -231,6 +206,33 @@ def log_to_parent(parent_run_id: str, table: pd.DataFrame | None = None) -> pd.D
         client.log_artifact(parent_run_id, str(csv))
         client.log_artifact(parent_run_id, str(plot(table, Path(tmp) / "comparison.png")))
     best = table.iloc[0]
-    client.set_tag(parent_run_id, "catdog.best_arch", best["arch"])
-    client.set_tag(parent_run_id, "catdog.best_run_id", best["run_id"])
+    client.set_tag(parent_run_id, tags.BEST_ARCH, best["arch"])
+    client.set_tag(parent_run_id, tags.BEST_RUN_ID, best["run_id"])
     return table
+
+
+@dataclass
+class Comparison:
+    table: pd.DataFrame
+    plot: Path
+    logged_to: str | None  # the sweep's parent run, when the whole sweep was compared
+
+    @property
+    def sweep_run_id(self) -> str:
+        return self.table.attrs["sweep_run_id"]
+
+
+def compare_and_plot(sweep: str = "latest", archs: tuple[str, ...] = (),
+                     metric: str = "val_accuracy", experiment: str = "catdog",
+                     plot_path: str | Path = "comparison.png") -> Comparison:
+    """`catdog compare`: the table, its plot written to `plot_path`, and, when the comparison
+    covers the whole sweep, both logged to the sweep's parent run (refreshing what the sweep
+    logged at its end). A comparison of some architectures never overwrites the sweep's own."""
+    table = compare(sweep, archs, metric, experiment)
+    path = plot(table, plot_path)
+    whole = not archs or set(archs) >= set(table.attrs["all_trials"]["arch"])
+    logged = None
+    if whole:
+        log_to_parent(table.attrs["sweep_run_id"], table)
+        logged = table.attrs["sweep_run_id"]
+    return Comparison(table, path, logged)

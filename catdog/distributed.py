@@ -2,7 +2,7 @@
 a database backend, a KerasTuner chief (serves the oracle) and N workers (run trials), each its
 own process. KerasTuner's oracle hands out the trials; this module only starts the processes.
 
-    python -m catdog.distributed experiments/quick.toml --data DIR --workers 2
+    catdog distributed experiments/quick.toml --data DIR --workers 2
 
 Across machines, run the same pieces by hand (see the README): `mlflow server` on one host, then
 `catdog sweep` with KERASTUNER_TUNER_ID=chief on one host and tuner0, tuner1, ... elsewhere, all
@@ -18,9 +18,7 @@ import sys
 import time
 import urllib.request
 
-import click
-
-from catdog.log import get_logger, setup
+from catdog.log import get_logger
 
 log = get_logger(__name__)
 
@@ -46,18 +44,11 @@ def start_tracking_server(host: str, port: int) -> subprocess.Popen:
                             start_new_session=True)
 
 
-@click.command()
-@click.argument("experiment_file", required=False)
-@click.option("--data", default=None)
-@click.option("--workers", type=int, default=2, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--oracle-port", type=int, default=8000, show_default=True,
-              help="The chief serves architecture i's oracle on this port + i.")
-@click.option("--tracking-port", type=int, default=5001, show_default=True)
-@click.option("--fresh", is_flag=True)
-def main(experiment_file, data, workers, host, oracle_port, tracking_port, fresh):
-    """Start a tracking server, a KerasTuner chief and WORKERS workers for one sweep."""
-    setup()
+def launch(sweep_file: str | None = None, data: str | None = None, *, workers: int = 2,
+           host: str = "127.0.0.1", oracle_port: int = 8000, tracking_port: int = 5001,
+           fresh: bool = False) -> int:
+    """Start a tracking server (unless MLFLOW_TRACKING_URI names one), a KerasTuner chief and
+    WORKERS workers for one sweep; wait for them and return the first non-zero exit code."""
     server = None
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri.startswith("http"):
@@ -66,7 +57,7 @@ def main(experiment_file, data, workers, host, oracle_port, tracking_port, fresh
         wait_for_server(uri)
         log.info("MLflow tracking server on %s (backend sqlite:///mlruns/mlflow.db)", uri)
     args = [sys.executable, "-m", "catdog", "sweep"]
-    args += [experiment_file] if experiment_file else []
+    args += [sweep_file] if sweep_file else []
     args += ["--data", data] if data else []
     base = {**os.environ, "MLFLOW_TRACKING_URI": uri, "KERASTUNER_ORACLE_IP": host,
             "KERASTUNER_ORACLE_PORT": str(oracle_port)}
@@ -91,8 +82,4 @@ def main(experiment_file, data, workers, host, oracle_port, tracking_port, fresh
             server.terminate()
             server.wait(timeout=30)
     failed = [c for c in codes if c]
-    sys.exit(failed[0] if failed else 0)
-
-
-if __name__ == "__main__":
-    main()
+    return failed[0] if failed else 0

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog import runtime
 from catdog.data.images import LABELS, check_image
 from catdog.errors import CatdogError
 from catdog.log import get_logger
@@ -29,18 +30,18 @@ def load_classifier(uri: str = DEFAULT_MODEL):
     import keras
     import mlflow
 
-    from catdog import tracking
+    from catdog.tracking import store
 
     path = Path(uri)
     if path.suffix in (".keras", ".h5") and path.is_file():
         return keras.saving.load_model(path, compile=False)
     if not re.match(r"^[a-z][a-z0-9+.-]*:/", uri) and not path.exists():
         raise CatdogError(f"model {uri} does not exist: pass a models:/, runs:/ URI or a path")
-    tracking.configure()
+    store.configure()
     try:
         flavors = mlflow.models.get_model_info(uri).flavors
     except Exception as exc:
-        raise CatdogError(f"could not find model {uri} in {tracking.tracking_uri()} "
+        raise CatdogError(f"could not find model {uri} in {store.tracking_uri()} "
                           f"({type(exc).__name__}); run `catdog register` first or check the URI"
                           ) from None
     if "keras" in flavors:
@@ -76,6 +77,32 @@ def to_pixels(raws: list[bytes], image_size: int) -> tuple[np.ndarray, list[str 
     return batch.astype(np.float32), errors
 
 
+@dataclass(frozen=True)
+class Classified:
+    label: str | None  # "cat" or "dog"; None when the image could not be used
+    p_dog: float | None
+    error: str | None = None
+
+
+THRESHOLD = 0.5
+
+
+def classify(model, raws: list[bytes], image_size: int | None = None) -> list[Classified]:
+    """The one probability -> label step, for `predict`, `evaluate` and the serving model: each
+    encoded image gets a label and p_dog, or the reason it could not be used."""
+    size = image_size or image_size_of(model)
+    pixels, errors = to_pixels(raws, size)
+    probs = iter(model.predict(pixels, verbose=0).ravel()) if len(pixels) else iter(())
+    out = []
+    for err in errors:
+        if err:
+            out.append(Classified(None, None, err))
+        else:
+            p = float(next(probs))
+            out.append(Classified(LABELS[int(p >= THRESHOLD)], p, None))
+    return out
+
+
 def _files(paths: list[str | Path]) -> list[Path]:
     out = []
     for p in map(Path, paths):
@@ -100,6 +127,7 @@ def predict(paths: list[str | Path], model_uri: str = DEFAULT_MODEL,
     files = _files(paths)
     if not files:
         raise CatdogError("no image files found in the given paths")
+    runtime.start()
     model = load_classifier(model_uri)
     size = image_size_of(model)
     out: list[Prediction] = []
@@ -112,15 +140,10 @@ def predict(paths: list[str | Path], model_uri: str = DEFAULT_MODEL,
             except OSError as exc:
                 raws.append(None)
                 log.debug("cannot read %s: %s", f, exc)
-        pixels, errors = to_pixels([r or b"" for r in raws], size)
-        errors = ["unreadable file" if r is None else e for r, e in zip(raws, errors)]
-        probs = iter(model.predict(pixels, verbose=0).ravel()) if len(pixels) else iter(())
-        for f, err in zip(chunk, errors):
-            if err:
-                out.append(Prediction(str(f), None, None, err))
-            else:
-                p = float(next(probs))
-                out.append(Prediction(str(f), LABELS[int(p >= 0.5)], p))
+        results = classify(model, [r or b"" for r in raws], size)
+        for f, raw, c in zip(chunk, raws, results):
+            error = "unreadable file" if raw is None else c.error
+            out.append(Prediction(str(f), c.label if not error else None, c.p_dog, error))
     return out
 
 
@@ -153,17 +176,18 @@ def evaluate(model_uri: str, data: str | Path, batch_size: int = 64) -> dict:
     from catdog import metrics
 
     pairs = labelled_files(data)
+    runtime.start()
     model = load_classifier(model_uri)
     size = image_size_of(model)
     labels, probs, skipped = [], [], []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        pixels, errors = to_pixels([f.read_bytes() for f, _ in chunk], size)
-        ok = [(f, y) for (f, y), e in zip(chunk, errors) if e is None]
-        skipped += [{"path": str(f), "reason": e} for (f, _), e in zip(chunk, errors) if e]
-        if ok:
-            probs.extend(model.predict(pixels, verbose=0).ravel().tolist())
-            labels.extend(y for _, y in ok)
+        for (f, y), c in zip(chunk, classify(model, [f.read_bytes() for f, _ in chunk], size)):
+            if c.error:
+                skipped.append({"path": str(f), "reason": c.error})
+            else:
+                probs.append(c.p_dog)
+                labels.append(y)
     if not labels:
         raise CatdogError(f"no readable images in {data}")
     result = metrics.summary(np.array(labels), np.array(probs))

@@ -1,4 +1,5 @@
-"""Binary classification metrics in plain numpy, the same for training, evaluate and register."""
+"""Metrics: binary classification figures (the same for training, evaluate and register), and
+the best-epoch summary of a Keras history that the comparison tables are made of."""
 
 from __future__ import annotations
 
@@ -42,4 +43,29 @@ def summary(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> d
         out[f"precision_{name}"] = float(cm[k, k] / predicted) if predicted else 0.0
         out[f"recall_{name}"] = float(cm[k, k] / actual) if actual else 0.0
     out["confusion"] = cm.tolist()
+    return out
+
+
+def mlflow_metric_name(key: str) -> str:
+    """Keras history keys -> MLflow metric names: train_/val_ prefixes, as in MLflow's examples."""
+    return key if key.startswith("val_") else f"train_{key}"
+
+
+def history_summary(history: dict[str, list[float]], objective: str = "val_accuracy",
+                    initial_epoch: int = 0) -> dict:
+    """Best-epoch figures from a Keras history.
+
+    `initial_epoch` is where this fit started (Hyperband continues earlier trials), so
+    `best_epoch` counts epochs the way the logged metric steps do (1-based).
+    """
+    val = history.get(objective) or [np.nan]
+    best = int(np.nanargmin(val) if objective.endswith("loss") else np.nanargmax(val))
+    out = {"best_epoch": initial_epoch + best + 1, "epochs_run": len(val)}
+    for key in ("val_accuracy", "val_loss", "val_auc", "accuracy", "loss"):
+        if history.get(key):
+            out[f"best_{mlflow_metric_name(key)}"] = float(history[key][best])
+    acc, vacc = history.get("accuracy"), history.get("val_accuracy")
+    if acc and vacc:
+        out["gap_best"] = float(acc[best] - vacc[best])
+        out["gap_last"] = float(acc[-1] - vacc[-1])
     return out

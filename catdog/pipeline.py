@@ -64,6 +64,11 @@ class Splits:
     def decoded(self, split: str) -> Decoded:
         return decoded(self.root, split, self.image_size)
 
+    def predict(self, model, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, dog probabilities) of an unshuffled split, in manifest order."""
+        dec = self.decoded(split)
+        return dec.labels, predict(model, dec, self.batch_size)
+
 
 def decode_resize(raw, image_size: int):
     """JPEG bytes -> (size, size, 3) float32 in 0-255. Shared by training, predict and serving."""
@@ -164,6 +169,11 @@ def dataset(dec: Decoded, batch_size: int, *, shuffle: bool, seed: int = 0):
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model, dec: Decoded, batch_size: int) -> np.ndarray:
+    """The model's dog probability for every image of a decoded split, in its order."""
+    return model.predict(dataset(dec, batch_size, shuffle=False), verbose=0).ravel()
 
 
 def load(root: str | Path, image_size: int, batch_size: int, *, seed: int = 0,

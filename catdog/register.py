@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-from catdog import compare, pipeline, tracking
+from catdog import compare, pipeline
 from catdog.errors import CatdogError
 from catdog.log import get_logger
+from catdog.tracking import artifacts, tags
 
 log = get_logger(__name__)
 
@@ -68,33 +68,39 @@ def _test_metrics(client, run, parent, model) -> dict:
     data_root = parent.data.params.get("data")
     size = int(run.data.params["image_size"])
     splits = pipeline.load(data_root, size, 64, splits=("test",))
-    dec = splits.decoded("test")
-    probs = model.predict(pipeline.dataset(dec, 64, shuffle=False), verbose=0).ravel()
+    labels, probs = splits.predict(model, "test")
     with mlflow.start_run(run_id=run.info.run_id):
-        result = tracking.log_evaluation(dec.labels, probs, "test", run.data.tags["catdog.arch"])
+        result = artifacts.log_evaluation(labels, probs, "test", run.data.tags[tags.ARCH])
     return {k: v for k, v in result.items() if isinstance(v, float)}
 
 
 def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_accuracy",
              name: str = "catdog", alias: str = "champion", force: bool = False,
              experiment: str = "catdog") -> Registration:
+    """Register the best model of a sweep, chosen by a validation metric; evaluate it once on
+    the held-out test split; move `alias` to it only if it beats the current holder there."""
     import mlflow
 
+    from catdog import runtime
     from catdog.inference import load_classifier
     from catdog.serving import log_serving_model
 
+    if not metric.startswith("val_"):
+        raise CatdogError(f"--metric must be a validation metric (val_*), got {metric!r}: the "
+                          "test split is never used to choose a model")
+    runtime.start()
     table = compare.compare(sweep, (arch,) if arch else (), metric, experiment)
     best = table.iloc[0]
     client = mlflow.MlflowClient()
     run = client.get_run(best["run_id"])
     parent = client.get_run(table.attrs["sweep_run_id"])
-    digest = parent.data.tags.get("catdog.dataset_digest", "")
+    digest = parent.data.tags.get(tags.DATASET_DIGEST, "")
     keras_uri = _logged_model_uri(client, run)
     model = load_classifier(keras_uri)
     test = _test_metrics(client, run, parent, model)
 
     existing = client.search_model_versions(f"name = '{name}'") if _exists(client, name) else []
-    mine = [v for v in existing if v.tags.get("catdog.run_id") == run.info.run_id]
+    mine = [v for v in existing if v.tags.get(tags.RUN_ID) == run.info.run_id]
     created = not mine
     if mine:
         version = mine[0]
@@ -103,11 +109,11 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
     else:
         with mlflow.start_run(run_id=run.info.run_id):
             info = log_serving_model(model, _example_image(parent))
-        tags = {"catdog.arch": best["arch"], "catdog.run_id": run.info.run_id,
-                "catdog.sweep_run_id": parent.info.run_id, "catdog.dataset_digest": digest,
-                f"catdog.val_{metric.removeprefix('val_')}": f"{best[metric]:.6f}",
-                **{f"catdog.test_{k}": f"{v:.6f}" for k, v in test.items()}}
-        version = mlflow.register_model(info.model_uri, name, tags=tags)
+        version_tags = {tags.ARCH: best["arch"], tags.RUN_ID: run.info.run_id,
+                        tags.SWEEP_RUN_ID: parent.info.run_id, tags.DATASET_DIGEST: digest,
+                        tags.metric(metric): f"{best[metric]:.6f}",
+                        **{tags.metric(f"test_{k}"): f"{v:.6f}" for k, v in test.items()}}
+        version = mlflow.register_model(info.model_uri, name, tags=version_tags)
     try:
         champion = client.get_model_version_by_alias(name, alias)
     except Exception:
@@ -115,8 +121,8 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
     if champion is not None and str(champion.version) == str(version.version):
         promoted, reason = False, f"version {version.version} is already {alias}"
     else:
-        champ_test = float(champion.tags["catdog.test_accuracy"]) if champion else None
-        same = champion is None or champion.tags.get("catdog.dataset_digest") == digest
+        champ_test = float(champion.tags[tags.metric("test_accuracy")]) if champion else None
+        same = champion is None or champion.tags.get(tags.DATASET_DIGEST) == digest
         promoted, reason = should_promote(test["accuracy"], champ_test, same, force)
         if promoted:
             client.set_registered_model_alias(name, alias, version.version)

@@ -1,23 +1,72 @@
-"""How TensorFlow runs: numeric precision and the distribution strategy.
+"""How TensorFlow runs here: a quiet start, the devices, numeric precision and the distribution
+strategy, and memory between trials.
 
-Both are chosen explicitly (or by `auto` from what the hardware supports) and logged as params,
-so a faster setting never changes results silently.
+Precision and strategy are chosen explicitly (or by `auto` from what the hardware supports) and
+logged as params, so a faster setting never changes results silently.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 
 from catdog.errors import CatdogError
-from catdog.log import get_logger
+from catdog.log import get_logger, verbose_requested
 
 log = get_logger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+_started = False
+_announced = False
 
 
-def quiet() -> None:
+def start(verbose: bool | None = None) -> None:
+    """Import TensorFlow and Keras once, quietly, and configure catdog's own output.
+
+    Call it before anything imports TensorFlow, in every entry point (the CLI, the benchmark, the
+    serving model). TF 2.21's C++ start-up lines (oneDNN banners, "Could not find cuda drivers",
+    "failed call to cuInit ... (303)" on a machine without a GPU) are written before its logging
+    is initialised, so TF_CPP_MIN_LOG_LEVEL does not hide them (tensorflow#100442): they go to a
+    scratch file instead of the terminal while TensorFlow loads and looks for devices. With
+    `verbose` (CATDOG_VERBOSE=1, `catdog --verbose`) TensorFlow logs as it always does.
+    """
+    global _started
+    if _started:
+        return
+    verbose = verbose_requested() if verbose is None else verbose
+    if verbose or "tensorflow" in sys.modules:
+        _import_tensorflow()
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ warnings too
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to hide
+            _import_tensorflow()
+        else:
+            with tempfile.TemporaryFile() as scratch:
+                os.dup2(scratch.fileno(), 2)
+                try:
+                    _import_tensorflow()
+                finally:
+                    os.dup2(saved, 2)
+                    os.close(saved)
+    _started = True
+    _quiet_python_logs(verbose)
+
+
+def _import_tensorflow() -> None:
+    import importlib
+
+    importlib.import_module("keras")  # Keras 3 loads TensorFlow's second batch of libraries
+    import tensorflow as tf
+
+    tf.config.list_physical_devices("GPU")  # CUDA initialises (and complains) here
+
+
+def _quiet_python_logs(verbose: bool) -> None:
     """catdog prints its own per-epoch and per-trial lines; silence the duplicates and noise."""
     import warnings
 
@@ -25,10 +74,28 @@ def quiet() -> None:
     import tensorflow as tf
 
     keras.config.disable_interactive_logging()  # no progress bars from predict() calls
+    if verbose:
+        return
     tf.get_logger().setLevel("ERROR")  # retracing notices when trials rebuild models
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
     warnings.filterwarnings("ignore", message=".*dataset source can be interpreted.*")
     warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column.*")
+
+
+def announce_devices() -> str:
+    """Say once, in catdog's words, what training runs on ("no GPU found; training on 2 CPU
+    cores"), instead of TensorFlow's CUDA errors."""
+    global _announced
+    found = gpus()
+    if found:
+        names = ", ".join(d.name.split("physical_device:")[-1] for d in found)
+        text = f"training on {len(found)} GPU(s): {names}"
+    else:
+        text = f"no GPU found; training on {len(os.sched_getaffinity(0))} CPU cores"
+    if not _announced:
+        log.info(text)
+        _announced = True
+    return text
 
 
 def release_memory() -> None:

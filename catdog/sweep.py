@@ -25,17 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog import experiment as experiment_mod
-from catdog import models, pipeline, runtime, tracking
-from catdog.errors import CatdogError
-from catdog.log import get_logger
-from catdog.train import fit_callbacks
+from catdog import metrics, models, pipeline, runtime, sweepfile
+from catdog.data import resolve_data
+from catdog.log import format_seconds, get_logger
+from catdog.tracking import queries, runs, store, tags
 
 log = get_logger(__name__)
 
 TUNER_ROOT = Path(".tuner")
 OBJECTIVE = "val_accuracy"
-PARENT_POLL_SECONDS = 600
 
 
 class TimeLimitReached(Exception):
@@ -57,69 +55,15 @@ def _use_oracle_port(index: int, base: int | None) -> None:
         os.environ["KERASTUNER_ORACLE_PORT"] = str(base + index)
 
 
-# --------------------------------------------------------------------------------- MLflow runs
-def _search(filter_string: str, experiment_id: str, statuses: tuple[str, ...] | None = None):
-    import mlflow
-
-    runs = mlflow.MlflowClient().search_runs([experiment_id], filter_string, max_results=5000,
-                                             order_by=["attributes.start_time ASC"])
-    return [r for r in runs if statuses is None or r.info.status in statuses]
-
-
-def _find_or_create(experiment_id: str, tags: dict, run_name: str, parent: str | None,
-                    create: bool) -> str:
-    """The run carrying these tags, reopened if it exists; created if allowed, else awaited."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    filt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    deadline = time.monotonic() + PARENT_POLL_SECONDS
-    while True:
-        found = _search(filt, experiment_id)
-        if found:
-            run_id = found[-1].info.run_id
-            if create:  # the owner reopens it; workers only log under it
-                client.update_run(run_id, status="RUNNING")
-            return run_id
-        if create:
-            all_tags = {**tags, **tracking.environment_tags()}
-            if parent:
-                all_tags["mlflow.parentRunId"] = parent
-            return client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
-        if time.monotonic() > deadline:
-            raise CatdogError(f"no run tagged {tags} appeared on the tracking server within "
-                              f"{PARENT_POLL_SECONDS}s; is the chief running?")
-        time.sleep(2)
-
-
-def _kill_orphans(experiment_id: str, sweep_key: str, arch: str | None = None) -> int:
-    """Mark trial runs of this sweep left RUNNING by a dead process as KILLED."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    filt = f"tags.`catdog.sweep_key` = '{sweep_key}' and tags.`catdog.kind` = 'trial'"
-    if arch:
-        filt += f" and tags.`catdog.arch` = '{arch}'"
-    orphans = _search(filt, experiment_id, ("RUNNING",))
-    for run in orphans:
-        client.set_tag(run.info.run_id, "catdog.orphaned", "true")
-        client.set_terminated(run.info.run_id, "KILLED")
-    if orphans:
-        log.info("marked %d interrupted trial run(s) of %s as KILLED", len(orphans),
-                 arch or sweep_key)
-    return len(orphans)
-
-
 # ------------------------------------------------------------------------------ the tuner hook
 @dataclass
 class SweepContext:
-    cfg: experiment_mod.SweepConfig
+    cfg: sweepfile.SweepConfig
     key: str
     experiment_id: str
     parent_run_id: str
     data_root: Path
-    sample: np.ndarray | None
-    val_labels: np.ndarray | None
+    splits: pipeline.Splits | None  # None on a distributed chief, which never touches pixels
     total_trials: int
     arch_index: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -142,13 +86,13 @@ def _tuner_classes():
     class ArchHyperModel(kt.HyperModel):
         """One architecture's builder as a HyperModel; `fit` keeps the model for logging."""
 
-        def __init__(self, entry: models.Architecture, image_size: int):
+        def __init__(self, entry: models.Architecture, image_size: int, pretrained: bool):
             super().__init__(name=entry.name)
-            self.entry, self.image_size = entry, image_size
+            self.entry, self.image_size, self.pretrained = entry, image_size, pretrained
             self.last_model, self.fit_seconds = None, 0.0
 
         def build(self, hp):
-            return self.entry.build(hp, image_size=self.image_size)
+            return self.entry.build(hp, image_size=self.image_size, pretrained=self.pretrained)
 
         def fit(self, hp, model, *args, **kwargs):
             # Timed here, around model.fit alone, so a trial's overhead counts build and compile.
@@ -176,44 +120,45 @@ def _tuner_classes():
         def run_trial(self, trial, *args, **kwargs):
             import mlflow
 
+            from catdog.tracking.callbacks import fit_callbacks
+            from catdog.tracking.record import record_fit
+
             ctx, hp = self.ctx, trial.hyperparameters
             self._supersede(trial.trial_id)
             epochs = hp.values.get("tuner/epochs", kwargs.get("epochs", ctx.cfg.epochs))
             initial = hp.values.get("tuner/initial_epoch", 0)
-            tags = {"catdog.sweep_key": ctx.key, "catdog.kind": "trial", "catdog.arch": self.arch,
-                    "catdog.trial_id": trial.trial_id, "catdog.tuner_id": self.tuner_id,
-                    **tracking.environment_tags()}
+            run_tags = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_TRIAL,
+                        tags.ARCH: self.arch, tags.TRIAL_ID: trial.trial_id,
+                        tags.TUNER_ID: self.tuner_id, **tags.environment_tags()}
             t0 = time.monotonic()
-            with tracking.active_run(experiment=ctx.cfg.experiment, parent_run_id=self.arch_run_id,
-                                     run_name=f"{self.arch}-trial-{trial.trial_id}",
-                                     tags=tags) as run:
-                run_id = run.info.run_id
+            with runs.active_run(experiment=ctx.cfg.experiment, parent_run_id=self.arch_run_id,
+                                 run_name=f"{self.arch}-trial-{trial.trial_id}",
+                                 tags=run_tags) as run:
                 mlflow.log_params({**hp.values, **self._run_params()})
-                stop_and_log, _ = fit_callbacks(run_id, f"{self.arch} t{trial.trial_id}",
-                                                epochs, ctx.cfg.patience, initial)
+                stop_and_log, logger = fit_callbacks(run.info.run_id,
+                                                     f"{self.arch} t{trial.trial_id}", epochs,
+                                                     ctx.cfg.patience, initial)
                 kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + stop_and_log
                 results = super().run_trial(trial, *args, **kwargs)
                 fit_seconds = self.hypermodel.fit_seconds
-                mlflow.log_param("param_count", self.hypermodel.last_model.count_params())
-                history = results[0].history if isinstance(results, list) else results.history
-                summary = tracking.history_summary(history, OBJECTIVE, initial)
-                mlflow.log_metrics(summary)
-                from catdog import plots
-
-                tracking.log_figure(plots.learning_curves(
-                    history, title=f"{self.arch} trial {trial.trial_id}"), "learning_curves.png")
-                score = summary.get(f"best_{OBJECTIVE}", float("nan"))
+                model = self.hypermodel.last_model
+                mlflow.log_param("param_count", model.count_params())
+                score = metrics.history_summary(logger.history, OBJECTIVE, initial).get(
+                    f"best_{OBJECTIVE}", float("nan"))
                 best_before = self._best_score()
-                # Ties too: whichever tied trial the oracle later calls best has a model.
-                if best_before is None or score >= best_before:
-                    self._log_model(summary)
+                # Only a trial that ties or beats its architecture's best logs its model: the
+                # final best trial always has one (ties too: whichever tied trial the oracle
+                # later calls best), and disk is not spent on models nobody will register.
+                keep = best_before is None or score >= best_before
+                record_fit(model, logger.history, logger.seconds_per_epoch, splits=ctx.splits,
+                           title=f"{self.arch} trial {trial.trial_id}", log_model=keep,
+                           objective=OBJECTIVE, initial_epoch=initial)
                 runtime.release_memory()
                 rss, peak = runtime.rss_mb()
                 mlflow.log_metrics({
                     "rss_mb": rss,
                     "peak_rss_mb": peak,
                     "fit_seconds": fit_seconds,
-                    "seconds_per_epoch": fit_seconds / max(summary["epochs_run"], 1),
                     "overhead_seconds": time.monotonic() - t0 - fit_seconds})
             self._report(trial, hp, score, best_before, time.monotonic() - t0)
             return results
@@ -221,35 +166,23 @@ def _tuner_classes():
         # -- helpers ----------------------------------------------------------------------
         def _run_params(self) -> dict:
             c = self.ctx.cfg
-            return {"arch": self.arch, "tuner": c.tuner, "image_size": c.image_size,
-                    "batch_size": c.batch_size, "max_epochs": c.epochs, "seed": c.seed,
-                    "precision": c.precision, "strategy": runtime.strategy_name(
-                        self.distribution_strategy or runtime.strategy())}
+            params = {"arch": self.arch, "tuner": c.tuner, "image_size": c.image_size,
+                      "batch_size": c.batch_size, "epochs": c.epochs, "seed": c.seed,
+                      "precision": c.precision, "strategy": runtime.strategy_name(
+                          self.distribution_strategy or runtime.strategy())}
+            if self.hypermodel.entry.pretrained:
+                params["pretrained"] = c.pretrained
+            return params
 
         def _supersede(self, trial_id: str) -> None:
             """A trial about to (re)run: earlier runs of it were interrupted; close them."""
-            import mlflow
-
-            client = mlflow.MlflowClient()
-            filt = (f"tags.`catdog.sweep_key` = '{self.ctx.key}' and tags.`catdog.arch` = "
-                    f"'{self.arch}' and tags.`catdog.trial_id` = '{trial_id}'")
-            for old in _search(filt, self.ctx.experiment_id, ("RUNNING", "FINISHED")):
-                client.set_tag(old.info.run_id, "catdog.orphaned", "true")
-                client.set_terminated(old.info.run_id, "KILLED")
+            queries.retire(self.ctx.experiment_id,
+                           {tags.SWEEP_KEY: self.ctx.key, tags.ARCH: self.arch,
+                            tags.TRIAL_ID: trial_id}, (runs.RUNNING, runs.FINISHED))
 
         def _best_score(self) -> float | None:
             best = self.oracle.get_best_trials(1)
             return best[0].score if best and best[0].score is not None else None
-
-        def _log_model(self, summary: dict) -> None:
-            """Log the model only when the trial beats the architecture's best so far: the final
-            best trial always has one, and disk is not spent on trials nobody will register."""
-            model = self.hypermodel.last_model
-            probs = model.predict(pipeline.dataset(
-                pipeline.decoded(self.ctx.data_root, "val", self.ctx.cfg.image_size),
-                self.ctx.cfg.batch_size, shuffle=False), verbose=0).ravel()
-            tracking.log_evaluation(self.ctx.val_labels, probs, "val", self.arch, headline=False)
-            tracking.log_keras_model(model, self.ctx.sample)
 
         def _report(self, trial, hp, score, best_before, seconds) -> None:
             ctx = self.ctx
@@ -261,8 +194,8 @@ def _tuner_classes():
             remaining = max(ctx.total_trials - ctx.trials_done, 0)
             log.info("[%s] trial %d/%d %s  val_accuracy %.4f  best %.4f  (%s; sweep %d/%d, ETA %s)",
                      self.arch, int(trial.trial_id) + 1, ctx.cfg.trials, shown, score, best,
-                     tracking.format_seconds(seconds), ctx.trials_done, ctx.total_trials,
-                     tracking.format_seconds(ctx.eta(remaining)) if remaining else "done")
+                     format_seconds(seconds), ctx.trials_done, ctx.total_trials,
+                     format_seconds(ctx.eta(remaining)) if remaining else "done")
 
     return ArchHyperModel, Tracked
 
@@ -275,7 +208,8 @@ def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperp
     base = {"hyperband": kt.Hyperband, "random": kt.RandomSearch,
             "bayesian": kt.BayesianOptimization}[kind]
     cls = type(f"Tracked{base.__name__}", (Tracked, base), {})
-    common = dict(hypermodel=ArchHyperModel(models.get(arch), ctx.cfg.image_size),
+    common = dict(hypermodel=ArchHyperModel(models.get(arch), ctx.cfg.image_size,
+                                            ctx.cfg.pretrained),
                   objective=kt.Objective(OBJECTIVE, "max"), seed=ctx.cfg.seed,
                   hyperparameters=hyperparameters, tune_new_entries=True,
                   directory=str(directory), project_name=arch, overwrite=overwrite,
@@ -299,62 +233,65 @@ class SweepResult:
     seconds: float
 
 
-def run(cfg: experiment_mod.SweepConfig, *, fresh: bool = False) -> SweepResult:
+def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
     """Run (or resume) a sweep and return each architecture's best trial."""
-    import keras
-    import keras_tuner as kt
     import mlflow
 
     from catdog.data.prepare import read_summary
 
     t0 = time.monotonic()
-    runtime.quiet()
     who = role()
-    data_root = resolve_sweep_data(cfg.data)
+    data_root = resolve_data(cfg.data)
+    runtime.start()
+    import keras
+    import keras_tuner as kt
+
     digest = read_summary(data_root)["digest"]
     key = cfg.key(digest)
     state_dir = TUNER_ROOT / key
-    tracking.configure()
-    exp_id = tracking.experiment_id(cfg.experiment)
+    store.configure()
+    exp_id = store.experiment_id(cfg.experiment)
     client = mlflow.MlflowClient()
     owner = who in ("local", "chief")
     base_port = int(os.environ["KERASTUNER_ORACLE_PORT"]) if who != "local" else None
 
     if fresh and owner:
-        _retire(exp_id, key)
+        queries.retire_sweep(exp_id, key)
         shutil.rmtree(state_dir, ignore_errors=True)
     cfg = replace(cfg, precision=runtime.set_precision(cfg.precision))
 
-    parent = _find_or_create(exp_id, {"catdog.sweep_key": key, "catdog.kind": "sweep"},
-                             cfg.name, None, create=owner)
+    parent = queries.find_or_create(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_SWEEP},
+                                    cfg.name, None, create=owner)
     if owner:
-        _log_sweep_params(parent, cfg, key, data_root, digest)
+        _log_sweep_params(parent, cfg, data_root, digest)
     log.info("sweep %s (%s, %s) on %s: %d architectures x %d trials, up to %d epochs each; "
              "MLflow parent run %s", key, who, cfg.tuner, data_root, len(cfg.archs), cfg.trials,
              cfg.epochs, parent)
 
-    ctx = SweepContext(cfg, key, exp_id, parent, data_root, None, None,
-                       total_trials=len(cfg.archs) * cfg.trials)
-    fit_data: tuple = ()
-    fit_kwargs: dict = {}
+    splits = None
     if who != "chief":  # the chief only serves the oracle; it never touches pixels
-        val = pipeline.decoded(data_root, "val", cfg.image_size)
-        ctx.sample, ctx.val_labels = val.images[:1].astype(np.float32), val.labels
+        runtime.announce_devices()
         splits = pipeline.load(data_root, cfg.image_size, cfg.batch_size, seed=cfg.seed)
-        fit_data, fit_kwargs = (splits.train,), {"validation_data": splits.val}
+    ctx = SweepContext(cfg, key, exp_id, parent, data_root, splits,
+                       total_trials=len(cfg.archs) * cfg.trials)
+    fit_data = (splits.train,) if splits else ()
+    fit_kwargs = {"validation_data": splits.val} if splits else {}
     results: dict[str, dict] = {}
     stopped: str | None = None
     current: str | None = None
     try:
-        with tracking.sigterm_as_exception():
+        with runs.sigterm_as_exception():
             for index, arch in enumerate(cfg.archs):
                 current = _arch_run(exp_id, key, arch, parent, owner)
                 if who == "local":  # alone on this sweep: any RUNNING trial run is an orphan
-                    _kill_orphans(exp_id, key, arch)
+                    n = queries.retire(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL,
+                                                tags.ARCH: arch})
+                    if n:
+                        log.info("marked %d interrupted trial run(s) of %s as KILLED", n, arch)
                 entry = models.get(arch)
                 declared = entry.search_space(cfg.image_size).values
                 hp = kt.HyperParameters()
-                experiment_mod.apply_hp(hp, cfg.hp_for(arch, declared), declared)
+                sweepfile.apply_hp(hp, cfg.hp_for(arch, declared), declared)
                 _use_oracle_port(index, base_port)
                 keras.utils.set_random_seed(cfg.seed)
                 tuner = make_tuner(cfg.tuner, ctx, arch, current, hp, state_dir, overwrite=False)
@@ -370,13 +307,13 @@ def run(cfg: experiment_mod.SweepConfig, *, fresh: bool = False) -> SweepResult:
                     stopped = str(exc)
                     log.info("%s: no more trials for it", exc)
                     if owner:
-                        client.set_tag(current, "catdog.time_limited", "true")
+                        client.set_tag(current, tags.TIME_LIMITED, tags.TRUE)
                 if owner:
                     results[arch] = _finish_arch(client, tuner, current, arch, exp_id, key)
-                    client.set_terminated(current, "FINISHED")
+                    client.set_terminated(current, runs.FINISHED)
                 current = None
     except BaseException as exc:
-        status = tracking.status_for(exc)
+        status = runs.status_for(exc)
         if owner:
             for run_id in (current, parent):
                 if run_id:
@@ -384,33 +321,24 @@ def run(cfg: experiment_mod.SweepConfig, *, fresh: bool = False) -> SweepResult:
         log.info("sweep %s stopped (%s); run the same command again to resume", key, status)
         raise
     if owner:
-        _log_summary(parent)
+        from catdog import compare
+
+        compare.log_to_parent(parent)
         if stopped:
-            client.set_tag(parent, "catdog.time_limited", "true")
-        client.set_terminated(parent, "FINISHED")
+            client.set_tag(parent, tags.TIME_LIMITED, tags.TRUE)
+        client.set_terminated(parent, runs.FINISHED)
     seconds = time.monotonic() - t0
     if owner:
-        log.info("sweep %s finished in %s", key, tracking.format_seconds(seconds))
+        log.info("sweep %s finished in %s", key, format_seconds(seconds))
     return SweepResult(key, parent, results, stopped, seconds)
 
 
 def _arch_run(exp_id, key, arch, parent, owner) -> str:
-    return _find_or_create(exp_id, {"catdog.sweep_key": key, "catdog.kind": "arch",
-                                    "catdog.arch": arch}, arch, parent, create=owner)
+    return queries.find_or_create(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_ARCH,
+                                           tags.ARCH: arch}, arch, parent, create=owner)
 
 
-def _retire(exp_id: str, key: str) -> None:
-    """--fresh: earlier runs of this sweep stay in MLflow for the record but are not resumed."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    for run in _search(f"tags.`catdog.sweep_key` = '{key}'", exp_id):
-        client.set_tag(run.info.run_id, "catdog.sweep_key", f"{key}-retired-{int(time.time())}")
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, "KILLED")
-
-
-def _log_sweep_params(parent: str, cfg, key: str, data_root: Path, digest: str) -> None:
+def _log_sweep_params(parent: str, cfg, data_root: Path, digest: str) -> None:
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -418,11 +346,12 @@ def _log_sweep_params(parent: str, cfg, key: str, data_root: Path, digest: str) 
     params = {"archs": ",".join(cfg.archs), "tuner": cfg.tuner, "trials": cfg.trials,
               "epochs": cfg.epochs, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
               "seed": cfg.seed, "patience": cfg.patience, "precision": cfg.precision,
-              "time_limit_minutes": cfg.time_limit_minutes, "data": str(data_root)}
+              "pretrained": cfg.pretrained, "time_limit_minutes": cfg.time_limit_minutes,
+              "data": str(data_root)}
     new = {k: str(v) for k, v in params.items() if k not in existing}
     if new:
         client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in new.items()])
-    client.set_tag(parent, "catdog.dataset_digest", digest)
+    client.set_tag(parent, tags.DATASET_DIGEST, digest)
     client.log_text(parent, json.dumps({k: v for k, v in vars(cfg).items()}, indent=2,
                                        default=list), "sweep_config.json")
 
@@ -435,49 +364,20 @@ def _finish_arch(client, tuner, arch_run_id: str, arch: str, exp_id: str, key: s
     if not best:
         return {}
     trial = best[0]
-    runs = _search(f"tags.`catdog.sweep_key` = '{key}' and tags.`catdog.arch` = '{arch}' and "
-                   f"tags.`catdog.trial_id` = '{trial.trial_id}'", exp_id, ("FINISHED",))
-    if not runs:
+    mine = {tags.SWEEP_KEY: key, tags.ARCH: arch}
+    found = queries.search(exp_id, {**mine, tags.TRIAL_ID: trial.trial_id}, (runs.FINISHED,))
+    if not found:
         return {}
-    best_run = runs[-1]
-    for run in _search(f"tags.`catdog.sweep_key` = '{key}' and tags.`catdog.arch` = '{arch}' "
-                       f"and tags.`catdog.best_trial` = 'true'", exp_id):
-        client.set_tag(run.info.run_id, "catdog.best_trial", "false")
-    client.set_tag(best_run.info.run_id, "catdog.best_trial", "true")
-    client.set_tag(arch_run_id, "catdog.best_run_id", best_run.info.run_id)
-    metrics = {k: v for k, v in best_run.data.metrics.items()
+    best_run = found[-1]
+    for run in queries.search(exp_id, {**mine, tags.BEST_TRIAL: tags.TRUE}):
+        client.set_tag(run.info.run_id, tags.BEST_TRIAL, tags.FALSE)
+    client.set_tag(best_run.info.run_id, tags.BEST_TRIAL, tags.TRUE)
+    client.set_tag(arch_run_id, tags.BEST_RUN_ID, best_run.info.run_id)
+    summary = {k: v for k, v in best_run.data.metrics.items()
                if k.startswith(("best_", "gap_", "epochs_run"))}
-    for k, v in metrics.items():
+    for k, v in summary.items():
         client.log_metric(arch_run_id, k, v)
-    n_trials = len(_search(f"tags.`catdog.sweep_key` = '{key}' and tags.`catdog.arch` = "
-                           f"'{arch}' and tags.`catdog.kind` = 'trial'", exp_id, ("FINISHED",)))
-    client.log_metric(arch_run_id, "trials", n_trials)
+    client.log_metric(arch_run_id, "trials", len(queries.sweep_trials(exp_id, key, arch)))
     return {"run_id": best_run.info.run_id, "trial_id": trial.trial_id, "score": trial.score,
             "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
-                                if not k.startswith("tuner/")}, **metrics}
-
-
-def _log_summary(parent: str) -> None:
-    from catdog import compare
-
-    compare.log_to_parent(parent)
-
-
-def resolve_sweep_data(data: str | None) -> Path:
-    """The sweep's data: as given; else the latest prepared set; else download and prepare."""
-    from catdog.data.download import download
-    from catdog.data.prepare import latest_prepared, prepare, resolve_data
-
-    if data:
-        return resolve_data(data)
-    found = latest_prepared()
-    if found is not None:
-        log.info("no data given; using the latest prepared dataset %s", found)
-        return found
-    try:
-        archive = download()
-    except CatdogError as exc:
-        reason = str(exc).split("; pass DATA=")[0]  # say the remedy once
-        raise CatdogError(f"no data given and none could be downloaded: {reason}; pass "
-                          "DATA=path/to/zip-or-folder (make sweep DATA=...) or --data") from None
-    return prepare(archive, Path("data") / "prepared" / Path(archive).stem).root
+                                if not k.startswith("tuner/")}, **summary}

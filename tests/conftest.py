@@ -3,7 +3,6 @@ generated datasets are built the real way (generated JPEGs -> zip -> `prepare`).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,9 +11,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "dogs-vs-cats-mini"
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["CATDOG_TRANSFER_WEIGHTS"] = "none"  # no network: keras.applications get weights=None
 sys.path.insert(0, str(REPO))  # `tests.imagegen` importable from any test
+
+from catdog import runtime  # noqa: E402
+
+# TensorFlow starts as in the CLI: quietly, before any test imports it. Models are built with
+# `pretrained=False` (the registry's default), so no test downloads ImageNet weights.
+runtime.start()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Smoke run of the benchmark (`python -m catdog.bench --quick`) on the real photos."""
+"""Smoke run of the benchmark (`python -m benchmarks --quick`) on the real photos."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_quick_bench_writes_every_item(real_data, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
     # cwd=REPO: the real photos are prepared once under the project's data/, as `make bench` does.
-    proc = subprocess.run([sys.executable, "-m", "catdog.bench", "--quick", "--data",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--data",
                            str(real_data), "--out", str(out)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,8 +36,9 @@ def test_quick_bench_writes_every_item(real_data, tmp_path):
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "catdog.bench", "--data",
-                           str(tmp_path / "absent")], cwd=tmp_path, capture_output=True,
+    # cwd=REPO: `benchmarks` is a top-level folder of the repository, not part of the package.
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--data",
+                           str(tmp_path / "absent")], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert "no data at" in proc.stderr

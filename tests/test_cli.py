@@ -69,3 +69,40 @@ def test_unsafe_archive_is_refused_by_the_command(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["data", "prepare", str(src)])
     assert result.exit_code == 2 and "unsafe" in result.output
     assert not (tmp_path / "data" / "prepared" / "evil").exists()
+
+
+def test_help_lists_every_entry_point():
+    out = CliRunner().invoke(main, ["--help"]).output
+    for command in ("data", "archs", "train", "sweep", "distributed", "compare", "register",
+                    "evaluate", "predict"):
+        assert f"  {command} " in out, command
+    assert "make bench" in out and "python -m benchmarks" in out
+
+
+def test_start_is_quiet_without_a_gpu(tmp_path):
+    """TensorFlow's C++ start-up lines (oneDNN, cuda drivers, cuInit) never reach the terminal;
+    --verbose is the way to see them."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                            "CATDOG_VERBOSE")}
+    proc = subprocess.run([sys.executable, "-m", "catdog", "archs", "--pattern", "baseline"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", f"start-up noise on stderr:\n{proc.stderr}"
+    assert proc.stdout.splitlines()[1].startswith("baseline ")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--arch", "baseline", "--image-size", "0"], "--image-size"),
+    (["train", "--arch", "baseline", "--epochs", "-1"], "--epochs"),
+    (["train", "--arch", "baseline", "--lr", "0"], "--lr"),
+    (["sweep", "--max-trials", "0"], "--max-trials"),
+    (["train", "--arch", "baseline", "--precision", "fp8"], "--precision"),
+    (["sweep", "--tuner", "grid"], "--tuner"),
+])
+def test_impossible_option_values_are_refused_by_click(args, needle):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and needle in result.output

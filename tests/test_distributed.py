@@ -26,7 +26,7 @@ def test_chief_and_two_workers_share_one_sweep(tiny_prepared, workdir):
     tracking_port, oracle_port = _free_port(), _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, "-m", "catdog.distributed", "exp.toml", "--data",
+    proc = subprocess.run([sys.executable, "-m", "catdog", "distributed", "exp.toml", "--data",
                            str(tiny_prepared), "--workers", "2", "--tracking-port",
                            str(tracking_port), "--oracle-port", str(oracle_port)],
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=900)

@@ -57,7 +57,7 @@ def test_baseline_and_bn_dropout_are_the_notebook_networks():
 
 
 def test_fixed_hyperparameters_reach_the_builder():
-    from catdog.train import fixed_hyperparameters
+    from catdog.models import fixed_hyperparameters
 
     hp = fixed_hyperparameters({"dropout": 0.4, "optimizer": "sgd"})
     model = models.get("bn_dropout").build(hp, image_size=32)

@@ -21,6 +21,7 @@ from catdog.data import (
     load_manifest,
     prepare,
     read_summary,
+    prepared_dir,
     resolve_data,
 )
 from catdog.errors import CatdogError
@@ -28,6 +29,7 @@ from tests.imagegen import class_path, image_bytes, make_layout, write_jpeg, zip
 
 # catdog.data re-exports the function prepare(), which shadows the submodule's attribute name.
 prepare_mod = importlib.import_module("catdog.data.prepare")
+resolve_mod = importlib.import_module("catdog.data.resolve")
 
 N = 10  # generated images per label per split folder
 
@@ -291,18 +293,35 @@ def test_resolve_data_prepares_once(tmp_path, monkeypatch, logs):
     zip_path = dataset_zip(tmp_path, "petimages")
     data_root = tmp_path / "data"
     first = resolve_data(zip_path, data_root)
-    assert first.parent == data_root / "prepared" and first.name.startswith("petimages-")
+    # One naming rule for `catdog data prepare`, train, sweep and the benchmark.
+    assert first == data_root / "prepared" / "petimages" == prepared_dir(zip_path, data_root)
     assert is_prepared(first) and "preparing it into" in logs.text
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("resolve_data prepared the same source twice")
 
-    monkeypatch.setattr(prepare_mod, "prepare", must_not_run)
+    monkeypatch.setattr(resolve_mod, "prepare", must_not_run)
     assert resolve_data(zip_path, data_root) == first
     assert "reusing" in logs.text
     assert resolve_data(first, data_root) == first  # a prepared dataset is used as it is
     with pytest.raises(CatdogError, match="does not exist"):
         resolve_data(tmp_path / "missing.zip", data_root)
+
+
+def test_same_name_from_another_source_gets_its_own_folder(tmp_path):
+    data_root = tmp_path / "data"
+    first = resolve_data(dataset_zip(tmp_path, "petimages"), data_root)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    second = resolve_data(dataset_zip(other, "petimages"), data_root)
+    assert first.name == "petimages" and second.name.startswith("petimages-")
+    assert is_prepared(first) and is_prepared(second)
+
+
+def test_no_data_uses_the_latest_prepared_dataset(tmp_path):
+    data_root = tmp_path / "data"
+    prepared = resolve_data(dataset_zip(tmp_path, "salader"), data_root)
+    assert resolve_data(None, data_root) == prepared
 
 
 @pytest.mark.real_data

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
-from catdog import experiment, sweep
+from catdog import sweep, sweepfile
 from catdog.cli import main
 from tests.imagegen import write_jpeg
 
@@ -22,7 +22,7 @@ def cli(*args, code=0):
 
 @pytest.fixture
 def finished_sweep(tiny_prepared, workdir):
-    cfg = experiment.load(None, archs=("baseline", "bn_dropout"), tuner="random", trials=2,
+    cfg = sweepfile.load(None, archs=("baseline", "bn_dropout"), tuner="random", trials=2,
                           epochs=1, image_size=32, batch_size=8, data=str(tiny_prepared))
     return sweep.run(cfg)
 
@@ -98,6 +98,14 @@ def test_alias_does_not_move_to_a_worse_model(finished_sweep, workdir):
     assert str(client.get_model_version_by_alias("catdog", "champion").version) == second["version"]
 
 
+def test_register_refuses_a_test_metric_from_python_too(workdir):
+    from catdog.errors import CatdogError
+    from catdog.register import register
+
+    with pytest.raises(CatdogError, match="validation metric"):
+        register(metric="test_accuracy")
+
+
 def test_should_promote_rules():
     from catdog.register import should_promote
 
@@ -112,6 +120,10 @@ def test_compare_filters_and_rejects_unknown_architectures(finished_sweep, workd
     rows = json.loads(cli("compare", "--arch", "bn_dropout", "--format", "json", "--plot",
                           "x.png").stdout)["rows"]
     assert [r["arch"] for r in rows] == ["bn_dropout"]
+    logged = mlflow.artifacts.load_text(
+        f"runs:/{finished_sweep.parent_run_id}/comparison.csv")
+    assert "baseline" in logged and "bn_dropout" in logged, \
+        "a comparison of some architectures does not replace the sweep's own"
     bad = cli("compare", "--arch", "alexnet", code=2)
     assert "alexnet" in bad.output and "baseline, bn_dropout" in bad.output
     assert cli("register", "--metric", "test_accuracy", code=2).output.count("\n") == 1

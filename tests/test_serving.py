@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from catdog import experiment, sweep
+from catdog import sweep, sweepfile
 from catdog.register import register
 from tests.imagegen import image_bytes
 
@@ -38,7 +38,7 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 
 def test_served_champion_answers_a_base64_image(tiny_prepared, workdir):
-    cfg = experiment.load(None, archs=("baseline",), tuner="random", trials=1, epochs=1,
+    cfg = sweepfile.load(None, archs=("baseline",), tuner="random", trials=1, epochs=1,
                           image_size=32, batch_size=8, data=str(tiny_prepared))
     sweep.run(cfg)
     register()

@@ -8,7 +8,7 @@ import json
 import mlflow
 import pytest
 
-from catdog import experiment, sweep
+from catdog import sweep, sweepfile
 from catdog.errors import CatdogError
 
 ARCHS = ("baseline", "vgg")
@@ -18,7 +18,7 @@ def _cfg(data, **kw):
     base = dict(archs=ARCHS, tuner="random", trials=2, epochs=2, image_size=32, batch_size=8,
                 data=str(data))
     base.update(kw)
-    return experiment.load(None, **base)
+    return sweepfile.load(None, **base)
 
 
 def _runs(kind=None, key=None):
@@ -50,7 +50,7 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
         assert by_arch[t.data.tags["mlflow.parentRunId"]] == t.data.tags["catdog.arch"]
         assert {"lr", "optimizer", "augment", "arch", "image_size"} <= set(t.data.params)
         from catdog import models
-        from catdog.train import fixed_hyperparameters
+        from catdog.models import fixed_hyperparameters
 
         own = {k: json.loads(v) if k != "optimizer" else v for k, v in t.data.params.items()
                if k in models.get(t.data.tags["catdog.arch"]).search_space().values}
@@ -108,7 +108,7 @@ def test_sweep_file_precedence_and_narrowing(tmp_path):
     f.write_text('archs = ["vgg"]\ntrials = 3\nepochs = 4\n'
                  '[hp]\naugment = 0.0\nlr = {min = 0.0005, max = 0.002, sampling = "log"}\n'
                  '[hp.vgg]\nwidth = [16, 32]\n')
-    cfg = experiment.load(f, epochs=7, trials=None)
+    cfg = sweepfile.load(f, epochs=7, trials=None)
     assert cfg.name == "exp" and cfg.archs == ("vgg",)
     assert cfg.epochs == 7, "command line wins over the file"
     assert cfg.trials == 3, "an unset option never overrides the file"
@@ -119,13 +119,13 @@ def test_sweep_file_precedence_and_narrowing(tmp_path):
 
     declared = models.get("vgg").search_space().values
     hp = kt.HyperParameters()
-    experiment.apply_hp(hp, cfg.hp_for("vgg", declared), declared)
+    sweepfile.apply_hp(hp, cfg.hp_for("vgg", declared), declared)
     models.get("vgg").build(hp, image_size=32)
     assert hp.values["augment"] == 0.0
     assert [h for h in hp.space if h.name == "width"][0].values == [16, 32]
     assert 0.0005 <= hp.values["lr"] <= 0.002
     declared_base = models.get("baseline").search_space().values
-    assert "width" not in experiment.load(f).hp_for("baseline", declared_base)
+    assert "width" not in sweepfile.load(f).hp_for("baseline", declared_base)
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -138,14 +138,14 @@ def test_bad_sweep_files_are_one_clear_error(tmp_path, text, needle):
     f = tmp_path / "bad.toml"
     f.write_text(text)
     with pytest.raises(CatdogError, match=needle):
-        cfg = experiment.load(f)
+        cfg = sweepfile.load(f)
         from catdog import models
 
         for arch in cfg.archs:
             declared = models.get(arch).search_space().values
             import keras_tuner as kt
 
-            experiment.apply_hp(kt.HyperParameters(), cfg.hp_for(arch, declared), declared)
+            sweepfile.apply_hp(kt.HyperParameters(), cfg.hp_for(arch, declared), declared)
 
 
 def test_shipped_sweep_files_load():
@@ -155,4 +155,4 @@ def test_shipped_sweep_files_load():
     names = {p.stem for p in root.glob("*.toml")}
     assert {"quick", "default", "gpu"} <= names
     for p in root.glob("*.toml"):
-        experiment.load(p)
+        sweepfile.load(p)

@@ -70,3 +70,13 @@ def test_smoke_on_real_photos(real_data, workdir):
     result = train("baseline", real_data, image_size=48, batch_size=64, epochs=1)
     assert result.params["n_train"] == 3200 and result.params["n_val"] == 800
     assert 0.3 < result.summary["best_val_accuracy"] <= 1.0
+
+
+def test_epoch_logger_is_a_keras_callback():
+    import keras
+
+    from catdog.tracking.callbacks import EpochLogger, fit_callbacks
+
+    callbacks, logger = fit_callbacks("run", "label", epochs=2, patience=1)
+    assert isinstance(logger, EpochLogger) and isinstance(logger, keras.callbacks.Callback)
+    assert any(isinstance(c, keras.callbacks.EarlyStopping) for c in callbacks)

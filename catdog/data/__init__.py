@@ -14,8 +14,8 @@ from catdog.data.prepare import (
     load_manifest,
     prepare,
     read_summary,
-    resolve_data,
 )
+from catdog.data.resolve import latest_prepared, prepared_dir, resolve_data
 
 __all__ = [
     "LABELS",
@@ -28,8 +28,10 @@ __all__ = [
     "http_download",
     "is_prepared",
     "kaggle_credentials",
+    "latest_prepared",
     "load_manifest",
     "prepare",
+    "prepared_dir",
     "read_summary",
     "resolve_data",
 ]

@@ -447,29 +447,3 @@ def read_summary(root: str | Path) -> dict:
     root = Path(root)
     _require_prepared(root)
     return json.loads((root / SUMMARY).read_text())
-
-
-def resolve_data(data: str | Path, data_root: str | Path = "data") -> Path:
-    """A prepared dataset for DATA: DATA itself if prepared, else DATA prepared once under data_root/prepared."""
-    data = Path(data)
-    if not data.exists():
-        raise CatdogError(f"{data} does not exist; pass a prepared dataset, a dataset zip or its unpacked folder")
-    if is_prepared(data):
-        log.info("using prepared dataset %s", data)
-        return data
-    absolute = str(data.resolve())
-    stem = data.stem if data.is_file() else data.name
-    target = Path(data_root) / "prepared" / f"{stem}-{hashlib.sha1(absolute.encode()).hexdigest()[:8]}"
-    if is_prepared(target):
-        log.info("reusing %s, prepared earlier from %s", target, data)
-        return target
-    log.info("%s is not prepared yet; preparing it into %s", data, target)
-    prepare(data, target)
-    return target
-
-
-def latest_prepared(data_root: str | Path = "data") -> Path | None:
-    """The most recently prepared dataset under data_root/prepared, if any."""
-    # Hidden names are prepare's temporary and replaced folders, complete-looking for a moment.
-    found = [p for p in (Path(data_root) / "prepared").glob("*") if not p.name.startswith(".") and is_prepared(p)]
-    return max(found, key=lambda p: (p / SUMMARY).stat().st_mtime) if found else None

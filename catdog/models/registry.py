@@ -3,13 +3,15 @@
 An entry is a builder `def name(hp, *, input_shape) -> keras.Model` that declares its own search
 space with KerasTuner `hp` calls; the defaults of those calls form a sensible plain run, so one
 builder serves `catdog train` (fixed hyperparameters) and `catdog sweep` (searched ones).
+
+Families that start from pretrained weights register with `pretrained=True` and their builder
+takes a `pretrained` argument. As in timm, `build()` asks for weights only when told to, so
+counting parameters, listing search spaces and tests never download anything.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,14 +27,21 @@ class Architecture:
     description: str
     default_image_size: int
     builder: Builder
+    pretrained: bool = False  # the builder can start from pretrained (ImageNet) weights
 
-    def build(self, hp=None, *, image_size: int | None = None):
-        """Build and compile the model; `hp=None` means every hyperparameter at its default."""
+    def build(self, hp=None, *, image_size: int | None = None, pretrained: bool = False):
+        """Build and compile the model; `hp=None` means every hyperparameter at its default.
+
+        `pretrained=True` loads pretrained weights for the families that have them (falling back
+        to random weights, with a warning, when they cannot be downloaded); other families ignore
+        it, since they always train from scratch.
+        """
         import keras_tuner as kt
 
         hp = hp if hp is not None else kt.HyperParameters()
         size = image_size or self.default_image_size
-        return self.builder(hp, input_shape=(size, size, 3))
+        extra = {"pretrained": pretrained} if self.pretrained else {}
+        return self.builder(hp, input_shape=(size, size, 3), **extra)
 
     def search_space(self, image_size: int | None = None):
         """The HyperParameters this builder declares, with their defaults, without training."""
@@ -40,45 +49,31 @@ class Architecture:
         import keras_tuner as kt
 
         hp = kt.HyperParameters()
-        with without_pretrained_weights():
-            self.build(hp, image_size=image_size or 32)
+        self.build(hp, image_size=image_size or 32)
         keras.backend.clear_session()
         return hp
 
     def param_count(self, image_size: int | None = None) -> int:
         import keras
 
-        with without_pretrained_weights():
-            count = self.build(image_size=image_size).count_params()
+        count = self.build(image_size=image_size).count_params()
         keras.backend.clear_session()
         return count
-
-
-@contextlib.contextmanager
-def without_pretrained_weights():
-    """Shapes and search spaces don't need ImageNet weights: don't download them for those."""
-    old = os.environ.get("CATDOG_TRANSFER_WEIGHTS")
-    os.environ["CATDOG_TRANSFER_WEIGHTS"] = "none"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("CATDOG_TRANSFER_WEIGHTS")
-        else:
-            os.environ["CATDOG_TRANSFER_WEIGHTS"] = old
 
 
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def register(*, family: str, description: str, default_image_size: int = 128):
+def register(*, family: str, description: str, default_image_size: int = 128,
+             pretrained: bool = False):
     """Decorator: add a builder to the registry under its function name."""
 
     def wrap(fn: Builder) -> Builder:
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _REGISTRY[name] = Architecture(name, family, description, default_image_size, fn)
+        _REGISTRY[name] = Architecture(name, family, description, default_image_size, fn,
+                                       pretrained)
         return fn
 
     return wrap
@@ -95,3 +90,14 @@ def get(name: str) -> Architecture:
 
 def names(pattern: str = "*") -> list[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def fixed_hyperparameters(values: dict | None):
+    """A HyperParameters object where the given values are fixed; the rest keep builder defaults."""
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    for name, value in (values or {}).items():
+        if value is not None:
+            hp.Fixed(name, value)
+    return hp

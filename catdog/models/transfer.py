@@ -1,14 +1,13 @@
 """Transfer learning: an ImageNet backbone from keras.applications with a new binary head.
 
-Weights come from ImageNet when they can be downloaded (Keras caches them in ~/.keras/models);
-offline, or with CATDOG_TRANSFER_WEIGHTS=none (as the tests set), the backbone is built with
-random weights and a warning says so. The number of top backbone layers unfrozen for
+With `pretrained=True` (what `catdog train` and `catdog sweep` ask for) the weights come from
+ImageNet when they can be downloaded (Keras caches them in ~/.keras/models); offline, the
+backbone is built with random weights and a warning says so. `pretrained=False` (the registry's
+default, and the tests') never downloads. The number of top backbone layers unfrozen for
 fine-tuning is a hyperparameter (0 = frozen backbone, a pure feature extractor).
 """
 
 from __future__ import annotations
-
-import os
 
 import keras
 from keras import layers
@@ -26,10 +25,9 @@ _BACKBONES = {
 }
 
 
-def _backbone(name: str, input_shape):
+def _backbone(name: str, input_shape, pretrained: bool):
     cls, _ = _BACKBONES[name]
-    wanted = os.environ.get("CATDOG_TRANSFER_WEIGHTS", "imagenet").lower()
-    if wanted != "none":
+    if pretrained:
         try:
             return cls(include_top=False, weights="imagenet", input_shape=input_shape), "imagenet"
         except Exception as exc:  # offline, or a proxy that refuses: still build the model
@@ -38,15 +36,15 @@ def _backbone(name: str, input_shape):
     return cls(include_top=False, weights=None, input_shape=input_shape), "none"
 
 
-@register(family="transfer", default_image_size=160,
+@register(family="transfer", default_image_size=160, pretrained=True,
           description="ImageNet backbone (MobileNetV2 or EfficientNetB0) with a new head; fine-tune depth searched")
-def transfer(hp, *, input_shape):
+def transfer(hp, *, input_shape, pretrained: bool = False):
     name = hp.Choice("backbone", list(_BACKBONES), default="mobilenet_v2")
     fine_tune = hp.Int("fine_tune", 0, 60, step=20, default=0)
     dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.2)
     inputs, x = inputs_and_augment(hp, input_shape)
     x = layers.Rescaling(**_BACKBONES[name][1], name="backbone_range")(x)
-    base, _ = _backbone(name, input_shape)
+    base, _ = _backbone(name, input_shape, pretrained)
     base.trainable = fine_tune > 0
     if fine_tune:
         for layer in base.layers[:-fine_tune]:

@@ -3,9 +3,10 @@
 The Keras flavor's tensor signature wants a (n, size, size, 3) float array, which nobody writes
 by hand. This wrapper takes a column `image` of encoded image files (any format; MLflow's scoring
 server base64-decodes `binary` columns), converts and resizes them exactly as training did, and
-returns `label`, `p_dog` and `error` per row. It is what `catdog register` registers, so
-`mlflow models serve -m models:/catdog@champion` answers such requests; `load_classifier` gets
-the Keras model back out of it for `evaluate` and `predict`.
+returns `label`, `p_dog` and `error` per row, through the same `inference.classify` as
+`catdog predict`. It is what `catdog register` registers, so `mlflow models serve -m
+models:/catdog@champion` answers such requests; `load_classifier` gets the Keras model back out
+of it for `evaluate` and `predict`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-CATDOG_DIR = Path(__file__).resolve().parent
+CATDOG_DIR = Path(__file__).resolve().parents[1]  # the package MLflow ships as code_paths
+ENTRY = Path(__file__).resolve().with_name("entry.py")
+COLUMNS = ["label", "p_dog", "error"]
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
@@ -27,20 +30,11 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         self.keras_model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from catdog.data.images import LABELS
-        from catdog.inference import image_size_of, to_pixels
+        from catdog.inference import classify
 
         raws = [_as_bytes(v) for v in model_input["image"]]
-        pixels, errors = to_pixels(raws, image_size_of(self.keras_model))
-        probs = iter(self.keras_model.predict(pixels, verbose=0).ravel()) if len(pixels) else iter(())
-        rows = []
-        for err in errors:
-            if err:
-                rows.append({"label": None, "p_dog": None, "error": err})
-            else:
-                p = float(next(probs))
-                rows.append({"label": LABELS[int(p >= 0.5)], "p_dog": p, "error": None})
-        return pd.DataFrame(rows, columns=["label", "p_dog", "error"])
+        rows = [(c.label, c.p_dog, c.error) for c in classify(self.keras_model, raws)]
+        return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def _as_bytes(value) -> bytes:
@@ -65,17 +59,17 @@ def signature():
 def log_serving_model(keras_model, example_image: bytes, name: str = "serving"):
     """Log the wrapper (with the Keras model and catdog's code inside) to the active run.
 
-    Models-from-code (`serving_entry.py`) rather than a pickled object; one real photo is the
-    input example, so MLflow checks at logging time that the model answers such a request.
+    Models-from-code (`entry.py`) rather than a pickled object; one real photo is the input
+    example, so MLflow checks at logging time that the model answers such a request.
     """
-    from catdog.tracking import _model_requirements
+    from catdog.tracking.artifacts import model_requirements
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         keras_model.save(path)
         return mlflow.pyfunc.log_model(
-            name=name, python_model=str(CATDOG_DIR / "serving_entry.py"),
+            name=name, python_model=str(ENTRY),
             artifacts={"keras_model": str(path)}, code_paths=[str(CATDOG_DIR)],
             signature=signature(), input_example=pd.DataFrame({"image": [example_image]}),
-            pip_requirements=_model_requirements())
+            pip_requirements=model_requirements())
 

@@ -1,4 +1,5 @@
-"""Sweep files: TOML in experiments/ that state only what differs from the defaults below.
+"""Sweep files: load and check the TOML files in experiments/, which state only what differs from
+the defaults below, into a `SweepConfig`.
 
 Precedence: command-line options > the sweep file > these defaults. An option left unset on the
 command line (None) never overrides the file.
@@ -11,6 +12,7 @@ command line (None) never overrides the file.
     image_size = 128
     batch_size = 32
     seed = 1337
+    pretrained = true                  # ImageNet weights for families that have them
     data = "path/to/zip-or-folder"     # or a prepared dataset
     [hp]                               # fixed (scalar), narrowed (list = choice,
     augment = 0.1                      #   {min, max[, step, sampling]} = range), every arch
@@ -45,6 +47,7 @@ class SweepConfig:
     seed: int = 1337
     patience: int = 3
     precision: str = "fp32"
+    pretrained: bool = True
     hyperband_factor: int = 3
     data: str | None = None
     experiment: str = "catdog"
@@ -98,12 +101,16 @@ def load(path: str | Path | None, **overrides) -> SweepConfig:
 
 def validate(cfg: SweepConfig) -> SweepConfig:
     from catdog import models
+    from catdog.runtime import PRECISIONS
 
     archs = cfg.archs or tuple(models.names())
     for a in archs:
         models.get(a)  # unknown name -> error listing the known ones
     if cfg.tuner not in TUNERS:
         raise CatdogError(f"unknown tuner {cfg.tuner!r}; choose one of {', '.join(TUNERS)}")
+    if cfg.precision not in PRECISIONS:
+        raise CatdogError(f"unknown precision {cfg.precision!r}; choose one of "
+                          f"{', '.join(PRECISIONS)}")
     for name, value in (("trials", cfg.trials), ("epochs", cfg.epochs),
                         ("image_size", cfg.image_size), ("batch_size", cfg.batch_size)):
         if not isinstance(value, int) or value < 1:

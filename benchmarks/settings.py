@@ -1,0 +1,49 @@
+"""The bench's fixed constants and the sizes of every item, for a full run and a quick one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEED = 1337
+BATCH = 32
+WARMUP_STEPS = 4  # the first traces the train function; the others calibrate the timed window
+SKIP_STEPS = 1  # steps at the start of a timed fit left out (iterator start-up)
+CHUNKS = 3  # a timed window is cut into this many runs of steps; the fastest is reported
+DISTURBED = 0.25  # other processes' CPU share above which a measurement is retried / flagged
+CONV_FAMILIES = ("notebook", "vgg", "resnet", "xception")  # from scratch; `transfer` is frozen
+NO_AUGMENT = {"augment": 0.0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of every item; FULL is the real bench, QUICK a smoke run."""
+
+    quick: bool
+    matmul_n: int
+    matmul_reps: int
+    matmul_budget_seconds: float
+    pipeline_sizes: tuple[int, ...]  # ascending; the largest is the notebook's size
+    arch_size: int | None  # None: each architecture's default size
+    throughput_seconds: float  # timed window of one training-throughput measurement
+    max_steps: int
+    notebook_epochs: int
+    sweep_trials: int  # per architecture
+    sweep_epochs: int
+    sweep_size: int
+    scaling_sizes: tuple[int, ...]
+    scaling_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
+    quick_per_class: int = 0  # quick: train+val images per class in the subset
+
+    @property
+    def notebook_size(self) -> int:
+        return max(self.pipeline_sizes)
+
+
+FULL = Settings(quick=False, matmul_n=2048, matmul_reps=20, matmul_budget_seconds=8.0,
+                pipeline_sizes=(128, 256), arch_size=None, throughput_seconds=15.0,
+                max_steps=400, notebook_epochs=2, sweep_trials=4, sweep_epochs=2, sweep_size=64,
+                scaling_sizes=(64, 128))
+QUICK = Settings(quick=True, matmul_n=1024, matmul_reps=10, matmul_budget_seconds=1.0,
+                 pipeline_sizes=(32, 64), arch_size=48, throughput_seconds=1.0, max_steps=40,
+                 notebook_epochs=2, sweep_trials=2, sweep_epochs=1, sweep_size=32,
+                 scaling_sizes=(32, 48), quick_per_class=100)

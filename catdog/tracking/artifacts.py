@@ -1,0 +1,88 @@
+"""What is logged to the active run besides params and per-epoch metrics: figures, a split's
+evaluation (metrics, confusion matrix, ROC), the dataset as the run's input, and models."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from catdog.tracking import tags
+
+MODEL_PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "pandas")
+
+
+def log_figure(fig, name: str) -> None:
+    import mlflow
+
+    from catdog import plots
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        plots.save(fig, path)
+        mlflow.log_artifact(str(path), artifact_path="plots")
+
+
+def log_evaluation(y_true: np.ndarray, y_prob: np.ndarray, prefix: str, title: str,
+                   headline: bool = True) -> dict:
+    """Log metrics, a confusion matrix and a ROC curve for one split to the active run.
+
+    `headline=False` leaves out accuracy/loss/AUC, for the val split whose per-epoch history
+    already carries those names.
+    """
+    import mlflow
+
+    from catdog import metrics, plots
+
+    result = metrics.summary(y_true, y_prob)
+    headlines = ("accuracy", "loss", "auc")
+    mlflow.log_metrics({f"{prefix}_{k}": v for k, v in result.items()
+                        if isinstance(v, float) and (headline or k not in headlines)})
+    fpr, tpr, auc = metrics.roc_curve(np.asarray(y_true, float), np.asarray(y_prob, float))
+    log_figure(plots.confusion_matrix(np.asarray(result["confusion"]),
+                                      title=f"{title}: {prefix} confusion"), f"{prefix}_confusion.png")
+    log_figure(plots.roc(fpr, tpr, auc, title=f"{title}: {prefix} ROC"), f"{prefix}_roc.png")
+    return result
+
+
+def log_dataset(root: Path, digest: str, context: str = "training") -> None:
+    """Record the prepared dataset as the run's input, identified by its manifest digest."""
+    import mlflow
+
+    from catdog.data.prepare import load_manifest
+
+    manifest = load_manifest(root).drop(columns=["abspath"])
+    ds = mlflow.data.from_pandas(manifest, source=str(Path(root).resolve()),
+                                 name=Path(root).name, digest=digest[:16])
+    mlflow.log_input(ds, context=context)
+    mlflow.set_tag(tags.DATASET_DIGEST, digest)
+
+
+def log_keras_model(model, sample: np.ndarray, name: str = "model"):
+    """Log a Keras model with a tensor signature (raw 0-255 float32 pixels) and an input example."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from catdog.tracking.mlflow_fixes import keras_input_example_folder
+
+    sample = np.asarray(sample, dtype=np.float32)[:1]
+    signature = infer_signature(sample, np.asarray(model.predict(sample, verbose=0), np.float32))
+    # MLflow validates the example with a default-verbosity predict(): keep its bar off stdout.
+    with keras_input_example_folder(), contextlib.redirect_stdout(io.StringIO()):
+        return mlflow.keras.log_model(model, name=name, signature=signature, input_example=sample,
+                                      pip_requirements=model_requirements())
+
+
+def model_requirements() -> list[str]:
+    """Pinned versions of what a logged model needs to load and predict."""
+    reqs = []
+    for pkg in MODEL_PACKAGES:
+        try:
+            reqs.append(f"{pkg}=={metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return reqs

@@ -1,0 +1,75 @@
+"""The Keras callback that logs each epoch's metrics to one MLflow run and prints a line.
+
+This module imports Keras: import it only where a model is trained.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from catdog.log import format_seconds, get_logger
+from catdog.metrics import mlflow_metric_name
+
+log = get_logger(__name__)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs every epoch (step = epoch) to `run_id`, keeps the history and each epoch's seconds
+    (training and validation), and prints one progress line with the fit's ETA."""
+
+    def __init__(self, run_id: str, label: str, epochs: int, initial_epoch: int = 0):
+        super().__init__()
+        self.run_id, self.label = run_id, label
+        self.epochs, self.initial_epoch = epochs, initial_epoch
+        self.history: dict[str, list[float]] = {}
+        self.seconds: list[float] = []
+
+    def __deepcopy__(self, memo):
+        # KerasTuner deep-copies a trial's callbacks before fitting; the trial must read back the
+        # history and timings of the very logger it handed over (one execution per trial).
+        return self
+
+    def on_train_begin(self, logs=None):
+        import mlflow
+
+        self.client = mlflow.MlflowClient()
+        self.history, self.seconds = {}, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t_epoch = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        from mlflow.entities import Metric
+
+        logs = dict(logs or {})
+        seconds = time.perf_counter() - self._t_epoch
+        self.seconds.append(seconds)
+        now = int(time.time() * 1000)
+        metrics = [Metric(mlflow_metric_name(k), float(v), now, epoch) for k, v in logs.items()
+                   if k != "learning_rate"]
+        metrics.append(Metric("epoch_seconds", seconds, now, epoch))
+        self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+        left = (self.epochs - epoch - 1) * float(np.mean(self.seconds))
+        log.info("[%s] epoch %d/%d  loss %.4f acc %.4f | val_loss %.4f val_acc %.4f "
+                 "val_auc %.4f | %.1fs, ETA %s", self.label, epoch + 1, self.epochs,
+                 logs.get("loss", np.nan), logs.get("accuracy", np.nan),
+                 logs.get("val_loss", np.nan), logs.get("val_accuracy", np.nan),
+                 logs.get("val_auc", np.nan), seconds, format_seconds(left))
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return float(np.mean(self.seconds)) if self.seconds else float("nan")
+
+
+def fit_callbacks(run_id: str, label: str, epochs: int, patience: int,
+                  initial_epoch: int = 0, monitor: str = "val_accuracy"):
+    """Early stopping (best weights restored) and the epoch logger, as train and sweep use them."""
+    logger = EpochLogger(run_id, label, epochs, initial_epoch)
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
+                                         restore_best_weights=True)
+    return [stop, logger], logger

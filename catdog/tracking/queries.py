@@ -1,0 +1,123 @@
+"""Finding runs by their tags: a sweep's runs, interrupted trials, the latest sweep.
+
+Filters are built from a dict of tag key -> value (keys from `tags`), so no caller writes MLflow's
+filter syntax by hand.
+"""
+
+from __future__ import annotations
+
+import time
+
+from catdog.errors import CatdogError
+from catdog.log import get_logger
+from catdog.tracking import runs, tags
+
+log = get_logger(__name__)
+
+MAX_RESULTS = 5000
+POLL_SECONDS = 600  # how long a worker waits for the chief to create a run it needs
+
+
+def filter_string(where: dict[str, str], *, status: str | None = None) -> str:
+    parts = [f"tags.`{key}` = '{value}'" for key, value in where.items()]
+    if status:
+        parts.append(f"attributes.status = '{status}'")
+    return " and ".join(parts)
+
+
+def search(experiment_id: str, where: dict[str, str], statuses: tuple[str, ...] | None = None,
+           *, newest_first: bool = False, max_results: int = MAX_RESULTS) -> list:
+    """Runs carrying every tag in `where` (and one of `statuses`), oldest first by default."""
+    import mlflow
+
+    order = "DESC" if newest_first else "ASC"
+    found = mlflow.MlflowClient().search_runs(
+        [experiment_id], filter_string(where), max_results=max_results,
+        order_by=[f"attributes.start_time {order}"])
+    return [r for r in found if statuses is None or r.info.status in statuses]
+
+
+def find_or_create(experiment_id: str, where: dict[str, str], run_name: str,
+                   parent: str | None, *, create: bool) -> str:
+    """The run carrying these tags, reopened if it exists; created if allowed, else awaited
+    (a distributed worker waits for the chief to create the sweep's runs)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    deadline = time.monotonic() + POLL_SECONDS
+    while True:
+        found = search(experiment_id, where)
+        if found:
+            run_id = found[-1].info.run_id
+            if create:  # the owner reopens it; workers only log under it
+                client.update_run(run_id, status=runs.RUNNING)
+            return run_id
+        if create:
+            all_tags = {**where, **tags.environment_tags()}
+            if parent:
+                all_tags[tags.PARENT_RUN_ID] = parent
+            return client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
+        if time.monotonic() > deadline:
+            raise CatdogError(f"no run tagged {where} appeared on the tracking server within "
+                              f"{POLL_SECONDS}s; is the chief running?")
+        time.sleep(2)
+
+
+def retire(experiment_id: str, where: dict[str, str],
+           statuses: tuple[str, ...] = (runs.RUNNING,)) -> int:
+    """Mark runs left behind by an interrupted process (or about to be re-run) as orphaned and
+    KILLED, so none stays RUNNING and none is counted twice."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    stale = search(experiment_id, where, statuses)
+    for run in stale:
+        client.set_tag(run.info.run_id, tags.ORPHANED, tags.TRUE)
+        client.set_terminated(run.info.run_id, runs.KILLED)
+    return len(stale)
+
+
+def retire_sweep(experiment_id: str, key: str) -> None:
+    """--fresh: earlier runs of this sweep stay in MLflow for the record but are not resumed."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for run in search(experiment_id, {tags.SWEEP_KEY: key}):
+        client.set_tag(run.info.run_id, tags.SWEEP_KEY, f"{key}-retired-{int(time.time())}")
+        if run.info.status == runs.RUNNING:
+            client.set_terminated(run.info.run_id, runs.KILLED)
+
+
+def sweep_trials(experiment_id: str, key: str, arch: str | None = None,
+                 statuses: tuple[str, ...] | None = (runs.FINISHED,)) -> list:
+    """A sweep's trial runs (of one architecture, if given)."""
+    where = {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL}
+    if arch:
+        where[tags.ARCH] = arch
+    return search(experiment_id, where, statuses)
+
+
+def find_sweep(sweep: str = "latest", experiment: str | None = None):
+    """The parent run of a sweep: by run id, or the most recent one in the experiment."""
+    import mlflow
+
+    from catdog.tracking import store
+
+    store.configure()
+    experiment = experiment or store.DEFAULT_EXPERIMENT
+    client = mlflow.MlflowClient()
+    if sweep != "latest":
+        try:
+            run = client.get_run(sweep)
+        except Exception:
+            raise CatdogError(f"no MLflow run with id {sweep!r} in {store.tracking_uri()}") from None
+        if run.data.tags.get(tags.KIND) != tags.KIND_SWEEP:
+            raise CatdogError(f"run {sweep} is not a sweep's parent run")
+        return run
+    exp = client.get_experiment_by_name(experiment)
+    found = [] if exp is None else search(exp.experiment_id, {tags.KIND: tags.KIND_SWEEP},
+                                          newest_first=True, max_results=1)
+    if not found:
+        raise CatdogError(f"no sweep found in experiment {experiment!r} at "
+                          f"{store.tracking_uri()}; run `make sweep` first")
+    return found[0]

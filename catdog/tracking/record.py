@@ -1,0 +1,43 @@
+"""What every finished fit logs, in one place: `catdog train` and each sweep trial call
+`record_fit`, so a new per-run artifact is added here once.
+
+The record: best-epoch summary metrics (with the train-val gap and seconds per epoch), the
+learning curves, and, when the model is worth keeping, its validation evaluation (metrics,
+confusion matrix, ROC) and the model itself with a signature and an input example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from catdog import metrics, pipeline
+from catdog.tracking import artifacts
+
+
+@dataclass
+class FitRecord:
+    summary: dict  # best_epoch, best_val_accuracy, gap_best, gap_last, seconds_per_epoch, ...
+    model_uri: str | None  # the logged model, when there is one
+
+
+def record_fit(model, history: dict[str, list[float]], seconds_per_epoch: float, *,
+               splits: "pipeline.Splits", title: str, log_model: bool,
+               objective: str = "val_accuracy", initial_epoch: int = 0) -> FitRecord:
+    """Log a finished fit to the active run; its summary metrics, and the model's URI if logged."""
+    import mlflow
+
+    from catdog import plots
+
+    summary = metrics.history_summary(history, objective, initial_epoch)
+    summary["seconds_per_epoch"] = seconds_per_epoch
+    mlflow.log_metrics(summary)
+    artifacts.log_figure(plots.learning_curves(history, title=f"{title} learning curves"),
+                         "learning_curves.png")
+    if not log_model:
+        return FitRecord(summary, None)
+    labels, probs = splits.predict(model, "val")
+    artifacts.log_evaluation(labels, probs, "val", title, headline=False)
+    sample = splits.decoded("val").images[:1].astype(np.float32)
+    return FitRecord(summary, artifacts.log_keras_model(model, sample).model_uri)

@@ -1,0 +1,60 @@
+"""A run's lifecycle: every run catdog opens ends FINISHED, FAILED on an error, or KILLED on
+Ctrl-C or SIGTERM; none is left RUNNING by a process that exits normally or is interrupted.
+
+A process killed with SIGKILL cannot close its run; the sweep marks such orphans KILLED when it
+resumes (see `queries.retire`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+
+FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so the same path as Ctrl-C closes runs as KILLED."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"received signal {signum}")
+
+
+@contextlib.contextmanager
+def sigterm_as_exception():
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def status_for(exc: BaseException | None) -> str:
+    if exc is None:
+        return FINISHED
+    if isinstance(exc, (KeyboardInterrupt, Terminated)):
+        return KILLED
+    return FAILED
+
+
+@contextlib.contextmanager
+def active_run(*, run_id: str | None = None, experiment: str | None = None,
+               run_name: str | None = None, parent_run_id: str | None = None,
+               tags: dict | None = None):
+    """A fluent MLflow run (new, or reopened by `run_id`) that always ends with a status."""
+    import mlflow
+
+    from catdog.tracking import store
+
+    kwargs = {}
+    if run_id is None:
+        kwargs = dict(experiment_id=store.experiment_id(experiment or store.DEFAULT_EXPERIMENT),
+                      run_name=run_name, parent_run_id=parent_run_id, tags=tags)
+    run = mlflow.start_run(run_id=run_id, **kwargs)
+    try:
+        yield run
+    except BaseException as exc:
+        mlflow.end_run(status_for(exc))
+        raise
+    mlflow.end_run(FINISHED)
