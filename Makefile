@@ -19,7 +19,7 @@ STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 
 DATA_OPT = $(if $(DATA),--data $(DATA),)
 
-.PHONY: install test test-slow test-all train sweep sweep-distributed ui serve bench data clean help
+.PHONY: install test test-slow test-all train sweep sweep-distributed report ui serve bench data clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/'
@@ -54,12 +54,15 @@ sweep: $(STAMP)  ## the main job: make sweep [EXP=experiments/quick.toml] [DATA=
 sweep-distributed: $(STAMP)  ## tracking server + KerasTuner chief + WORKERS workers on this machine
 	$(BIN)/catdog distributed $(EXP) $(DATA_OPT) --workers $(WORKERS) --oracle-port $(ORACLE_PORT)
 
+report: $(STAMP)  ## the latest sweep's report: one self-contained HTML file in reports/
+	$(BIN)/catdog report
+
 ui: $(STAMP)  ## MLflow UI for the project's store on http://127.0.0.1:5000
 	mkdir -p mlruns
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
 
 serve: $(STAMP)  ## serve models:/catdog@champion on http://127.0.0.1:5002 (POST /invocations)
-	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(STORE) $(BIN)/mlflow models serve -m "models:/$(MODEL)@champion" --env-manager local -h $(HOST) -p $(SERVE_PORT)
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(STORE) MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false $(BIN)/mlflow models serve -m "models:/$(MODEL)@champion" --env-manager local -h $(HOST) -p $(SERVE_PORT)
 
 bench: $(STAMP)  ## performance benchmark on ../shared/data/dogs-vs-cats-mini (or DATA=)
 	$(BIN)/python -m benchmarks $(DATA_OPT)

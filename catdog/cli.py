@@ -18,6 +18,7 @@ from catdog.errors import CatdogError
 from catdog.log import VERBOSE_ENV, setup as setup_logging
 from catdog.runtime import PRECISIONS
 from catdog.sweepfile import TUNERS
+from catdog.tracking.runs import Terminated
 
 EPILOG = """\b
 Also here, not as subcommands:
@@ -40,9 +41,12 @@ def _friendly(fn):
         except CatdogError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # runs were closed as KILLED on the way out
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(143)
 
     return wrapper
 
@@ -165,7 +169,8 @@ def train(arch, data, image_size, batch_size, epochs, lr, seed, patience, precis
                        pretrained=pretrained, experiment=experiment,
                        hparams=_parse_overrides(overrides))
     click.echo(json.dumps({"run_id": result.run_id, "model_uri": result.model_uri,
-                           **result.summary, "seconds": round(result.seconds, 1)}, indent=2))
+                           **result.summary, "fit_verdict": result.verdict,
+                           "seconds": round(result.seconds, 1)}, indent=2))
 
 
 def _parse_overrides(pairs) -> dict:
@@ -190,6 +195,9 @@ def _parse_overrides(pairs) -> dict:
 @click.option("--max-trials", "trials", type=POSITIVE, default=None,
               help="Trials per architecture.")
 @click.option("--epochs", type=POSITIVE, default=None, help="Maximum epochs per trial.")
+@click.option("--repeats", type=click.IntRange(0, 100), default=None,
+              help="Retrain each architecture's best configuration this many times with other "
+                   "seeds: mean, std and 95% CI in `compare`.")
 @click.option("--image-size", type=IMAGE_SIZE, default=None)
 @click.option("--batch-size", type=POSITIVE, default=None)
 @click.option("--seed", type=int, default=None)
@@ -246,16 +254,42 @@ def distributed(sweep_file, data, workers, host, oracle_port, tracking_port, fre
               show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(), default="comparison.png",
               show_default=True, help="Where to write the comparison plot.")
+@click.option("--test", "test", is_flag=True,
+              help="Also test the top two on the held-out split: test accuracy and McNemar's "
+                   "exact test between them.")
 @click.option("--experiment", default="catdog", show_default=True)
 @_friendly
-def compare(sweep, archs, metric, fmt, plot_path, experiment):
-    """Compare a sweep's architectures: best trial each, overfitting gap, speed."""
+def compare(sweep, archs, metric, fmt, plot_path, test, experiment):
+    """Compare a sweep's architectures: best trial, mean ± std over repeats, fit verdict."""
     from catdog import compare as compare_mod
+    from catdog.heldout import describe
 
-    result = compare_mod.compare_and_plot(sweep, tuple(archs), metric, experiment, plot_path)
+    result = compare_mod.compare_and_plot(sweep, tuple(archs), metric, experiment, plot_path,
+                                          test=test)
     click.echo(compare_mod.render(result.table, fmt))
+    if fmt in ("table", "markdown"):
+        click.echo(f"\nranked by the {result.table.attrs['ranked_by']}; \"within noise\": the "
+                   "95% intervals overlap the top architecture's")
+        if result.significance:
+            click.echo(describe(result.significance))
     where = f" and logged to sweep run {result.logged_to}" if result.logged_to else ""
     click.echo(f"plot written to {result.plot}{where}", err=True)
+
+
+@main.command()
+@click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
+@click.option("--out", type=click.Path(), default=None,
+              help="Default: reports/<sweep name>-<run id>.html.")
+@click.option("--metric", default="val_accuracy", show_default=True)
+@click.option("--experiment", default="catdog", show_default=True)
+@_friendly
+@_tensorflow
+def report(sweep, out, metric, experiment):
+    """Write a sweep's report: one self-contained HTML file, also logged to the sweep's run."""
+    from catdog.report import write_report
+
+    path = write_report(sweep, out, metric=metric, experiment=experiment)
+    click.echo(str(path))
 
 
 # ------------------------------------------------------------------------------------ register
@@ -278,7 +312,8 @@ def register(sweep, arch, metric, name, alias, force, experiment):
     click.echo(json.dumps({"name": r.name, "version": r.version, "arch": r.arch,
                            "run_id": r.run_id, metric: r.val_metric, "test": r.test,
                            "alias": r.alias, "promoted": r.promoted, "reason": r.reason,
-                           "new_version": r.created}, indent=2))
+                           "new_version": r.created, "vs_runner_up": r.significance},
+                          indent=2))
 
 
 # ------------------------------------------------------------------------- evaluate / predict

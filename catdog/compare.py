@@ -1,5 +1,13 @@
 """Read a finished (or running) sweep back from MLflow and compare its architectures.
 
+Each architecture's row is its best trial (chosen on validation), its fit verdict, and, where the
+sweep ran repeats, the metric's mean, standard deviation and 95% confidence interval over them.
+Rows are ranked by that mean when every architecture has repeats (the best trial's own score is
+optimistically biased: it is the maximum of a search), else by the best trial. "within noise"
+marks an architecture whose interval overlaps the top one's: the ranking between them is not
+established. `--test` adds the held-out test accuracy of the top two and McNemar's exact test
+between them (see `heldout`).
+
 Nothing here keeps a record of its own: every figure comes from the sweep's runs. The comparison
 of a whole sweep (table and plot) is logged back to its parent run, so `mlflow ui` shows the same
 comparison; a comparison of some of its architectures is only shown and drawn.
@@ -17,7 +25,8 @@ import pandas as pd
 
 from catdog.errors import CatdogError
 from catdog.log import get_logger
-from catdog.tracking import queries, tags
+from catdog import metrics
+from catdog.tracking import queries, runs, tags
 
 log = get_logger(__name__)
 
@@ -32,14 +41,17 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith("loss")
 
 
-def trial_runs(parent) -> pd.DataFrame:
-    """Every finished trial run of a sweep, one row each, with params and summary metrics."""
-    found = queries.sweep_trials(parent.info.experiment_id, parent.data.tags[tags.SWEEP_KEY])
+def trial_runs(parent, kind: str = tags.KIND_TRIAL) -> pd.DataFrame:
+    """Every finished trial (or repeat) run of a sweep, one row each, with params and metrics."""
+    found = queries.search(parent.info.experiment_id,
+                           {tags.SWEEP_KEY: parent.data.tags[tags.SWEEP_KEY], tags.KIND: kind},
+                           (runs.FINISHED,))
     rows = []
     for r in found:
         row = {"run_id": r.info.run_id, "arch": r.data.tags.get(tags.ARCH),
                "trial_id": r.data.tags.get(tags.TRIAL_ID),
-               "best_trial": r.data.tags.get(tags.BEST_TRIAL) == tags.TRUE}
+               "best_trial": r.data.tags.get(tags.BEST_TRIAL) == tags.TRUE,
+               "fit_verdict": r.data.tags.get(tags.FIT_VERDICT)}
         row.update({f"param.{k}": v for k, v in r.data.params.items()})
         row.update(r.data.metrics)
         rows.append(row)
@@ -79,65 +91,121 @@ def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "v
     if col not in trials:
         known = sorted(c[len("best_"):] for c in trials.columns if c.startswith("best_val"))
         raise CatdogError(f"unknown metric {metric!r}; choose one of {', '.join(known)}")
+    repeats = trial_runs(parent, tags.KIND_REPEAT)
     rows = []
     for arch in archs or present:
         group = trials[trials["arch"] == arch].dropna(subset=[col])
         if group.empty:
             continue
         best = group.loc[group[col].idxmin() if lower_is_better(metric) else group[col].idxmax()]
-        hps = _hyperparameters(best)
-        same = group[group.apply(lambda r: _hyperparameters(r) == hps, axis=1)]
+        mine = repeats[repeats["arch"] == arch] if not repeats.empty else repeats
+        stats = metrics.mean_ci(mine[col].tolist() if col in mine else [])
         rows.append({
             "arch": arch,
             **{m: best.get(f"best_{m}", np.nan) for m in METRICS},
-            f"{metric}_std": float(same[col].std()) if len(same) > 1 else np.nan,
-            "repeats": len(same),
+            f"{metric}_mean": stats["mean"],
+            f"{metric}_std": stats["std"],
+            "ci95_low": stats["ci_low"],
+            "ci95_high": stats["ci_high"],
+            "repeats": stats["n"],
+            "fit_verdict": best.get("fit_verdict") or "-",
             "best_epoch": int(best.get("best_epoch", 0)),
             "gap_best": best.get("gap_best", np.nan),
             "gap_last": best.get("gap_last", np.nan),
             "params": int(float(best.get("param.param_count", -1))),
             "sec_per_epoch": best.get("seconds_per_epoch", np.nan),
             "trials": len(group),
-            "hyperparameters": hps,
+            "hyperparameters": _hyperparameters(best),
             "run_id": best["run_id"],
         })
-    table = pd.DataFrame(rows).sort_values(metric, ascending=lower_is_better(metric))
+    table = pd.DataFrame(rows)
+    by_mean = bool(len(table)) and bool((table["repeats"] >= 2).all())
+    table = table.sort_values(f"{metric}_mean" if by_mean else metric,
+                              ascending=lower_is_better(metric)).reset_index(drop=True)
+    table["vs_top"] = _noise(table)
     table.attrs["sweep_run_id"] = parent.info.run_id
     table.attrs["metric"] = metric
+    table.attrs["ranked_by"] = "mean of repeats" if by_mean else "best trial"
     table.attrs["all_trials"] = trials
-    return table.reset_index(drop=True)
+    table.attrs["repeat_runs"] = repeats
+    return table
+
+
+def _noise(table: pd.DataFrame) -> list[str]:
+    """For each row below the top: "within noise" if its 95% interval overlaps the top row's,
+    "below" if it lies entirely beneath it, "no repeats" where an interval is missing."""
+    if table.empty:
+        return []
+    top = table.iloc[0]
+    out = ["top"]
+    for _, row in table.iloc[1:].iterrows():
+        if np.isnan(top["ci95_low"]) or np.isnan(row["ci95_low"]):
+            out.append("no repeats")
+        elif row["ci95_high"] >= top["ci95_low"] and row["ci95_low"] <= top["ci95_high"]:
+            out.append("within noise")
+        else:
+            out.append("below")
+    return out
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    if isinstance(v, (float, np.floating)):
+        return "-" if np.isnan(v) else format(float(v), spec)
+    return str(v)
+
+
+def human_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as people read it: the metric as best trial, mean ± std and 95% interval over
+    repeats, how the row stands against the top, and the fit verdict first; numbers rounded."""
+    metric = table.attrs.get("metric", "val_accuracy")
+    view = pd.DataFrame({"arch": table["arch"]})
+    view[f"{metric} (best trial)"] = table[metric].map(_fmt)
+    view["mean ± std (repeats)"] = [
+        "-" if n < 2 else f"{m:.4f} ± {sd:.4f} ({n})"
+        for m, sd, n in zip(table[f"{metric}_mean"], table[f"{metric}_std"], table["repeats"])]
+    view["95% CI"] = ["-" if np.isnan(lo) else f"[{lo:.4f}, {hi:.4f}]"
+                      for lo, hi in zip(table["ci95_low"], table["ci95_high"])]
+    view["vs top"] = table["vs_top"]
+    view["fit"] = table["fit_verdict"]
+    for c in ("test_accuracy",):
+        if c in table:
+            view[c] = table[c].map(_fmt)
+    for c in [m for m in METRICS if m != metric] + ["best_epoch", "gap_best", "gap_last",
+                                                   "params", "sec_per_epoch", "trials"]:
+        view[c] = table[c].map(lambda v, c=c: _fmt(v, ".1f" if c == "sec_per_epoch" else ".4f"))
+    view["hyperparameters"] = table["hyperparameters"].map(
+        lambda d: json.dumps(d, sort_keys=True, default=str))
+    return view
 
 
 def render(table: pd.DataFrame, fmt: str = "table") -> str:
     if fmt not in FORMATS:
         raise CatdogError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    shown = table.copy()
-    shown["hyperparameters"] = shown["hyperparameters"].map(
-        lambda d: json.dumps(d, sort_keys=True, default=str))
     if fmt == "json":
         return json.dumps({"sweep_run_id": table.attrs.get("sweep_run_id"),
                            "metric": table.attrs.get("metric"),
+                           "ranked_by": table.attrs.get("ranked_by"),
+                           "significance": table.attrs.get("significance"),
                            "rows": json.loads(table.to_json(orient="records"))}, indent=2)
     if fmt == "csv":
+        shown = table.copy()
+        shown["hyperparameters"] = shown["hyperparameters"].map(
+            lambda d: json.dumps(d, sort_keys=True, default=str))
         return shown.to_csv(index=False)
-    numeric = {c: (lambda v: f"{v:.4f}" if isinstance(v, float) and not np.isnan(v) else
-                   ("-" if isinstance(v, float) else str(v)))
-               for c in shown.columns}
-    view = shown.drop(columns=["run_id"]).copy()
-    for c in view.columns:
-        if view[c].dtype.kind == "f":
-            view[c] = view[c].map(numeric[c])
+    view = human_view(table)
     if fmt == "markdown":
         head = "| " + " | ".join(view.columns) + " |"
         sep = "|" + "|".join("---" for _ in view.columns) + "|"
-        body = ["| " + " | ".join(str(v) for v in row) + " |" for row in view.itertuples(index=False)]
+        body = ["| " + " | ".join(str(v) for v in row) + " |"
+                for row in view.itertuples(index=False)]
         return "\n".join([head, sep, *body])
     return view.to_string(index=False)
 
 
 def plot(table: pd.DataFrame, path: str | Path) -> Path:
     """Best trial's train and val accuracy curves per architecture, plus a bar chart of the
-    metric (every trial as a dot; error bars = std over repeated runs of the best config)."""
+    metric (bar = best trial, every trial as a dot; with repeats, a diamond at their mean and
+    the 95% confidence interval as its error bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,9 +233,15 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
     ax_curves.legend(fontsize=7, ncol=2)
 
     x = np.arange(len(table))
-    err = table[f"{metric}_std"].fillna(0).to_numpy()
-    ax_bar.bar(x, table[metric], yerr=err, capsize=4,
-               color=[colors[i % len(colors)] for i in x], alpha=0.8)
+    ax_bar.bar(x, table[metric], color=[colors[i % len(colors)] for i in x], alpha=0.6)
+    with_ci = table["repeats"] >= 2
+    if with_ci.any():
+        mean = table.loc[with_ci, f"{metric}_mean"]
+        err = np.vstack([mean - table.loc[with_ci, "ci95_low"],
+                         table.loc[with_ci, "ci95_high"] - mean])
+        ax_bar.errorbar(x[with_ci.to_numpy()], mean, yerr=err, fmt="D", color="k", capsize=5,
+                        zorder=4, label="mean of repeats, 95% CI")
+        ax_bar.legend(fontsize=7, loc="lower right")
     trials = table.attrs.get("all_trials")
     if trials is not None and f"best_{metric}" in trials:
         for i, arch in enumerate(table["arch"]):
@@ -176,10 +250,11 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
                            s=12, c="k", zorder=3)
     ax_bar.set_xticks(x, table["arch"], rotation=20)
     ax_bar.set_ylabel(metric)
-    lo = float(np.nanmin(table[metric])) if len(table) else 0
+    shown = np.concatenate([table[c].to_numpy(float) for c in (metric, "ci95_low", "ci95_high")])
+    lo = float(np.nanmin(shown)) if len(table) else 0
     if not lower_is_better(metric):
-        ax_bar.set_ylim(max(0.0, lo - 0.1), min(1.0, float(np.nanmax(table[metric])) + 0.05))
-    ax_bar.set_title(f"{metric} (bar = best trial, dots = all trials)")
+        ax_bar.set_ylim(max(0.0, lo - 0.1), min(1.0, float(np.nanmax(shown)) + 0.05))
+    ax_bar.set_title(f"{metric} (bar = best trial, dots = all trials)", fontsize=10)
     ax_bar.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     path = Path(path)
@@ -216,23 +291,50 @@ class Comparison:
     table: pd.DataFrame
     plot: Path
     logged_to: str | None  # the sweep's parent run, when the whole sweep was compared
+    significance: dict | None = None  # McNemar between the top two on test (with test=True)
 
     @property
     def sweep_run_id(self) -> str:
         return self.table.attrs["sweep_run_id"]
 
 
+def with_test(table: pd.DataFrame) -> dict | None:
+    """Evaluate the top two rows' models on the held-out test split (once; read back after) and
+    test them against each other. Adds `test_accuracy` to those rows; returns McNemar's result.
+    They were chosen on validation, so touching test here chooses nothing."""
+    import mlflow
+
+    from catdog import heldout, runtime
+
+    runtime.start()
+    client = mlflow.MlflowClient()
+    parent = client.get_run(table.attrs["sweep_run_id"])
+    frames = []
+    table["test_accuracy"] = np.nan
+    for i in range(min(2, len(table))):
+        frame = heldout.test_predictions(client.get_run(table.iloc[i]["run_id"]), parent)
+        table.loc[i, "test_accuracy"] = heldout.test_metrics(frame)["accuracy"]
+        frames.append(frame)
+    if len(frames) < 2:
+        return None
+    sig = heldout.significance(frames[0], frames[1], tuple(table["arch"].iloc[:2]))
+    table.attrs["significance"] = sig
+    return sig
+
+
 def compare_and_plot(sweep: str = "latest", archs: tuple[str, ...] = (),
                      metric: str = "val_accuracy", experiment: str = "catdog",
-                     plot_path: str | Path = "comparison.png") -> Comparison:
+                     plot_path: str | Path = "comparison.png", test: bool = False) -> Comparison:
     """`catdog compare`: the table, its plot written to `plot_path`, and, when the comparison
     covers the whole sweep, both logged to the sweep's parent run (refreshing what the sweep
-    logged at its end). A comparison of some architectures never overwrites the sweep's own."""
+    logged at its end). A comparison of some architectures never overwrites the sweep's own.
+    `test=True` adds the top two's test accuracy and McNemar's test between them."""
     table = compare(sweep, archs, metric, experiment)
+    significance = with_test(table) if test else None
     path = plot(table, plot_path)
     whole = not archs or set(archs) >= set(table.attrs["all_trials"]["arch"])
     logged = None
     if whole:
         log_to_parent(table.attrs["sweep_run_id"], table)
         logged = table.attrs["sweep_run_id"]
-    return Comparison(table, path, logged)
+    return Comparison(table, path, logged, significance)

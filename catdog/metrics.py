@@ -1,48 +1,67 @@
-"""Metrics: binary classification figures (the same for training, evaluate and register), and
-the best-epoch summary of a Keras history that the comparison tables are made of."""
+"""Metrics, all from scikit-learn and SciPy rather than written by hand:
+
+- binary classification figures (the same for training, evaluate and register);
+- the best-epoch summary of a Keras history, and the fit verdict (under/good/overfitting) read
+  from it, by the rules below;
+- the statistics of a comparison: mean, standard deviation and 95% confidence interval over
+  repeats, and McNemar's exact test between two models on the same images.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+# -- fit verdict rules (the README states them; tests/test_metrics.py checks them) ------------
+# Overfitting: val loss ends at least OVERFIT_RISE above its minimum, and train loss fell after
+# that minimum. It starts at the first epoch after the minimum.
+OVERFIT_RISE = 0.05
+# Underfitting (when not overfitting): the model does not fit its own training images at its
+# best epoch (train accuracy below UNDERFIT_TRAIN_ACCURACY), or val loss was still at its lowest
+# in the last epoch, so more epochs would still help.
+UNDERFIT_TRAIN_ACCURACY = 0.80
+GOOD_FIT = "good fit"
+UNDERFITTING = "underfitting"
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """2x2 counts, rows = true (cat, dog), columns = predicted."""
-    cm = np.zeros((2, 2), dtype=int)
-    np.add.at(cm, (y_true.astype(int), y_pred.astype(int)), 1)
-    return cm
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(np.asarray(y_true, int), np.asarray(y_pred, int), labels=[0, 1])
 
 
 def roc_curve(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    order = np.argsort(-y_prob, kind="mergesort")
-    y, p = y_true[order].astype(float), y_prob[order]
-    distinct = np.r_[np.where(np.diff(p))[0], len(p) - 1]
-    tps = np.cumsum(y)[distinct]
-    fps = (distinct + 1) - tps
-    pos, neg = max(y.sum(), 1), max(len(y) - y.sum(), 1)
-    tpr = np.r_[0.0, tps / pos]
-    fpr = np.r_[0.0, fps / neg]
-    return fpr, tpr, float(np.trapezoid(tpr, fpr))
+    """(false positive rates, true positive rates, AUC); AUC is NaN with only one class."""
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true, int).ravel()
+    if len(np.unique(y_true)) < 2:
+        return np.array([0.0, 1.0]), np.array([0.0, 1.0]), float("nan")
+    fpr, tpr, _ = skm.roc_curve(y_true, np.asarray(y_prob, float).ravel())
+    return fpr, tpr, float(skm.roc_auc_score(y_true, np.asarray(y_prob, float).ravel()))
 
 
 def summary(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict:
     """Accuracy, log loss, ROC AUC, per-class precision/recall and the confusion matrix."""
-    y_true = np.asarray(y_true, dtype=float).ravel()
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true, dtype=float).ravel().astype(int)
     y_prob = np.asarray(y_prob, dtype=float).ravel()
     y_pred = (y_prob >= threshold).astype(int)
-    cm = confusion(y_true, y_pred)
-    p = np.clip(y_prob, 1e-7, 1 - 1e-7)
     out = {
-        "accuracy": float((y_pred == y_true).mean()),
-        "loss": float(-np.mean(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "loss": float(skm.log_loss(y_true, np.clip(y_prob, 1e-7, 1 - 1e-7), labels=[0, 1])),
         "auc": roc_curve(y_true, y_prob)[2],
         "n": int(len(y_true)),
     }
+    precision = skm.precision_score(y_true, y_pred, labels=[0, 1], average=None, zero_division=0)
+    recall = skm.recall_score(y_true, y_pred, labels=[0, 1], average=None, zero_division=0)
     for k, name in enumerate(("cat", "dog")):
-        predicted, actual = cm[:, k].sum(), cm[k, :].sum()
-        out[f"precision_{name}"] = float(cm[k, k] / predicted) if predicted else 0.0
-        out[f"recall_{name}"] = float(cm[k, k] / actual) if actual else 0.0
-    out["confusion"] = cm.tolist()
+        out[f"precision_{name}"] = float(precision[k])
+        out[f"recall_{name}"] = float(recall[k])
+    out["confusion"] = confusion(y_true, y_pred).tolist()
     return out
 
 
@@ -59,6 +78,8 @@ def history_summary(history: dict[str, list[float]], objective: str = "val_accur
     `best_epoch` counts epochs the way the logged metric steps do (1-based).
     """
     val = history.get(objective) or [np.nan]
+    if np.all(np.isnan(np.asarray(val, float))):
+        raise ValueError(f"the fit recorded no {objective}: it produced no usable epoch")
     best = int(np.nanargmin(val) if objective.endswith("loss") else np.nanargmax(val))
     out = {"best_epoch": initial_epoch + best + 1, "epochs_run": len(val)}
     for key in ("val_accuracy", "val_loss", "val_auc", "accuracy", "loss"):
@@ -69,3 +90,63 @@ def history_summary(history: dict[str, list[float]], objective: str = "val_accur
         out["gap_best"] = float(acc[best] - vacc[best])
         out["gap_last"] = float(acc[-1] - vacc[-1])
     return out
+
+
+def fit_diagnosis(history: dict[str, list[float]], objective: str = "val_accuracy",
+                  initial_epoch: int = 0) -> dict:
+    """The fit verdict and the epochs it rests on (1-based, as the logged steps count).
+
+    Returns `verdict` ("underfitting", "good fit" or "overfitting from epoch N"),
+    `val_loss_min_epoch`, and `overfit_epoch` (None unless overfitting).
+    """
+    val_loss = np.asarray(history.get("val_loss") or [], float)
+    train_loss = np.asarray(history.get("loss") or [], float)
+    if not len(val_loss) or np.all(np.isnan(val_loss)):
+        return {"verdict": None, "val_loss_min_epoch": None, "overfit_epoch": None}
+    m = int(np.nanargmin(val_loss))
+    last = len(val_loss) - 1
+    out = {"val_loss_min_epoch": initial_epoch + m + 1, "overfit_epoch": None}
+    rose = m < last and val_loss[last] >= val_loss[m] * (1 + OVERFIT_RISE)
+    train_fell = len(train_loss) > last and train_loss[last] < train_loss[m]
+    if rose and train_fell:
+        out["overfit_epoch"] = initial_epoch + m + 2
+        out["verdict"] = f"overfitting from epoch {out['overfit_epoch']}"
+        return out
+    acc = history.get("accuracy") or []
+    best = history_summary(history, objective, initial_epoch)["best_epoch"] - initial_epoch - 1
+    underfit = (len(acc) > best and acc[best] < UNDERFIT_TRAIN_ACCURACY) or m == last
+    out["verdict"] = UNDERFITTING if underfit else GOOD_FIT
+    return out
+
+
+def mean_ci(values, confidence: float = 0.95) -> dict:
+    """Mean, sample standard deviation and the Student-t confidence interval of the mean."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], float)
+    n = len(v)
+    if n == 0:
+        return {"mean": float("nan"), "std": float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan"), "n": 0}
+    mean = float(v.mean())
+    if n == 1:
+        return {"mean": mean, "std": float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan"), "n": 1}
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n))
+    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def mcnemar(correct_a, correct_b) -> dict:
+    """McNemar's exact test on paired per-image correctness of two models on the same images:
+    a two-sided binomial test on the images where exactly one of them is right."""
+    from scipy import stats
+
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError("McNemar needs both models' results on the same images")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(stats.binomtest(only_a, n, 0.5).pvalue)
+    return {"p_value": p, "disagreements": n, "only_a_right": only_a, "only_b_right": only_b,
+            "images": int(len(a))}

@@ -1,5 +1,6 @@
-"""Figures people look at: learning curves with the train/val gap, confusion matrix, ROC,
-and the comparison of architectures. Each returns a matplotlib Figure; callers save or log it."""
+"""Figures people look at: learning curves with the train/val gap (and where overfitting
+starts), confusion matrix, ROC, and saliency maps. Each returns a matplotlib Figure; callers
+save it, log it, or inline it in the report (`png_bytes`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def learning_curves(history: dict[str, list[float]], title: str = ""):
-    """Loss and accuracy per epoch, train vs val, with the gap between them shaded."""
+def learning_curves(history: dict[str, list[float]], title: str = "",
+                    overfit_epoch: int | None = None, verdict: str | None = None):
+    """Loss and accuracy per epoch, train vs val, with the gap between them shaded; a dotted red
+    line where overfitting starts, and the fit verdict in the title."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         train = np.asarray(history.get(metric, []), dtype=float)
@@ -29,12 +32,16 @@ def learning_curves(history: dict[str, list[float]], title: str = ""):
             ax.axvline(best + 1, ls="--", c="grey", lw=1)
             ax.annotate(f"best {val[best]:.3f}\ngap {train[best] - val[best]:+.3f}",
                         (best + 1, val[best]), textcoords="offset points", xytext=(5, -30))
+        if overfit_epoch:
+            ax.axvline(overfit_epoch, ls=":", c="tab:red", lw=1.5,
+                       label=f"overfitting from epoch {overfit_epoch}")
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title or "learning curves")
+        ax.legend(fontsize=8)
+    title = title or "learning curves"
+    fig.suptitle(f"{title} ({verdict})" if verdict else title)
     fig.tight_layout()
     return fig
 
@@ -66,6 +73,32 @@ def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str = ""):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def saliency_grid(images: np.ndarray, heatmaps: np.ndarray, captions: list[str], title: str = ""):
+    """Each image beside itself with its heatmap over it (0-1, where the model looked)."""
+    n = len(images)
+    fig, axes = plt.subplots(2, max(n, 1), figsize=(2.3 * max(n, 1), 5), squeeze=False)
+    for i in range(n):
+        img = np.clip(images[i], 0, 255).astype(np.uint8)
+        axes[0, i].imshow(img)
+        axes[0, i].set_title(captions[i], fontsize=8)
+        axes[1, i].imshow(img)
+        axes[1, i].imshow(heatmaps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(title or "where the model looked")
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def save(fig, path) -> None:

@@ -1,17 +1,19 @@
 """Promote a sweep's best model: evaluate it once on the held-out test split, register it, and
 move the `champion` alias only if it beats the current champion on the same test split.
 
-The choice is made on validation metrics; the test split is touched once, for the chosen model.
+The choice is made on validation metrics; the test split is touched only for models already
+chosen: the champion, and the runner-up architecture it is tested against (McNemar's exact test
+on the same images), so the message says plainly when the champion is not significantly better.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catdog import compare, pipeline
+from catdog import compare, heldout
 from catdog.errors import CatdogError
 from catdog.log import get_logger
-from catdog.tracking import artifacts, tags
+from catdog.tracking import tags
 
 log = get_logger(__name__)
 
@@ -28,6 +30,7 @@ class Registration:
     promoted: bool
     reason: str
     created: bool
+    significance: dict | None = None  # McNemar against the runner-up architecture, on test
 
 
 def should_promote(new_test: float, champion_test: float | None, same_split: bool,
@@ -44,34 +47,6 @@ def should_promote(new_test: float, champion_test: float | None, same_split: boo
         return True, f"test accuracy {new_test:.4f} beats the champion's {champion_test:.4f}"
     return False, (f"test accuracy {new_test:.4f} does not beat the champion's "
                    f"{champion_test:.4f}; use --force to promote anyway")
-
-
-def _logged_model_uri(client, run) -> str:
-    import mlflow
-
-    models = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id],
-        filter_string=f"source_run_id = '{run.info.run_id}' and name = 'model'",
-        output_format="list")
-    if not models:
-        raise CatdogError(f"run {run.info.run_id} has no logged model to register")
-    return f"models:/{models[0].model_id}"
-
-
-def _test_metrics(client, run, parent, model) -> dict:
-    """Evaluate once on the held-out test split; a second call reads the logged result."""
-    import mlflow
-
-    done = {k[len("test_"):]: v for k, v in run.data.metrics.items() if k.startswith("test_")}
-    if "accuracy" in done:
-        return done
-    data_root = parent.data.params.get("data")
-    size = int(run.data.params["image_size"])
-    splits = pipeline.load(data_root, size, 64, splits=("test",))
-    labels, probs = splits.predict(model, "test")
-    with mlflow.start_run(run_id=run.info.run_id):
-        result = artifacts.log_evaluation(labels, probs, "test", run.data.tags[tags.ARCH])
-    return {k: v for k, v in result.items() if isinstance(v, float)}
 
 
 def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_accuracy",
@@ -95,9 +70,9 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
     run = client.get_run(best["run_id"])
     parent = client.get_run(table.attrs["sweep_run_id"])
     digest = parent.data.tags.get(tags.DATASET_DIGEST, "")
-    keras_uri = _logged_model_uri(client, run)
-    model = load_classifier(keras_uri)
-    test = _test_metrics(client, run, parent, model)
+    model = load_classifier(heldout.logged_model_uri(run))
+    test = heldout.test_metrics(heldout.test_predictions(run, parent, model))
+    significance = _against_runner_up(client, table, parent)
 
     existing = client.search_model_versions(f"name = '{name}'") if _exists(client, name) else []
     mine = [v for v in existing if v.tags.get(tags.RUN_ID) == run.info.run_id]
@@ -113,6 +88,9 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
                         tags.SWEEP_RUN_ID: parent.info.run_id, tags.DATASET_DIGEST: digest,
                         tags.metric(metric): f"{best[metric]:.6f}",
                         **{tags.metric(f"test_{k}"): f"{v:.6f}" for k, v in test.items()}}
+        if significance:
+            version_tags[tags.metric("mcnemar_p_vs_runner_up")] = \
+                f"{significance['p_value']:.6g}"
         version = mlflow.register_model(info.model_uri, name, tags=version_tags)
     try:
         champion = client.get_model_version_by_alias(name, alias)
@@ -128,8 +106,24 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
             client.set_registered_model_alias(name, alias, version.version)
     log.info("%s version %s (%s, run %s): %s%s", name, version.version, best["arch"],
              run.info.run_id, f"now {alias}: " if promoted else f"{alias} not moved: ", reason)
+    if significance:
+        log.info("%s", heldout.describe(significance))
+        if not significance["significant"]:
+            log.info("%s is not significantly better than the runner-up %s on the test split",
+                     best["arch"], significance["b"])
     return Registration(name, str(version.version), run.info.run_id, best["arch"],
-                        float(best[metric]), test, alias, promoted, reason, created)
+                        float(best[metric]), test, alias, promoted, reason, created,
+                        significance)
+
+
+def _against_runner_up(client, table, parent) -> dict | None:
+    """McNemar between the chosen model and the next architecture's, on the same test images."""
+    if len(table) < 2:
+        return None
+    first, second = (client.get_run(table.iloc[i]["run_id"]) for i in (0, 1))
+    return heldout.significance(heldout.test_predictions(first, parent),
+                                heldout.test_predictions(second, parent),
+                                (table.iloc[0]["arch"], table.iloc[1]["arch"]))
 
 
 def _example_image(parent) -> bytes:

@@ -39,7 +39,7 @@ def start(verbose: bool | None = None) -> None:
     if verbose or "tensorflow" in sys.modules:
         _import_tensorflow()
     else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ warnings too
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later C++ lines too (grappler)
         try:
             sys.stderr.flush()
             saved = os.dup(2)

@@ -4,6 +4,11 @@ MLflow holds three levels: one parent run per sweep, one child per architecture,
 per trial (its hyperparameters as params, per-epoch metrics, its learning curves). Every
 architecture gets the same split, image size, epoch budget and trial budget.
 
+Repeats (`repeats = K`): after its search, each architecture's best configuration is trained K
+more times with other seeds, each a run of kind "repeat" beside the trials. The architecture's
+run then carries the mean, standard deviation and 95% confidence interval of their best val
+accuracy, which `compare` uses to say whether a ranking is more than noise.
+
 Resuming: tuner state lives in `.tuner/<sweep key>/<arch>` (git-ignored). Running the same sweep
 again reloads it: KerasTuner skips finished trials and re-runs the one that was interrupted; the
 interrupted trial's MLflow run is marked KILLED (never left RUNNING) and the parent and
@@ -69,12 +74,22 @@ class SweepContext:
     started: float = field(default_factory=time.monotonic)
     trials_done: int = 0
     trial_seconds: list[float] = field(default_factory=list)
+    repeat_seconds: float = 0.0  # spent on repeats: not counted against the search's time limit
+
+    def share_used(self) -> bool:
+        """Architecture i may start trials until (i+1)/n of the time limit has passed: every one
+        gets its share, and time an earlier one did not use flows to the later ones. The limit
+        bounds the search; repeats, asked for explicitly, run in full and their time is not
+        counted, so an architecture searched after another's repeats is not starved."""
+        limit, n = self.cfg.time_limit_minutes, len(self.cfg.archs)
+        searched = time.monotonic() - self.started - self.repeat_seconds
+        return bool(limit) and searched > limit * 60 * (self.arch_index + 1) / n
 
     def eta(self, remaining: int) -> float:
         if not self.trial_seconds:
             return float("nan")
         eta = remaining * float(np.mean(self.trial_seconds))
-        if self.cfg.time_limit_minutes:
+        if self.cfg.time_limit_minutes and not self.cfg.repeats:  # repeats are not time-limited
             left = self.cfg.time_limit_minutes * 60 - (time.monotonic() - self.started)
             eta = min(eta, max(left, 0.0))
         return eta
@@ -111,11 +126,10 @@ def _tuner_classes():
         arch_run_id: str
 
         def pre_create_trial(self):
-            # Architecture i may start trials until (i+1)/n of the limit has passed: every one
-            # gets its share, and time an earlier one did not use flows to the later ones.
-            limit, n = self.ctx.cfg.time_limit_minutes, len(self.ctx.cfg.archs)
-            if limit and time.monotonic() - self.ctx.started > limit * 60 * (self.ctx.arch_index + 1) / n:
-                raise TimeLimitReached(f"{self.arch}'s share of the {limit}-minute time limit is used up")
+            if self.ctx.share_used():
+                raise TimeLimitReached(f"{self.arch}'s share of the "
+                                       f"{self.ctx.cfg.time_limit_minutes}-minute time limit is "
+                                       "used up")
 
         def run_trial(self, trial, *args, **kwargs):
             import mlflow
@@ -177,8 +191,9 @@ def _tuner_classes():
         def _supersede(self, trial_id: str) -> None:
             """A trial about to (re)run: earlier runs of it were interrupted; close them."""
             queries.retire(self.ctx.experiment_id,
-                           {tags.SWEEP_KEY: self.ctx.key, tags.ARCH: self.arch,
-                            tags.TRIAL_ID: trial_id}, (runs.RUNNING, runs.FINISHED))
+                           {tags.SWEEP_KEY: self.ctx.key, tags.KIND: tags.KIND_TRIAL,
+                            tags.ARCH: self.arch, tags.TRIAL_ID: trial_id},
+                           (runs.RUNNING, runs.FINISHED))
 
         def _best_score(self) -> float | None:
             best = self.oracle.get_best_trials(1)
@@ -273,7 +288,10 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
         runtime.announce_devices()
         splits = pipeline.load(data_root, cfg.image_size, cfg.batch_size, seed=cfg.seed)
     ctx = SweepContext(cfg, key, exp_id, parent, data_root, splits,
-                       total_trials=len(cfg.archs) * cfg.trials)
+                       total_trials=len(cfg.archs) * (cfg.trials + cfg.repeats))
+    if cfg.repeats and who != "local":
+        log.info("repeats are run by a sweep on one machine; run `catdog sweep` with the same "
+                 "file afterwards to add them to this distributed sweep")
     fit_data = (splits.train,) if splits else ()
     fit_kwargs = {"validation_data": splits.val} if splits else {}
     results: dict[str, dict] = {}
@@ -310,6 +328,10 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
                         client.set_tag(current, tags.TIME_LIMITED, tags.TRUE)
                 if owner:
                     results[arch] = _finish_arch(client, tuner, current, arch, exp_id, key)
+                if who == "local" and cfg.repeats and results.get(arch):
+                    _run_repeats(ctx, arch, current, tuner)
+                    results[arch].update(_log_repeat_stats(client, current, exp_id, key, arch))
+                if owner:
                     client.set_terminated(current, runs.FINISHED)
                 current = None
     except BaseException as exc:
@@ -333,6 +355,81 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
     return SweepResult(key, parent, results, stopped, seconds)
 
 
+def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, tuner) -> None:
+    """Train the architecture's best configuration `repeats` more times with other seeds.
+
+    A repeat already FINISHED (an earlier, interrupted run of this sweep) is not run again; one
+    left RUNNING is marked KILLED and run again.
+    """
+    import keras
+    import mlflow
+
+    from catdog.tracking.callbacks import fit_callbacks
+    from catdog.tracking.record import record_fit
+
+    cfg, entry = ctx.cfg, models.get(arch)
+    best = tuner.oracle.get_best_trials(1)[0]
+    values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
+    for r in range(cfg.repeats):
+        where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_REPEAT, tags.ARCH: arch,
+                 tags.REPEAT: str(r)}
+        if queries.search(ctx.experiment_id, where, (runs.FINISHED,)):
+            ctx.trials_done += 1
+            continue
+        queries.retire(ctx.experiment_id, where)
+        seed = cfg.seed + 1000 * (r + 1)
+        keras.utils.set_random_seed(seed)
+        t0 = time.monotonic()
+        with runtime.strategy().scope():
+            model = entry.build(models.fixed_hyperparameters(values), image_size=cfg.image_size,
+                                pretrained=cfg.pretrained)
+        with runs.active_run(experiment=cfg.experiment, parent_run_id=arch_run_id,
+                             run_name=f"{arch}-repeat-{r}",
+                             tags={**where, tags.TRIAL_ID: best.trial_id,
+                                   **tags.environment_tags()}) as run:
+            params = {**values, "arch": arch, "tuner": cfg.tuner, "image_size": cfg.image_size,
+                      "batch_size": cfg.batch_size, "epochs": cfg.epochs, "seed": seed,
+                      "precision": cfg.precision, "repeat": r,
+                      "param_count": model.count_params()}
+            mlflow.log_params(params)
+            callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", cfg.epochs,
+                                              cfg.patience)
+            model.fit(ctx.splits.train, validation_data=ctx.splits.val, epochs=cfg.epochs,
+                      callbacks=callbacks, verbose=0)
+            record = record_fit(model, logger.history, logger.seconds_per_epoch,
+                                splits=ctx.splits, title=f"{arch} repeat {r}", log_model=False)
+        del model
+        keras.backend.clear_session()
+        runtime.release_memory()
+        seconds = time.monotonic() - t0
+        ctx.repeat_seconds += seconds
+        ctx.trials_done += 1
+        ctx.trial_seconds.append(seconds)
+        remaining = max(ctx.total_trials - ctx.trials_done, 0)
+        log.info("[%s] repeat %d/%d (seed %d)  val_accuracy %.4f  %s  (%s; sweep %d/%d, ETA %s)",
+                 arch, r + 1, cfg.repeats, seed, record.summary.get("best_val_accuracy"),
+                 record.verdict, format_seconds(seconds), ctx.trials_done, ctx.total_trials,
+                 format_seconds(ctx.eta(remaining)) if remaining else "done")
+
+
+REPEATED = ("best_val_accuracy", "best_val_loss", "best_val_auc")
+
+
+def _log_repeat_stats(client, arch_run_id: str, exp_id: str, key: str, arch: str) -> dict:
+    """Mean, std and 95% CI over the repeats, as metrics of the architecture's run."""
+    found = queries.search(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_REPEAT,
+                                    tags.ARCH: arch}, (runs.FINISHED,))
+    out = {"repeats": len(found)}
+    for name in REPEATED:
+        stats = metrics.mean_ci([r.data.metrics.get(name) for r in found])
+        for stat in ("mean", "std", "ci_low", "ci_high"):
+            if not np.isnan(stats[stat]):
+                out[f"{name}_{stat}"] = stats[stat]
+    for k, v in out.items():
+        client.log_metric(arch_run_id, k, v)
+    return out
+
+
 def _arch_run(exp_id, key, arch, parent, owner) -> str:
     return queries.find_or_create(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_ARCH,
                                            tags.ARCH: arch}, arch, parent, create=owner)
@@ -344,7 +441,7 @@ def _log_sweep_params(parent: str, cfg, data_root: Path, digest: str) -> None:
     client = mlflow.MlflowClient()
     existing = client.get_run(parent).data.params
     params = {"archs": ",".join(cfg.archs), "tuner": cfg.tuner, "trials": cfg.trials,
-              "epochs": cfg.epochs, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
+              "repeats": cfg.repeats, "epochs": cfg.epochs, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
               "seed": cfg.seed, "patience": cfg.patience, "precision": cfg.precision,
               "pretrained": cfg.pretrained, "time_limit_minutes": cfg.time_limit_minutes,
               "data": str(data_root)}
@@ -364,7 +461,7 @@ def _finish_arch(client, tuner, arch_run_id: str, arch: str, exp_id: str, key: s
     if not best:
         return {}
     trial = best[0]
-    mine = {tags.SWEEP_KEY: key, tags.ARCH: arch}
+    mine = {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL, tags.ARCH: arch}
     found = queries.search(exp_id, {**mine, tags.TRIAL_ID: trial.trial_id}, (runs.FINISHED,))
     if not found:
         return {}

@@ -8,6 +8,8 @@ command line (None) never overrides the file.
     tuner = "hyperband"                # hyperband | random | bayesian
     trials = 10                        # trials per architecture (same for every one)
     epochs = 10                        # maximum epochs per trial
+    repeats = 3                        # retrain each architecture's best configuration 3 more
+                                       #   times with other seeds: mean, std and 95% CI
     time_limit_minutes = 60            # optional wall-clock limit for the whole sweep
     image_size = 128
     batch_size = 32
@@ -42,6 +44,7 @@ class SweepConfig:
     trials: int = 10
     epochs: int = 10
     time_limit_minutes: float | None = None
+    repeats: int = 0
     image_size: int = 128
     batch_size: int = 32
     seed: int = 1337
@@ -55,8 +58,10 @@ class SweepConfig:
 
     def key(self, data_digest: str) -> str:
         """Identity of the sweep for resuming: everything that changes what a trial means."""
+        # Repeats come after the search and do not change what a trial means: adding them to a
+        # finished sweep resumes it and runs only the repeats.
         ident = {k: v for k, v in asdict(self).items()
-                 if k not in ("data", "time_limit_minutes", "experiment")}
+                 if k not in ("data", "time_limit_minutes", "experiment", "repeats")}
         ident["data_digest"] = data_digest
         blob = json.dumps(ident, sort_keys=True, default=list).encode()
         return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:10]}"
@@ -115,6 +120,8 @@ def validate(cfg: SweepConfig) -> SweepConfig:
                         ("image_size", cfg.image_size), ("batch_size", cfg.batch_size)):
         if not isinstance(value, int) or value < 1:
             raise CatdogError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(cfg.repeats, int) or cfg.repeats < 0:
+        raise CatdogError(f"repeats must be 0 or a positive integer, got {cfg.repeats!r}")
     for key, value in cfg.hp.items():
         if isinstance(value, dict) and not _is_range(value):
             models.get(key)  # a per-architecture table must name a known architecture

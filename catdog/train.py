@@ -26,6 +26,7 @@ class TrainResult:
     summary: dict
     history: dict = field(repr=False)
     seconds: float = 0.0
+    verdict: str | None = None
 
 
 def train(arch: str, data: str | Path | None = None, *, image_size: int | None = None,
@@ -80,7 +81,8 @@ def train(arch: str, data: str | Path | None = None, *, image_size: int | None =
                             title=arch, log_model=True)
     seconds = time.perf_counter() - t0
     summary = record.summary
-    log.info("run %s finished in %s: best val_accuracy %.4f at epoch %d (train-val gap %+.3f)",
-             run_id, format_seconds(seconds), summary.get("best_val_accuracy", np.nan),
-             summary["best_epoch"], summary.get("gap_best", np.nan))
-    return TrainResult(run_id, record.model_uri, arch, params, summary, logger.history, seconds)
+    log.info("run %s finished in %s: best val_accuracy %.4f at epoch %d (train-val gap %+.3f); "
+             "%s", run_id, format_seconds(seconds), summary.get("best_val_accuracy", np.nan),
+             summary["best_epoch"], summary.get("gap_best", np.nan), record.verdict)
+    return TrainResult(run_id, record.model_uri, arch, params, summary, logger.history, seconds,
+                       record.verdict)

@@ -48,6 +48,30 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
     assert reg["promoted"] and reg["version"] == "1" and reg["new_version"]
     best_run = client.get_run(reg["run_id"])
     assert {"test_accuracy", "test_loss", "test_auc"} <= set(best_run.data.metrics)
+    # ... and tested against the runner-up architecture on the same images (McNemar)
+    sig = reg["vs_runner_up"]
+    assert sig["images"] == 24 and 0 <= sig["p_value"] <= 1
+    assert sig["disagreements"] == sig["only_a_right"] + sig["only_b_right"]
+    assert sig["a"] == reg["arch"] and sig["b"] != reg["arch"]
+    import pandas as pd
+
+    preds = pd.read_csv(client.download_artifacts(reg["run_id"], "test_predictions.csv",
+                                                  str(workdir)))
+    assert list(preds.columns) == ["path", "label", "p_dog"] and len(preds) == 24
+    assert preds["label"].isin(["cat", "dog"]).all()
+    assert ((preds["p_dog"] >= 0.5) == (preds["label"] == "dog")).mean() == pytest.approx(
+        best_run.data.metrics["test_accuracy"])
+    tested = json.loads(cli("compare", "--test", "--format", "json", "--plot", "t.png").stdout)
+    assert tested["significance"]["p_value"] == sig["p_value"], "read back, not re-evaluated"
+    assert "McNemar exact p" in cli("compare", "--test", "--plot", "t.png").output
+
+    # report: one self-contained HTML file, logged to the sweep's parent run
+    path = cli("report", "--out", "reports/r.html").stdout.strip()
+    page = (workdir / path).read_text()
+    assert page.count("<img") >= 6 and 'src="http' not in page and "<table" in page
+    assert "McNemar exact p" in page and "most confidently wrong" in page.lower()
+    assert "report/r.html" in {a.path for a in client.list_artifacts(
+        finished_sweep.parent_run_id, "report")}
     version = client.get_model_version_by_alias("catdog", "champion")
     assert str(version.version) == "1"
     for tag in ("catdog.arch", "catdog.run_id", "catdog.val_accuracy", "catdog.test_accuracy",

@@ -156,3 +156,45 @@ def test_shipped_sweep_files_load():
     assert {"quick", "default", "gpu"} <= names
     for p in root.glob("*.toml"):
         sweepfile.load(p)
+
+
+def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepared, workdir):
+    from catdog import compare
+
+    cfg = _cfg(tiny_prepared, archs=("baseline", "bn_dropout"), trials=1, repeats=2)
+    result = sweep.run(cfg)
+    client = mlflow.MlflowClient()
+    repeats = _runs("repeat", result.key)
+    assert sorted((r.data.tags["catdog.arch"], r.data.tags["catdog.repeat"]) for r in repeats) \
+        == [("baseline", "0"), ("baseline", "1"), ("bn_dropout", "0"), ("bn_dropout", "1")]
+    arch_runs = {r.data.tags["catdog.arch"]: r for r in _runs("arch", result.key)}
+    for r in repeats:
+        assert r.info.status == "FINISHED" and r.data.tags["catdog.fit_verdict"]
+        arch = r.data.tags["catdog.arch"]
+        assert r.data.tags["mlflow.parentRunId"] == arch_runs[arch].info.run_id
+        assert len(client.get_metric_history(r.info.run_id, "val_accuracy")) >= 1
+    for arch, run in arch_runs.items():
+        m = client.get_run(run.info.run_id).data.metrics
+        mine = [r.data.metrics["best_val_accuracy"] for r in repeats
+                if r.data.tags["catdog.arch"] == arch]
+        assert m["best_val_accuracy_mean"] == pytest.approx(sum(mine) / 2)
+        assert "best_val_accuracy_std" in m and m["repeats"] == 2
+
+    table = compare.compare()
+    assert table.attrs["ranked_by"] == "mean of repeats"
+    assert list(table["repeats"]) == [2, 2]
+    assert table.iloc[0]["val_accuracy_mean"] >= table.iloc[1]["val_accuracy_mean"]
+    assert table.iloc[0]["ci95_low"] <= table.iloc[0]["val_accuracy_mean"] <= \
+        table.iloc[0]["ci95_high"]
+    assert list(table["vs_top"])[0] == "top" and table["vs_top"].iloc[1] in ("within noise",
+                                                                              "below")
+    assert all(v != "-" for v in table["fit_verdict"])
+    text = compare.render(table, "table")
+    assert "±" in text and "95% CI" in text
+
+    again = sweep.run(cfg)
+    assert again.parent_run_id == result.parent_run_id
+    assert len(_runs("repeat", result.key)) == 4, "resuming does not repeat the repeats"
+    best = [r for r in _runs(key=result.key) if r.data.tags.get("catdog.best_trial") == "true"]
+    assert sorted(r.data.tags["catdog.kind"] for r in best) == ["trial", "trial"], \
+        "a repeat of the best configuration is never taken for the best trial"

@@ -1,8 +1,9 @@
 """What every finished fit logs, in one place: `catdog train` and each sweep trial call
 `record_fit`, so a new per-run artifact is added here once.
 
-The record: best-epoch summary metrics (with the train-val gap and seconds per epoch), the
-learning curves, and, when the model is worth keeping, its validation evaluation (metrics,
+The record: best-epoch summary metrics (with the train-val gap and seconds per epoch), the fit
+verdict (tag `catdog.fit_verdict`, with the epochs it rests on as metrics), the learning curves,
+and, when the model is worth keeping, its validation evaluation (metrics,
 confusion matrix, ROC) and the model itself with a signature and an input example.
 """
 
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from catdog import metrics, pipeline
-from catdog.tracking import artifacts
+from catdog.tracking import artifacts, tags
 
 
 @dataclass
 class FitRecord:
     summary: dict  # best_epoch, best_val_accuracy, gap_best, gap_last, seconds_per_epoch, ...
+    verdict: str | None  # "underfitting", "good fit" or "overfitting from epoch N"
     model_uri: str | None  # the logged model, when there is one
 
 
@@ -32,12 +34,22 @@ def record_fit(model, history: dict[str, list[float]], seconds_per_epoch: float,
 
     summary = metrics.history_summary(history, objective, initial_epoch)
     summary["seconds_per_epoch"] = seconds_per_epoch
+    diagnosis = metrics.fit_diagnosis(history, objective, initial_epoch)
+    for key in ("val_loss_min_epoch", "overfit_epoch"):
+        if diagnosis[key] is not None:
+            summary[key] = diagnosis[key]
     mlflow.log_metrics(summary)
-    artifacts.log_figure(plots.learning_curves(history, title=f"{title} learning curves"),
-                         "learning_curves.png")
+    verdict = diagnosis["verdict"]
+    if verdict:
+        mlflow.set_tag(tags.FIT_VERDICT, verdict)
+    if initial_epoch and diagnosis["overfit_epoch"]:  # the figure's x axis counts from 1
+        diagnosis["overfit_epoch"] -= initial_epoch
+    artifacts.log_figure(plots.learning_curves(history, title=f"{title} learning curves",
+                                               overfit_epoch=diagnosis["overfit_epoch"],
+                                               verdict=verdict), "learning_curves.png")
     if not log_model:
-        return FitRecord(summary, None)
+        return FitRecord(summary, verdict, None)
     labels, probs = splits.predict(model, "val")
     artifacts.log_evaluation(labels, probs, "val", title, headline=False)
     sample = splits.decoded("val").images[:1].astype(np.float32)
-    return FitRecord(summary, artifacts.log_keras_model(model, sample).model_uri)
+    return FitRecord(summary, verdict, artifacts.log_keras_model(model, sample).model_uri)

@@ -37,6 +37,8 @@ def configure() -> str:
     if (folder := sqlite_dir(uri)) is not None:
         folder.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    # A progress bar per artifact read (model loads, report) is noise between catdog's lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return uri

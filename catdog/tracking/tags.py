@@ -2,7 +2,8 @@
 `mlflow ui` shows them as columns, and `compare`/`register` find runs by them.
 
 A run's `KIND` says which level of the record it is: a plain training run, a sweep's parent run,
-an architecture's run under it, or one tuner trial under that.
+an architecture's run under it, and under that one run per tuner trial and per repeat (the best
+configuration retrained with another seed).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ KIND_TRAIN = "train"
 KIND_SWEEP = "sweep"
 KIND_ARCH = "arch"
 KIND_TRIAL = "trial"
+KIND_REPEAT = "repeat"
 
 ARCH = "catdog.arch"
 DATASET_DIGEST = "catdog.dataset_digest"
+FIT_VERDICT = "catdog.fit_verdict"  # "underfitting", "good fit" or "overfitting from epoch N"
 
 # -- a sweep's runs
 SWEEP_KEY = "catdog.sweep_key"  # identity of a sweep for resuming (config + data digest)
@@ -34,6 +37,7 @@ BEST_TRIAL = "catdog.best_trial"  # "true" on each architecture's best trial run
 BEST_RUN_ID = "catdog.best_run_id"  # on an architecture's run and on the sweep's parent run
 BEST_ARCH = "catdog.best_arch"  # on the sweep's parent run
 TIME_LIMITED = "catdog.time_limited"
+REPEAT = "catdog.repeat"  # which repeat (0, 1, ...) of the architecture's best configuration
 
 # -- registered model versions
 RUN_ID = "catdog.run_id"  # the run whose model the version holds

@@ -1,0 +1,108 @@
+"""The held-out test split, touched only for models already chosen on validation.
+
+A sweep run's model is evaluated on its sweep's test split once: test metrics, confusion matrix
+and ROC, and the per-image predictions (`test_predictions.csv`: path, label, p_dog) are logged
+to that run. Every later question (`register`, `compare --test`, `report`, McNemar between two
+models) reads those predictions back, so the numbers never change and anyone can redo the
+analysis from the CSV.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from catdog import metrics, pipeline
+from catdog.data.images import LABELS
+from catdog.errors import CatdogError
+from catdog.log import get_logger
+from catdog.tracking import artifacts, tags
+
+log = get_logger(__name__)
+
+PREDICTIONS = "test_predictions.csv"
+ALPHA = 0.05  # significance level of the McNemar statements
+
+
+def logged_model_uri(run) -> str:
+    """The Keras model a run logged (its `model`), as a models:/ URI."""
+    import mlflow
+
+    found = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}' and name = 'model'",
+        output_format="list")
+    if not found:
+        raise CatdogError(f"run {run.info.run_id} has no logged model to evaluate")
+    return f"models:/{found[0].model_id}"
+
+
+def test_predictions(run, parent, model=None) -> pd.DataFrame:
+    """Per-image test predictions of a sweep run's model: read back if logged, else made once
+    (and logged with the test metrics and plots)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if any(a.path == PREDICTIONS for a in client.list_artifacts(run.info.run_id)):
+        text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{PREDICTIONS}")
+        return pd.read_csv(io.StringIO(text))
+    if model is None:
+        from catdog.inference import load_classifier
+
+        model = load_classifier(logged_model_uri(run))
+    data_root = parent.data.params.get("data")
+    splits = pipeline.load(data_root, int(run.data.params["image_size"]), 64, splits=("test",))
+    labels, probs = splits.predict(model, "test")
+    root = Path(data_root).resolve()
+    frame = pd.DataFrame({
+        "path": [str(Path(p).resolve().relative_to(root)) for p in splits.decoded("test").paths],
+        "label": [LABELS[int(y)] for y in labels], "p_dog": probs.astype(float)})
+    log.info("evaluating run %s (%s) once on the %d held-out test images", run.info.run_id,
+             run.data.tags.get(tags.ARCH), len(frame))
+    with mlflow.start_run(run_id=run.info.run_id):
+        artifacts.log_evaluation(labels, probs, "test", run.data.tags.get(tags.ARCH, "model"))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / PREDICTIONS
+            frame.to_csv(path, index=False)
+            mlflow.log_artifact(str(path))
+    return frame
+
+
+def correct(frame: pd.DataFrame) -> np.ndarray:
+    return (frame["p_dog"].to_numpy() >= 0.5) == (frame["label"].to_numpy() == LABELS[1])
+
+
+def test_metrics(frame: pd.DataFrame) -> dict:
+    y = (frame["label"].to_numpy() == LABELS[1]).astype(int)
+    return {k: v for k, v in metrics.summary(y, frame["p_dog"].to_numpy()).items()
+            if isinstance(v, float)}
+
+
+def significance(champion: pd.DataFrame, runner_up: pd.DataFrame, names=("champion",
+                                                                           "runner-up")) -> dict:
+    """McNemar's exact test between two models' predictions on the same test images."""
+    a, b = champion.sort_values("path"), runner_up.sort_values("path")
+    if list(a["path"]) != list(b["path"]):
+        raise CatdogError("the two models were tested on different images; McNemar needs the "
+                          "same test split")
+    result = metrics.mcnemar(correct(a), correct(b))
+    result.update({"a": names[0], "b": names[1], "accuracy_a": float(correct(a).mean()),
+                   "accuracy_b": float(correct(b).mean()),
+                   "significant": result["p_value"] < ALPHA})
+    return result
+
+
+def describe(sig: dict) -> str:
+    """One sentence a person reads: is the first model better than the second, beyond chance?"""
+    head = (f"{sig['a']} {sig['accuracy_a']:.4f} vs {sig['b']} {sig['accuracy_b']:.4f} on "
+            f"{sig['images']} test images: they disagree on {sig['disagreements']} "
+            f"({sig['only_a_right']} right only by {sig['a']}, {sig['only_b_right']} only by "
+            f"{sig['b']}), McNemar exact p = {sig['p_value']:.3g}")
+    if sig["significant"]:
+        better = sig["a"] if sig["only_a_right"] > sig["only_b_right"] else sig["b"]
+        return f"{head}: a real difference at the {ALPHA} level, in favour of {better}"
+    return f"{head}: not significantly different at the {ALPHA} level"

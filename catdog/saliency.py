@@ -1,0 +1,55 @@
+"""Where a model looked: Grad-CAM on its last convolutional feature map, for the report.
+
+Grad-CAM (Selvaraju et al., 2017) weights the last 4-D feature map by the gradient of the
+predicted class's score, averaged over space. Models whose graph hides that map fall back to the
+plain input gradient (vanilla saliency). Both need only the Keras model, so every architecture
+in the registry gets a map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _last_feature_layer(model):
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None)
+        shape = getattr(shape, "shape", None)
+        if shape is not None and len(shape) == 4 and not layer.name.startswith(("aug_", "rescale")):
+            return layer
+    return None
+
+
+def _normalise(maps: np.ndarray) -> np.ndarray:
+    maps = np.maximum(maps, 0)
+    top = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
+    return maps / np.where(top > 0, top, 1)
+
+
+def heatmaps(model, images: np.ndarray) -> np.ndarray:
+    """(n, h, w) maps in 0-1 over raw 0-255 images (n, h, w, 3), for the class each is given."""
+    import keras
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(np.asarray(images, np.float32))
+    size = images.shape[1:3]
+    layer = _last_feature_layer(model)
+    try:
+        if layer is None:
+            raise ValueError("no 4-D feature map")
+        probe = keras.Model(model.inputs, [layer.output, model.output])
+        with tf.GradientTape() as tape:
+            feats, p = probe(x, training=False)
+            p = tf.reshape(p, (-1,))
+            score = tf.reduce_sum(tf.where(p >= 0.5, p, 1.0 - p))
+        grads = tape.gradient(score, feats)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.reduce_sum(weights * feats, axis=-1)[..., None]
+        cam = tf.image.resize(cam, size, method="bilinear")[..., 0].numpy()
+    except (ValueError, TypeError, AttributeError):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            p = tf.reshape(model(x, training=False), (-1,))
+            score = tf.reduce_sum(tf.where(p >= 0.5, p, 1.0 - p))
+        cam = tf.reduce_max(tf.abs(tape.gradient(score, x)), axis=-1).numpy()
+    return _normalise(cam)
