@@ -31,6 +31,7 @@ IMAGE_SIZE = click.IntRange(32, 1024)  # the notebook CNN's three valid convs ne
 POSITIVE = click.IntRange(min=1)
 PORT = click.IntRange(1, 65535)
 LEARNING_RATE = click.FloatRange(min=0, min_open=True, max=10)
+SEED = click.IntRange(0, 2**32 - 1)  # what keras.utils.set_random_seed accepts
 
 
 def _friendly(fn):
@@ -147,7 +148,7 @@ DATA_HELP = ("A prepared dataset, or a zip/folder to prepare once. Default: the 
 @click.option("--epochs", type=POSITIVE, default=10, show_default=True)
 @click.option("--lr", type=LEARNING_RATE, default=None,
               help="Default: the architecture's default.")
-@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--seed", type=SEED, default=1337, show_default=True)
 @click.option("--patience", type=POSITIVE, default=3, show_default=True,
               help="Early-stopping patience on val_accuracy (best weights are restored).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
@@ -196,11 +197,11 @@ def _parse_overrides(pairs) -> dict:
               help="Trials per architecture.")
 @click.option("--epochs", type=POSITIVE, default=None, help="Maximum epochs per trial.")
 @click.option("--repeats", type=click.IntRange(0, 100), default=None,
-              help="Retrain each architecture's best configuration this many times with other "
-                   "seeds: mean, std and 95% CI in `compare`.")
+              help="Retrain each architecture's best configuration this many times (0, or 2 "
+                   "and more) with other seeds: mean, std and 95% CI in `compare`.")
 @click.option("--image-size", type=IMAGE_SIZE, default=None)
 @click.option("--batch-size", type=POSITIVE, default=None)
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=SEED, default=None)
 @click.option("--time-limit", "time_limit_minutes", type=click.FloatRange(min=0, min_open=True),
               default=None, help="Wall-clock limit for the whole sweep, in minutes.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None)

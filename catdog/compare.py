@@ -98,7 +98,9 @@ def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "v
         if group.empty:
             continue
         best = group.loc[group[col].idxmin() if lower_is_better(metric) else group[col].idxmax()]
-        mine = repeats[repeats["arch"] == arch] if not repeats.empty else repeats
+        # Only the repeats of this row's configuration count (see sweep._run_repeats).
+        mine = repeats[(repeats["arch"] == arch) & (repeats["trial_id"] == best["trial_id"])] \
+            if not repeats.empty else repeats
         stats = metrics.mean_ci(mine[col].tolist() if col in mine else [])
         rows.append({
             "arch": arch,
@@ -133,7 +135,7 @@ def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "v
 
 def _noise(table: pd.DataFrame) -> list[str]:
     """For each row below the top: "within noise" if its 95% interval overlaps the top row's,
-    "below" if it lies entirely beneath it, "no repeats" where an interval is missing."""
+    "behind" if it lies entirely on the worse side, "no repeats" where an interval is missing."""
     if table.empty:
         return []
     top = table.iloc[0]
@@ -144,7 +146,7 @@ def _noise(table: pd.DataFrame) -> list[str]:
         elif row["ci95_high"] >= top["ci95_low"] and row["ci95_low"] <= top["ci95_high"]:
             out.append("within noise")
         else:
-            out.append("below")
+            out.append("behind")
     return out
 
 
@@ -306,18 +308,19 @@ def with_test(table: pd.DataFrame) -> dict | None:
 
     from catdog import heldout, runtime
 
+    metric = table.attrs.get("metric", "val_accuracy")
+    if not metric.startswith("val_"):
+        raise CatdogError(f"the test split is read only for models chosen on a validation metric "
+                          f"(val_*), not {metric!r}")
     runtime.start()
     client = mlflow.MlflowClient()
     parent = client.get_run(table.attrs["sweep_run_id"])
-    frames = []
+    sig = heldout.runner_up_significance(table, parent, client) if len(table) > 1 else None
     table["test_accuracy"] = np.nan
-    for i in range(min(2, len(table))):
-        frame = heldout.test_predictions(client.get_run(table.iloc[i]["run_id"]), parent)
-        table.loc[i, "test_accuracy"] = heldout.test_metrics(frame)["accuracy"]
-        frames.append(frame)
-    if len(frames) < 2:
-        return None
-    sig = heldout.significance(frames[0], frames[1], tuple(table["arch"].iloc[:2]))
+    for i in range(len(table)):
+        if i == 0 or (sig and table.iloc[i]["arch"] == sig["b"]):
+            frame = heldout.test_predictions(client.get_run(table.iloc[i]["run_id"]), parent)
+            table.loc[i, "test_accuracy"] = heldout.test_metrics(frame)["accuracy"]
     table.attrs["significance"] = sig
     return sig
 

@@ -18,9 +18,10 @@ import pandas as pd
 
 from catdog import metrics, pipeline
 from catdog.data.images import LABELS
+from catdog.data.prepare import load_manifest
 from catdog.errors import CatdogError
 from catdog.log import get_logger
-from catdog.tracking import artifacts, tags
+from catdog.tracking import artifacts, runs, tags
 
 log = get_logger(__name__)
 
@@ -37,7 +38,9 @@ def logged_model_uri(run) -> str:
         filter_string=f"source_run_id = '{run.info.run_id}' and name = 'model'",
         output_format="list")
     if not found:
-        raise CatdogError(f"run {run.info.run_id} has no logged model to evaluate")
+        raise CatdogError(f"run {run.info.run_id} ({run.data.tags.get(tags.ARCH)}) has no logged "
+                          "model: a sweep logs models for each architecture's best trials by "
+                          "val_accuracy, so choose by that metric")
     return f"models:/{found[0].model_id}"
 
 
@@ -57,13 +60,16 @@ def test_predictions(run, parent, model=None) -> pd.DataFrame:
     data_root = parent.data.params.get("data")
     splits = pipeline.load(data_root, int(run.data.params["image_size"]), 64, splits=("test",))
     labels, probs = splits.predict(model, "test")
-    root = Path(data_root).resolve()
-    frame = pd.DataFrame({
-        "path": [str(Path(p).resolve().relative_to(root)) for p in splits.decoded("test").paths],
-        "label": [LABELS[int(y)] for y in labels], "p_dog": probs.astype(float)})
+    # The pipeline decodes a split in manifest order sorted by path: the same order here.
+    manifest = load_manifest(data_root)
+    test_rows = manifest[manifest["split"] == "test"].sort_values("path")
+    frame = pd.DataFrame({"path": test_rows["path"].to_numpy(),
+                          "label": [LABELS[int(y)] for y in labels], "p_dog": probs.astype(float)})
+    if list(frame["label"]) != list(test_rows["label"]):
+        raise CatdogError(f"the decoded test split of {data_root} does not match its manifest")
     log.info("evaluating run %s (%s) once on the %d held-out test images", run.info.run_id,
              run.data.tags.get(tags.ARCH), len(frame))
-    with mlflow.start_run(run_id=run.info.run_id):
+    with runs.reopened(run.info.run_id):
         artifacts.log_evaluation(labels, probs, "test", run.data.tags.get(tags.ARCH, "model"))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / PREDICTIONS
@@ -80,6 +86,22 @@ def test_metrics(frame: pd.DataFrame) -> dict:
     y = (frame["label"].to_numpy() == LABELS[1]).astype(int)
     return {k: v for k, v in metrics.summary(y, frame["p_dog"].to_numpy()).items()
             if isinstance(v, float)}
+
+
+def runner_up_significance(table: pd.DataFrame, parent, client) -> dict | None:
+    """McNemar between the top row and the next row that has a model, on the same test images;
+    None (with a note) when there is no such runner-up."""
+    if len(table) < 2:
+        return None
+    first = test_predictions(client.get_run(table.iloc[0]["run_id"]), parent)
+    for i in range(1, len(table)):
+        try:
+            second = test_predictions(client.get_run(table.iloc[i]["run_id"]), parent)
+        except CatdogError as exc:
+            log.info("not testing against %s: %s", table.iloc[i]["arch"], exc)
+            continue
+        return significance(first, second, (table.iloc[0]["arch"], table.iloc[i]["arch"]))
+    return None
 
 
 def significance(champion: pd.DataFrame, runner_up: pd.DataFrame, names=("champion",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from catdog import compare, heldout
 from catdog.errors import CatdogError
 from catdog.log import get_logger
-from catdog.tracking import tags
+from catdog.tracking import runs, tags
 
 log = get_logger(__name__)
 
@@ -72,7 +72,7 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
     digest = parent.data.tags.get(tags.DATASET_DIGEST, "")
     model = load_classifier(heldout.logged_model_uri(run))
     test = heldout.test_metrics(heldout.test_predictions(run, parent, model))
-    significance = _against_runner_up(client, table, parent)
+    significance = heldout.runner_up_significance(table, parent, client)
 
     existing = client.search_model_versions(f"name = '{name}'") if _exists(client, name) else []
     mine = [v for v in existing if v.tags.get(tags.RUN_ID) == run.info.run_id]
@@ -82,7 +82,7 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
         log.info("run %s is already version %s of %s; not registering it again",
                  run.info.run_id, version.version, name)
     else:
-        with mlflow.start_run(run_id=run.info.run_id):
+        with runs.reopened(run.info.run_id):
             info = log_serving_model(model, _example_image(parent))
         version_tags = {tags.ARCH: best["arch"], tags.RUN_ID: run.info.run_id,
                         tags.SWEEP_RUN_ID: parent.info.run_id, tags.DATASET_DIGEST: digest,
@@ -114,16 +114,6 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
     return Registration(name, str(version.version), run.info.run_id, best["arch"],
                         float(best[metric]), test, alias, promoted, reason, created,
                         significance)
-
-
-def _against_runner_up(client, table, parent) -> dict | None:
-    """McNemar between the chosen model and the next architecture's, on the same test images."""
-    if len(table) < 2:
-        return None
-    first, second = (client.get_run(table.iloc[i]["run_id"]) for i in (0, 1))
-    return heldout.significance(heldout.test_predictions(first, parent),
-                                heldout.test_predictions(second, parent),
-                                (table.iloc[0]["arch"], table.iloc[1]["arch"]))
 
 
 def _example_image(parent) -> bytes:

@@ -64,14 +64,17 @@ def _img(data: bytes, mime: str = "image/png", alt: str = "", cls: str = "fig") 
             f'src="data:{mime};base64,{base64.b64encode(data).decode()}">')
 
 
-def _history(client, run_id: str) -> dict[str, list[float]]:
-    out = {}
+def _history(client, run_id: str) -> tuple[dict[str, list[float]], int]:
+    """A run's per-epoch history, and the step it starts at (a Hyperband continuation starts
+    where the trial it continues stopped)."""
+    out, first = {}, 0
     for key, name in (("loss", "train_loss"), ("accuracy", "train_accuracy"),
                       ("val_loss", "val_loss"), ("val_accuracy", "val_accuracy")):
         hist = sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)
         if hist:
             out[key] = [m.value for m in hist]
-    return out
+            first = hist[0].step
+    return out, first
 
 
 def _thumbnail(path: Path) -> bytes:
@@ -116,11 +119,11 @@ def _saliency(model, frame: pd.DataFrame, root: Path, size: int) -> bytes | None
     pixels, errors = to_pixels([(root / p).read_bytes() for p in rows["path"]], size)
     if any(errors):
         return None
-    maps = saliency.heatmaps(model, pixels)
+    maps, method = saliency.heatmaps(model, pixels)
     captions = [f"{'right' if right[i] else 'WRONG'}: {lbl}\np_dog {p:.2f}"
                 for i, lbl, p in zip(picks, rows["label"], rows["p_dog"])]
     return plots.png_bytes(plots.saliency_grid(pixels, maps, captions,
-                                               "Grad-CAM: where the champion looked"))
+                                               f"{method}: where the champion looked"))
 
 
 def build_report(sweep: str = "latest", metric: str = "val_accuracy",
@@ -151,7 +154,8 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
              f'<p class="meta">sweep run {parent.info.run_id} · key '
              f"{html.escape(parent.data.tags.get(tags.SWEEP_KEY, '?'))} · tuner {p.get('tuner')}"
              f" · trials per architecture {p.get('trials')}, up to {p.get('epochs')} epochs "
-             f"at {p.get('image_size')} px · repeats {p.get('repeats', 0)} · data {html.escape(str(root))}</p>"]
+             f"at {p.get('image_size')} px · repeats {int(table['repeats'].max())} · data "
+             f"{html.escape(str(root))}</p>"]
     verdict = (f"<b>{html.escape(champion['arch'])}</b> is the champion (chosen on "
                f"{metric}, ranked by the {table.attrs['ranked_by']}), test accuracy "
                f"<b>{test['accuracy']:.4f}</b> on {len(frame)} held-out photos.")
@@ -173,9 +177,10 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
     parts.append("<h2>Learning curves (best trial of each architecture)</h2>")
     for _, row in table.iterrows():
         run = client.get_run(row["run_id"])
-        overfit = run.data.metrics.get("overfit_epoch")
-        fig = plots.learning_curves(_history(client, row["run_id"]), title=row["arch"],
-                                    overfit_epoch=int(overfit) if overfit else None,
+        history, first = _history(client, row["run_id"])
+        overfit = run.data.metrics.get("overfit_epoch")  # counted from the trial's first epoch
+        fig = plots.learning_curves(history, title=row["arch"],
+                                    overfit_epoch=int(overfit) - first if overfit else None,
                                     verdict=run.data.tags.get(tags.FIT_VERDICT))
         parts.append(_img(plots.png_bytes(fig, dpi=80), alt=f"{row['arch']} learning curves"))
 
@@ -195,7 +200,8 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
     parts.append("<h2>Most confidently wrong test photos</h2>")
     parts.append(_wrong_gallery(frame, root))
     parts.append("<h2>Where the champion looked</h2>")
-    parts.append(_img(cam, alt="Grad-CAM") if cam else "<p>No saliency map could be drawn.</p>")
+    parts.append(_img(cam, alt="saliency maps") if cam else
+                 "<p>No saliency map could be drawn.</p>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(f'<p class="meta">catdog {catdog.__version__} · {stamp} · tracking store '
                  f"{html.escape(store.tracking_uri())}</p>")

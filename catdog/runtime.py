@@ -39,22 +39,40 @@ def start(verbose: bool | None = None) -> None:
     if verbose or "tensorflow" in sys.modules:
         _import_tensorflow()
     else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later C++ lines too (grappler)
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to hide
-            _import_tensorflow()
-        else:
-            with tempfile.TemporaryFile() as scratch:
-                os.dup2(scratch.fileno(), 2)
-                try:
-                    _import_tensorflow()
-                finally:
-                    os.dup2(saved, 2)
-                    os.close(saved)
+        # Later C++ lines too (grappler's "remapper failed" on some models); --verbose shows them.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        _import_tensorflow_quietly()
     _started = True
     _quiet_python_logs(verbose)
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import with fd 2 pointed at a scratch file; if the import fails, what TensorFlow wrote
+    there is the explanation, so it is shown before the error."""
+    global _startup_log
+    try:
+        sys.stderr.flush()
+        scratch = tempfile.TemporaryFile()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to hide
+        _import_tensorflow()
+        return
+    with scratch:
+        os.dup2(scratch.fileno(), 2)
+        failed = True
+        try:
+            _import_tensorflow()
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            scratch.seek(0)
+            _startup_log = scratch.read().decode(errors="replace")
+            if failed:
+                sys.stderr.write(_startup_log)
+
+
+_startup_log = ""  # what TensorFlow printed while starting, kept for announce_devices
 
 
 def _import_tensorflow() -> None:
@@ -92,6 +110,12 @@ def announce_devices() -> str:
         text = f"training on {len(found)} GPU(s): {names}"
     else:
         text = f"no GPU found; training on {len(os.sched_getaffinity(0))} CPU cores"
+        if os.path.exists("/proc/driver/nvidia"):  # a driver, but TensorFlow found no GPU
+            cuda = [ln for ln in _startup_log.splitlines() if "cuda" in ln.lower()
+                    or "gpu" in ln.lower()]
+            text += (" although an NVIDIA driver is loaded; TensorFlow said: "
+                     + (" | ".join(cuda[-3:]) or "nothing") + " (see the README's GPU section; "
+                     "`catdog --verbose` shows all of its start-up lines)")
     if not _announced:
         log.info(text)
         _announced = True

@@ -26,8 +26,14 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return maps / np.where(top > 0, top, 1)
 
 
-def heatmaps(model, images: np.ndarray) -> np.ndarray:
-    """(n, h, w) maps in 0-1 over raw 0-255 images (n, h, w, 3), for the class each is given."""
+GRAD_CAM = "Grad-CAM"
+INPUT_GRADIENT = "input-gradient saliency"
+
+
+def heatmaps(model, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """(n, h, w) maps in 0-1 over raw 0-255 images (n, h, w, 3), for the class each is given,
+    and the method that drew them (Grad-CAM, or the input gradient where Grad-CAM cannot reach
+    the feature map, e.g. inside a nested pretrained backbone)."""
     import keras
     import tensorflow as tf
 
@@ -46,10 +52,12 @@ def heatmaps(model, images: np.ndarray) -> np.ndarray:
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.reduce_sum(weights * feats, axis=-1)[..., None]
         cam = tf.image.resize(cam, size, method="bilinear")[..., 0].numpy()
+        method = GRAD_CAM
     except (ValueError, TypeError, AttributeError):
         with tf.GradientTape() as tape:
             tape.watch(x)
             p = tf.reshape(model(x, training=False), (-1,))
             score = tf.reduce_sum(tf.where(p >= 0.5, p, 1.0 - p))
         cam = tf.reduce_max(tf.abs(tape.gradient(score, x)), axis=-1).numpy()
-    return _normalise(cam)
+        method = INPUT_GRADIENT
+    return _normalise(cam), method

@@ -301,11 +301,12 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
         with runs.sigterm_as_exception():
             for index, arch in enumerate(cfg.archs):
                 current = _arch_run(exp_id, key, arch, parent, owner)
-                if who == "local":  # alone on this sweep: any RUNNING trial run is an orphan
-                    n = queries.retire(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL,
-                                                tags.ARCH: arch})
+                if who == "local":  # alone on this sweep: any RUNNING trial or repeat is
+                    n = sum(queries.retire(exp_id, {tags.SWEEP_KEY: key, tags.KIND: kind,
+                                                    tags.ARCH: arch})  # an orphan
+                            for kind in (tags.KIND_TRIAL, tags.KIND_REPEAT))
                     if n:
-                        log.info("marked %d interrupted trial run(s) of %s as KILLED", n, arch)
+                        log.info("marked %d interrupted run(s) of %s as KILLED", n, arch)
                 entry = models.get(arch)
                 declared = entry.search_space(cfg.image_size).values
                 hp = kt.HyperParameters()
@@ -330,7 +331,9 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
                     results[arch] = _finish_arch(client, tuner, current, arch, exp_id, key)
                 if who == "local" and cfg.repeats and results.get(arch):
                     _run_repeats(ctx, arch, current, tuner)
-                    results[arch].update(_log_repeat_stats(client, current, exp_id, key, arch))
+                    results[arch].update(_log_repeat_stats(client, current, exp_id, key, arch,
+                                                           results[arch]["trial_id"],
+                                                           cfg.repeats))
                 if owner:
                     client.set_terminated(current, runs.FINISHED)
                 current = None
@@ -371,8 +374,10 @@ def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, tuner) -> None:
     best = tuner.oracle.get_best_trials(1)[0]
     values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
     for r in range(cfg.repeats):
+        # Tied to the trial they retrain: if a resumed search finds a better configuration,
+        # the repeats of the old one are not counted for the new one.
         where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_REPEAT, tags.ARCH: arch,
-                 tags.REPEAT: str(r)}
+                 tags.TRIAL_ID: best.trial_id, tags.REPEAT: str(r)}
         if queries.search(ctx.experiment_id, where, (runs.FINISHED,)):
             ctx.trials_done += 1
             continue
@@ -385,8 +390,7 @@ def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, tuner) -> None:
                                 pretrained=cfg.pretrained)
         with runs.active_run(experiment=cfg.experiment, parent_run_id=arch_run_id,
                              run_name=f"{arch}-repeat-{r}",
-                             tags={**where, tags.TRIAL_ID: best.trial_id,
-                                   **tags.environment_tags()}) as run:
+                             tags={**where, **tags.environment_tags()}) as run:
             params = {**values, "arch": arch, "tuner": cfg.tuner, "image_size": cfg.image_size,
                       "batch_size": cfg.batch_size, "epochs": cfg.epochs, "seed": seed,
                       "precision": cfg.precision, "repeat": r,
@@ -415,10 +419,14 @@ def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, tuner) -> None:
 REPEATED = ("best_val_accuracy", "best_val_loss", "best_val_auc")
 
 
-def _log_repeat_stats(client, arch_run_id: str, exp_id: str, key: str, arch: str) -> dict:
-    """Mean, std and 95% CI over the repeats, as metrics of the architecture's run."""
-    found = queries.search(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_REPEAT,
-                                    tags.ARCH: arch}, (runs.FINISHED,))
+def _log_repeat_stats(client, arch_run_id: str, exp_id: str, key: str, arch: str,
+                      trial_id: str, repeats: int) -> dict:
+    """Mean, std and 95% CI over the best trial's repeats, as metrics of the architecture's
+    run (only the repeats asked for now, when an earlier run of the sweep asked for more)."""
+    found = [r for r in queries.search(
+        exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_REPEAT, tags.ARCH: arch,
+                 tags.TRIAL_ID: trial_id}, (runs.FINISHED,))
+        if int(r.data.tags.get(tags.REPEAT, 0)) < repeats]
     out = {"repeats": len(found)}
     for name in REPEATED:
         stats = metrics.mean_ci([r.data.metrics.get(name) for r in found])
@@ -440,11 +448,12 @@ def _log_sweep_params(parent: str, cfg, data_root: Path, digest: str) -> None:
 
     client = mlflow.MlflowClient()
     existing = client.get_run(parent).data.params
+    # Repeats and the time limit may change when a sweep is resumed, and params cannot: they
+    # live in sweep_config.json (rewritten on every run) and, for repeats, on the arch runs.
     params = {"archs": ",".join(cfg.archs), "tuner": cfg.tuner, "trials": cfg.trials,
-              "repeats": cfg.repeats, "epochs": cfg.epochs, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
+              "epochs": cfg.epochs, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
               "seed": cfg.seed, "patience": cfg.patience, "precision": cfg.precision,
-              "pretrained": cfg.pretrained, "time_limit_minutes": cfg.time_limit_minutes,
-              "data": str(data_root)}
+              "pretrained": cfg.pretrained, "data": str(data_root)}
     new = {k: str(v) for k, v in params.items() if k not in existing}
     if new:
         client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in new.items()])

@@ -120,8 +120,9 @@ def validate(cfg: SweepConfig) -> SweepConfig:
                         ("image_size", cfg.image_size), ("batch_size", cfg.batch_size)):
         if not isinstance(value, int) or value < 1:
             raise CatdogError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(cfg.repeats, int) or cfg.repeats < 0:
-        raise CatdogError(f"repeats must be 0 or a positive integer, got {cfg.repeats!r}")
+    if not isinstance(cfg.repeats, int) or cfg.repeats < 0 or cfg.repeats == 1:
+        raise CatdogError(f"repeats must be 0 (none) or at least 2 (one repeat gives no spread), "
+                          f"got {cfg.repeats!r}")
     for key, value in cfg.hp.items():
         if isinstance(value, dict) and not _is_range(value):
             models.get(key)  # a per-architecture table must name a known architecture

@@ -132,6 +132,7 @@ def test_sweep_file_precedence_and_narrowing(tmp_path):
     ('tuner = "grid"\n', "unknown tuner"),
     ('archs = ["alexnet"]\n', "known architectures"),
     ('trails = 3\n', "unknown key"),
+    ('repeats = 1\n', "at least 2"),
     ('[hp.vgg]\nwidht = [1, 2]\n', "not in this architecture's search space"),
 ])
 def test_bad_sweep_files_are_one_clear_error(tmp_path, text, needle):
@@ -187,7 +188,7 @@ def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepare
     assert table.iloc[0]["ci95_low"] <= table.iloc[0]["val_accuracy_mean"] <= \
         table.iloc[0]["ci95_high"]
     assert list(table["vs_top"])[0] == "top" and table["vs_top"].iloc[1] in ("within noise",
-                                                                              "below")
+                                                                              "behind")
     assert all(v != "-" for v in table["fit_verdict"])
     text = compare.render(table, "table")
     assert "±" in text and "95% CI" in text

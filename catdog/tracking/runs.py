@@ -58,3 +58,20 @@ def active_run(*, run_id: str | None = None, experiment: str | None = None,
         mlflow.end_run(status_for(exc))
         raise
     mlflow.end_run(FINISHED)
+
+
+@contextlib.contextmanager
+def reopened(run_id: str):
+    """Log more to a run that already ended (its test evaluation, its serving model) and leave
+    its status and end time exactly as they were, whatever happens inside: a failure or Ctrl-C
+    while adding to a finished run must not turn it FAILED or KILLED."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    before = client.get_run(run_id).info
+    run = mlflow.start_run(run_id=run_id)
+    try:
+        yield run
+    finally:
+        mlflow.end_run()
+        client.set_terminated(run_id, status=before.status, end_time=before.end_time)
