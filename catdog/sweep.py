@@ -4,8 +4,8 @@ MLflow holds three levels: one parent run per sweep, one child per architecture,
 per trial (its hyperparameters as params, per-epoch metrics, its learning curves). Every
 architecture gets the same split, image size, epoch budget and trial budget.
 
-Repeats (`repeats = K`): after its search, each architecture's best configuration is trained K
-more times with other seeds, each a run of kind "repeat" beside the trials. The architecture's
+Repeats (`repeats = K`): once every search is done, each architecture's best configuration is
+trained K more times with other seeds, each a run of kind "repeat" beside the trials. The architecture's
 run then carries the mean, standard deviation and 95% confidence interval of their best val
 accuracy, which `compare` uses to say whether a ranking is more than noise.
 
@@ -329,14 +329,19 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
                         client.set_tag(current, tags.TIME_LIMITED, tags.TRUE)
                 if owner:
                     results[arch] = _finish_arch(client, tuner, current, arch, exp_id, key)
-                if who == "local" and cfg.repeats and results.get(arch):
-                    _run_repeats(ctx, arch, current, tuner)
+                    client.set_terminated(current, runs.FINISHED)
+                current = None
+            # Repeats come after every search, so the searches are the same with or without
+            # them (training consumes TensorFlow's random state).
+            for arch in cfg.archs if who == "local" and cfg.repeats else ():
+                if results.get(arch):
+                    current = _arch_run(exp_id, key, arch, parent, owner)  # reopened
+                    _run_repeats(ctx, arch, current, results[arch])
                     results[arch].update(_log_repeat_stats(client, current, exp_id, key, arch,
                                                            results[arch]["trial_id"],
                                                            cfg.repeats))
-                if owner:
                     client.set_terminated(current, runs.FINISHED)
-                current = None
+                    current = None
     except BaseException as exc:
         status = runs.status_for(exc)
         if owner:
@@ -358,7 +363,7 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
     return SweepResult(key, parent, results, stopped, seconds)
 
 
-def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, tuner) -> None:
+def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> None:
     """Train the architecture's best configuration `repeats` more times with other seeds.
 
     A repeat already FINISHED (an earlier, interrupted run of this sweep) is not run again; one
@@ -371,13 +376,12 @@ def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, tuner) -> None:
     from catdog.tracking.record import record_fit
 
     cfg, entry = ctx.cfg, models.get(arch)
-    best = tuner.oracle.get_best_trials(1)[0]
-    values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
+    values, trial_id = best["hyperparameters"], best["trial_id"]
     for r in range(cfg.repeats):
         # Tied to the trial they retrain: if a resumed search finds a better configuration,
         # the repeats of the old one are not counted for the new one.
         where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_REPEAT, tags.ARCH: arch,
-                 tags.TRIAL_ID: best.trial_id, tags.REPEAT: str(r)}
+                 tags.TRIAL_ID: trial_id, tags.REPEAT: str(r)}
         if queries.search(ctx.experiment_id, where, (runs.FINISHED,)):
             ctx.trials_done += 1
             continue
