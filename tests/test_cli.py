@@ -11,7 +11,8 @@ from catdog.cli import main
 from tests.imagegen import make_layout, zip_dir
 
 COMMANDS = [[], ["data"], ["data", "download"], ["data", "prepare"], ["archs"], ["train"],
-            ["sweep"], ["compare"], ["register"], ["evaluate"], ["predict"]]
+            ["sweep"], ["distributed"], ["compare"], ["report"], ["register"], ["evaluate"],
+            ["predict"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "catdog")
@@ -73,8 +74,8 @@ def test_unsafe_archive_is_refused_by_the_command(tmp_path, monkeypatch):
 
 def test_help_lists_every_entry_point():
     out = CliRunner().invoke(main, ["--help"]).output
-    for command in ("data", "archs", "train", "sweep", "distributed", "compare", "register",
-                    "evaluate", "predict"):
+    for command in ("data", "archs", "train", "sweep", "distributed", "compare", "report",
+                    "register", "evaluate", "predict"):
         assert f"  {command} " in out, command
     assert "make bench" in out and "python -m benchmarks" in out
 
