@@ -308,10 +308,7 @@ def with_test(table: pd.DataFrame) -> dict | None:
 
     from catdog import heldout, runtime
 
-    metric = table.attrs.get("metric", "val_accuracy")
-    if not metric.startswith("val_"):
-        raise CatdogError(f"the test split is read only for models chosen on a validation metric "
-                          f"(val_*), not {metric!r}")
+    heldout.require_validation_metric(table.attrs.get("metric", "val_accuracy"))
     runtime.start()
     client = mlflow.MlflowClient()
     parent = client.get_run(table.attrs["sweep_run_id"])

@@ -20,6 +20,7 @@ from catdog import metrics, pipeline
 from catdog.data.images import LABELS
 from catdog.data.prepare import load_manifest
 from catdog.errors import CatdogError
+from catdog.inference import THRESHOLD
 from catdog.log import get_logger
 from catdog.tracking import artifacts, runs, tags
 
@@ -27,6 +28,13 @@ log = get_logger(__name__)
 
 PREDICTIONS = "test_predictions.csv"
 ALPHA = 0.05  # significance level of the McNemar statements
+
+
+def require_validation_metric(metric: str) -> None:
+    """The one rule: a model is chosen on validation, and only a chosen model is tested."""
+    if not metric.startswith("val_"):
+        raise CatdogError(f"--metric must be a validation metric (val_*), got {metric!r}: the "
+                          "test split is never used to choose a model")
 
 
 def logged_model_uri(run) -> str:
@@ -79,7 +87,11 @@ def test_predictions(run, parent, model=None) -> pd.DataFrame:
 
 
 def correct(frame: pd.DataFrame) -> np.ndarray:
-    return (frame["p_dog"].to_numpy() >= 0.5) == (frame["label"].to_numpy() == LABELS[1])
+    return predicted_dog(frame) == (frame["label"].to_numpy() == LABELS[1])
+
+
+def predicted_dog(frame: pd.DataFrame) -> np.ndarray:
+    return frame["p_dog"].to_numpy() >= THRESHOLD
 
 
 def test_metrics(frame: pd.DataFrame) -> dict:

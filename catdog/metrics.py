@@ -78,9 +78,7 @@ def history_summary(history: dict[str, list[float]], objective: str = "val_accur
     `best_epoch` counts epochs the way the logged metric steps do (1-based).
     """
     val = history.get(objective) or [np.nan]
-    if np.all(np.isnan(np.asarray(val, float))):
-        raise ValueError(f"the fit recorded no {objective}: it produced no usable epoch")
-    best = int(np.nanargmin(val) if objective.endswith("loss") else np.nanargmax(val))
+    best = _best_index(history, objective)
     out = {"best_epoch": initial_epoch + best + 1, "epochs_run": len(val)}
     for key in ("val_accuracy", "val_loss", "val_auc", "accuracy", "loss"):
         if history.get(key):
@@ -90,6 +88,14 @@ def history_summary(history: dict[str, list[float]], objective: str = "val_accur
         out["gap_best"] = float(acc[best] - vacc[best])
         out["gap_last"] = float(acc[-1] - vacc[-1])
     return out
+
+
+def _best_index(history: dict[str, list[float]], objective: str) -> int:
+    """The 0-based epoch of this fit where the objective was best."""
+    val = np.asarray(history.get(objective) or [np.nan], float)
+    if np.all(np.isnan(val)):
+        raise ValueError(f"the fit recorded no {objective}: it produced no usable epoch")
+    return int(np.nanargmin(val) if objective.endswith("loss") else np.nanargmax(val))
 
 
 def fit_diagnosis(history: dict[str, list[float]], objective: str = "val_accuracy",
@@ -113,7 +119,7 @@ def fit_diagnosis(history: dict[str, list[float]], objective: str = "val_accurac
         out["verdict"] = f"overfitting from epoch {out['overfit_epoch']}"
         return out
     acc = history.get("accuracy") or []
-    best = history_summary(history, objective, initial_epoch)["best_epoch"] - initial_epoch - 1
+    best = _best_index(history, objective)
     underfit = (len(acc) > best and acc[best] < UNDERFIT_TRAIN_ACCURACY) or m == last
     out["verdict"] = UNDERFITTING if underfit else GOOD_FIT
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from catdog import compare, heldout
-from catdog.errors import CatdogError
 from catdog.log import get_logger
 from catdog.tracking import runs, tags
 
@@ -60,9 +59,7 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
     from catdog.inference import load_classifier
     from catdog.serving import log_serving_model
 
-    if not metric.startswith("val_"):
-        raise CatdogError(f"--metric must be a validation metric (val_*), got {metric!r}: the "
-                          "test split is never used to choose a model")
+    heldout.require_validation_metric(metric)
     runtime.start()
     table = compare.compare(sweep, (arch,) if arch else (), metric, experiment)
     best = table.iloc[0]

@@ -18,10 +18,12 @@ import io
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import catdog
 from catdog import compare, heldout, metrics, plots
+from catdog.inference import THRESHOLD
 from catdog.log import get_logger
 from catdog.tracking import store, tags
 
@@ -92,10 +94,10 @@ def _wrong_gallery(frame: pd.DataFrame, root: Path) -> str:
     wrong = frame[~heldout.correct(frame)].copy()
     if wrong.empty:
         return "<p>The champion got every test image right.</p>"
-    wrong["confidence"] = (wrong["p_dog"] - 0.5).abs()
+    wrong["confidence"] = (wrong["p_dog"] - THRESHOLD).abs()
     cells = []
     for _, row in wrong.sort_values("confidence", ascending=False).head(WRONG_SHOWN).iterrows():
-        called = "dog" if row["p_dog"] >= 0.5 else "cat"
+        called = "cat" if row["label"] == "dog" else "dog"  # it is wrong
         caption = f"a {row['label']} called {called} (p_dog {row['p_dog']:.3f})"
         thumb = _img(_thumbnail(root / row["path"]), "image/jpeg", caption, "t")
         cells.append(f'<div class="thumb">{thumb}<br>{html.escape(caption)}<br>'
@@ -110,7 +112,7 @@ def _saliency(model, frame: pd.DataFrame, root: Path, size: int) -> bytes | None
     from catdog.inference import to_pixels
 
     right = heldout.correct(frame)
-    conf = (frame["p_dog"] - 0.5).abs()
+    conf = (frame["p_dog"] - THRESHOLD).abs()
     picks = (list(frame[right].assign(c=conf[right]).nlargest(SALIENCY_SHOWN, "c").index)
              + list(frame[~right].assign(c=conf[~right]).nlargest(SALIENCY_SHOWN, "c").index))
     if not picks:
@@ -143,8 +145,8 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
     root = Path(parent.data.params["data"])
     y = (frame["label"] == "dog").astype(int).to_numpy()
     fpr, tpr, auc = metrics.roc_curve(y, frame["p_dog"].to_numpy())
-    confusion = metrics.confusion(y, (frame["p_dog"] >= 0.5).astype(int).to_numpy())
-    test = heldout.test_metrics(frame)
+    test = metrics.summary(y, frame["p_dog"].to_numpy())
+    confusion = np.asarray(test["confusion"])
     model = load_classifier(heldout.logged_model_uri(champ_run))
     cam = _saliency(model, frame, root, int(champ_run.data.params["image_size"]))
 

@@ -179,14 +179,8 @@ def _tuner_classes():
 
         # -- helpers ----------------------------------------------------------------------
         def _run_params(self) -> dict:
-            c = self.ctx.cfg
-            params = {"arch": self.arch, "tuner": c.tuner, "image_size": c.image_size,
-                      "batch_size": c.batch_size, "epochs": c.epochs, "seed": c.seed,
-                      "precision": c.precision, "strategy": runtime.strategy_name(
-                          self.distribution_strategy or runtime.strategy())}
-            if self.hypermodel.entry.pretrained:
-                params["pretrained"] = c.pretrained
-            return params
+            return _run_params(self.ctx.cfg, self.arch,
+                               self.distribution_strategy or runtime.strategy())
 
         def _supersede(self, trial_id: str) -> None:
             """A trial about to (re)run: earlier runs of it were interrupted; close them."""
@@ -213,6 +207,16 @@ def _tuner_classes():
                      format_seconds(ctx.eta(remaining)) if remaining else "done")
 
     return ArchHyperModel, Tracked
+
+
+def _run_params(cfg: sweepfile.SweepConfig, arch: str, strategy) -> dict:
+    """How a trial or repeat of ARCH ran, logged beside its hyperparameters."""
+    params = {"arch": arch, "tuner": cfg.tuner, "image_size": cfg.image_size,
+              "batch_size": cfg.batch_size, "epochs": cfg.epochs, "seed": cfg.seed,
+              "precision": cfg.precision, "strategy": runtime.strategy_name(strategy)}
+    if models.get(arch).pretrained:
+        params["pretrained"] = cfg.pretrained
+    return params
 
 
 def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperparameters,
@@ -389,17 +393,15 @@ def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> 
         seed = cfg.seed + 1000 * (r + 1)
         keras.utils.set_random_seed(seed)
         t0 = time.monotonic()
-        with runtime.strategy().scope():
+        strategy = runtime.strategy()
+        with strategy.scope():
             model = entry.build(models.fixed_hyperparameters(values), image_size=cfg.image_size,
                                 pretrained=cfg.pretrained)
         with runs.active_run(experiment=cfg.experiment, parent_run_id=arch_run_id,
                              run_name=f"{arch}-repeat-{r}",
                              tags={**where, **tags.environment_tags()}) as run:
-            params = {**values, "arch": arch, "tuner": cfg.tuner, "image_size": cfg.image_size,
-                      "batch_size": cfg.batch_size, "epochs": cfg.epochs, "seed": seed,
-                      "precision": cfg.precision, "repeat": r,
-                      "param_count": model.count_params()}
-            mlflow.log_params(params)
+            mlflow.log_params({**values, **_run_params(cfg, arch, strategy), "seed": seed,
+                               "repeat": r, "param_count": model.count_params()})
             callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", cfg.epochs,
                                               cfg.patience)
             model.fit(ctx.splits.train, validation_data=ctx.splits.val, epochs=cfg.epochs,
