@@ -236,14 +236,21 @@ def sweep(sweep_file, fresh, **options):
               help="The chief serves architecture i's oracle on this port + i.")
 @click.option("--tracking-port", type=PORT, default=5001, show_default=True,
               help="Port of the MLflow server started here (unless MLFLOW_TRACKING_URI is one).")
+@click.option("--backend-store-uri", metavar="URI", default=None,
+              help="Database of the MLflow server started here, e.g. "
+                   "postgresql://user@127.0.0.1:5432/mlflow (default: sqlite:///mlruns/mlflow.db);"
+                   " artifacts stay in mlruns/artifacts.")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming this sweep.")
 @_friendly
-def distributed(sweep_file, data, workers, host, oracle_port, tracking_port, fresh):
-    """One sweep as a tracking server, a KerasTuner chief and WORKERS workers on this machine."""
+def distributed(sweep_file, data, workers, host, oracle_port, tracking_port, backend_store_uri,
+                fresh):
+    """One sweep as a tracking server, a KerasTuner chief and WORKERS workers on this machine.
+    A worker that dies mid-trial is restarted to re-run its trial."""
     from catdog.distributed import launch
 
     sys.exit(launch(sweep_file, data, workers=workers, host=host, oracle_port=oracle_port,
-                    tracking_port=tracking_port, fresh=fresh))
+                    tracking_port=tracking_port, backend_store_uri=backend_store_uri,
+                    fresh=fresh))
 
 
 # ------------------------------------------------------------------------------------- compare
@@ -332,6 +339,8 @@ def evaluate(model_uri, data, fmt):
     from catdog.inference import evaluate as run_evaluate
 
     r = run_evaluate(model_uri, data)
+    for skipped in r["skipped"]:
+        click.echo(f"skipped {skipped['path']}: {skipped['reason']}", err=True)
     if fmt == "json":
         click.echo(json.dumps(r, indent=2))
         return
@@ -349,14 +358,18 @@ def evaluate(model_uri, data, fmt):
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+# readable=False: click would refuse the whole command over one unreadable file; predict reports it.
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--model", "model_uri", default="models:/catdog@champion", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
 @_friendly
 @_tensorflow
 def predict(paths, model_uri, fmt):
-    """Label images (files or folders) as cat or dog, with the probability of "dog"."""
+    """Label images (files or folders) as cat or dog, with the probability of "dog".
+
+    A file that cannot be read gets an error line of its own on stderr, the others are still
+    labelled, and the exit status is 1."""
     import csv
     import io
     from dataclasses import asdict
@@ -374,13 +387,13 @@ def predict(paths, model_uri, fmt):
         click.echo(buf.getvalue().rstrip())
     else:
         for p in preds:
-            if p.error:
-                click.echo(f"{p.path}\terror: {p.error}")
-            else:
+            if not p.error:
                 click.echo(f"{p.path}\t{p.label}\tp_dog={p.p_dog:.4f}")
-    failed = sum(p.error is not None for p in preds)
+    failed = [p for p in preds if p.error]
+    for p in failed:  # json and csv carry the errors too; stderr names them in every format
+        click.echo(f"error: cannot read {p.path}: {p.error}", err=True)
     if failed:
-        click.echo(f"error: {failed} of {len(preds)} images could not be read", err=True)
+        click.echo(f"error: {len(failed)} of {len(preds)} images could not be read", err=True)
         sys.exit(1)
 
 

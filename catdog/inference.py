@@ -8,6 +8,7 @@ decode and resize). So a photo is seen by the model exactly as it was during tra
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,15 @@ def classify(model, raws: list[bytes], image_size: int | None = None) -> list[Cl
     return out
 
 
+def _read(path: Path) -> tuple[bytes, str | None]:
+    """A file's bytes, or b"" and why it cannot be read, in the system's words ("permission denied")."""
+    try:
+        return path.read_bytes(), None
+    except OSError as exc:
+        log.debug("cannot read %s: %s", path, exc)
+        return b"", (exc.strerror or type(exc).__name__).lower()
+
+
 def _files(paths: list[str | Path]) -> list[Path]:
     out = []
     for p in map(Path, paths):
@@ -123,7 +133,8 @@ class Prediction:
 
 def predict(paths: list[str | Path], model_uri: str = DEFAULT_MODEL,
             batch_size: int = 64) -> list[Prediction]:
-    """Label and dog probability per image; unreadable files get an error of their own."""
+    """Label and dog probability per image; a file that cannot be read or decoded gets its reason
+    as `error` ("no such file or directory", "permission denied", "corrupt", ...)."""
     files = _files(paths)
     if not files:
         raise CatdogError("no image files found in the given paths")
@@ -133,17 +144,10 @@ def predict(paths: list[str | Path], model_uri: str = DEFAULT_MODEL,
     out: list[Prediction] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        raws = []
-        for f in chunk:
-            try:
-                raws.append(f.read_bytes())
-            except OSError as exc:
-                raws.append(None)
-                log.debug("cannot read %s: %s", f, exc)
-        results = classify(model, [r or b"" for r in raws], size)
-        for f, raw, c in zip(chunk, raws, results):
-            error = "unreadable file" if raw is None else c.error
-            out.append(Prediction(str(f), c.label if not error else None, c.p_dog, error))
+        raws, read_errors = zip(*map(_read, chunk))
+        for f, read_error, c in zip(chunk, read_errors, classify(model, list(raws), size)):
+            error = read_error or c.error
+            out.append(Prediction(str(f), None if error else c.label, None if error else c.p_dog, error))
     return out
 
 
@@ -153,21 +157,41 @@ def labelled_files(data: str | Path) -> list[tuple[Path, int]]:
     from catdog.data.prepare import is_prepared, load_manifest
 
     root = Path(data)
+    expected = ("a folder with cats/ and dogs/ sub-folders, a salader root (with test/cats and "
+                "test/dogs) or a prepared dataset")
     if not root.exists():
-        raise CatdogError(f"{root} does not exist")
+        raise CatdogError(f"{root} does not exist; pass {expected}")
+    if not root.is_dir():
+        raise CatdogError(f"{root} is a file, not a folder; pass {expected}")
     if is_prepared(root):
         m = load_manifest(root)
         m = m[m["split"] == "test"]
+        if m.empty:
+            raise CatdogError(f"the prepared dataset {root} has no test split to evaluate on; "
+                              "prepare it again with --test-fraction above 0")
         return [(Path(p), LABELS.index(lbl)) for p, lbl in zip(m["abspath"], m["label"])]
+    if not any(root.iterdir()):
+        raise CatdogError(f"{root} is empty; pass {expected}")
     if (root / "test" / "cats").is_dir():
         root = root / "test"
+    names = (("cats", "cat", "Cat"), ("dogs", "dog", "Dog"))
+    folders = [next((root / n for n in options if (root / n).is_dir()), None) for options in names]
+    if folders == [None, None]:
+        found = sorted(f"{p.name}/" for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise CatdogError(f"{data} is not a labelled folder (found {', '.join(found) or 'no sub-folders'}); "
+                          f"pass {expected}")
+    if None in folders:
+        have = next(f for f in folders if f is not None)
+        lacking = names[folders.index(None)]
+        raise CatdogError(f"{root} has a {have.name}/ folder but no {lacking[0]}/ folder; evaluation "
+                          "needs labelled images of both classes")
     pairs = []
-    for label, names in enumerate((("cats", "cat", "Cat"), ("dogs", "dog", "Dog"))):
-        folder = next((root / n for n in names if (root / n).is_dir()), None)
-        if folder is None:
-            raise CatdogError(f"{data} is not a labelled folder: expected cats/ and dogs/ "
-                              "sub-folders (or a salader root with test/cats and test/dogs)")
-        pairs += [(f, label) for f in _files([folder])]
+    for label, folder in enumerate(folders):
+        files = _files([folder])
+        if not files:
+            raise CatdogError(f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                              "evaluation needs labelled images of both classes")
+        pairs += [(f, label) for f in files]
     return pairs
 
 
@@ -182,14 +206,17 @@ def evaluate(model_uri: str, data: str | Path, batch_size: int = 64) -> dict:
     labels, probs, skipped = [], [], []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        for (f, y), c in zip(chunk, classify(model, [f.read_bytes() for f, _ in chunk], size)):
-            if c.error:
-                skipped.append({"path": str(f), "reason": c.error})
+        raws, read_errors = zip(*(_read(f) for f, _ in chunk))
+        for (f, y), read_error, c in zip(chunk, read_errors, classify(model, list(raws), size)):
+            if read_error or c.error:
+                skipped.append({"path": str(f), "reason": read_error or c.error})
             else:
                 probs.append(c.p_dog)
                 labels.append(y)
     if not labels:
-        raise CatdogError(f"no readable images in {data}")
+        reasons = Counter(s["reason"] for s in skipped)
+        raise CatdogError(f"none of the {len(pairs)} images in {data} could be used ("
+                          + ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common()) + ")")
     result = metrics.summary(np.array(labels), np.array(probs))
     result.update({"model": model_uri, "data": str(data), "image_size": size,
                    "skipped": skipped})

@@ -21,6 +21,7 @@ architecture runs; workers run trials and log them to the shared tracking server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ import numpy as np
 
 from catdog import metrics, models, pipeline, runtime, sweepfile
 from catdog.data import resolve_data
+from catdog.errors import CatdogError
 from catdog.log import format_seconds, get_logger
 from catdog.tracking import queries, runs, store, tags
 
@@ -118,6 +120,10 @@ def _tuner_classes():
             finally:
                 self.fit_seconds = time.monotonic() - t0
 
+    class StoreLost(store.StoreUnavailable, kt.errors.FatalError):
+        """KerasTuner counts an ordinary exception as a failed trial and moves on; losing the
+        store must stop the search instead, leaving the trial to be re-run on resume."""
+
     class Tracked:
         """Mixed into a KerasTuner tuner: each trial runs inside a nested MLflow run."""
 
@@ -132,6 +138,12 @@ def _tuner_classes():
                                        "used up")
 
         def run_trial(self, trial, *args, **kwargs):
+            try:
+                return self._tracked_trial(trial, *args, **kwargs)
+            except store.StoreUnavailable as exc:
+                raise StoreLost(str(exc)) from exc
+
+        def _tracked_trial(self, trial, *args, **kwargs):
             import mlflow
 
             from catdog.tracking.callbacks import fit_callbacks
@@ -254,29 +266,39 @@ class SweepResult:
 
 def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
     """Run (or resume) a sweep and return each architecture's best trial."""
+    with contextlib.ExitStack() as held:
+        return _run(cfg, fresh, held)
+
+
+def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack) -> SweepResult:
     import mlflow
 
     from catdog.data.prepare import read_summary
 
     t0 = time.monotonic()
     who = role()
-    data_root = resolve_data(cfg.data)
+    store.configure()  # a store that does not answer fails now, not after decoding the data
     runtime.start()
     import keras
-    import keras_tuner as kt
+
+    spaces = sweepfile.search_spaces(cfg)  # a bad search space fails before any data is read
+    data_root = resolve_data(cfg.data)
 
     digest = read_summary(data_root)["digest"]
     key = cfg.key(digest)
     state_dir = TUNER_ROOT / key
-    store.configure()
     exp_id = store.experiment_id(cfg.experiment)
     client = mlflow.MlflowClient()
     owner = who in ("local", "chief")
     base_port = int(os.environ["KERASTUNER_ORACLE_PORT"]) if who != "local" else None
 
+    if owner:
+        held.enter_context(_sweep_lock(key))
     if fresh and owner:
         queries.retire_sweep(exp_id, key)
         shutil.rmtree(state_dir, ignore_errors=True)
+    elif owner:
+        _check_state_matches_store(state_dir, cfg.archs, exp_id, key)
     cfg = replace(cfg, precision=runtime.set_precision(cfg.precision))
 
     parent = queries.find_or_create(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_SWEEP},
@@ -311,10 +333,7 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
                             for kind in (tags.KIND_TRIAL, tags.KIND_REPEAT))
                     if n:
                         log.info("marked %d interrupted run(s) of %s as KILLED", n, arch)
-                entry = models.get(arch)
-                declared = entry.search_space(cfg.image_size).values
-                hp = kt.HyperParameters()
-                sweepfile.apply_hp(hp, cfg.hp_for(arch, declared), declared)
+                hp = spaces[arch]
                 _use_oracle_port(index, base_port)
                 keras.utils.set_random_seed(cfg.seed)
                 tuner = make_tuner(cfg.tuner, ctx, arch, current, hp, state_dir, overwrite=False)
@@ -351,7 +370,7 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
         if owner:
             for run_id in (current, parent):
                 if run_id:
-                    client.set_terminated(run_id, status)
+                    runs.terminate(client, run_id, status)
         log.info("sweep %s stopped (%s); run the same command again to resume", key, status)
         raise
     if owner:
@@ -365,6 +384,70 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
     if owner:
         log.info("sweep %s finished in %s", key, format_seconds(seconds))
     return SweepResult(key, parent, results, stopped, seconds)
+
+
+@contextlib.contextmanager
+def _sweep_lock(key: str):
+    """One process per sweep on this machine: a second `catdog sweep` of the same sweep would
+    take the first one's running trials for orphans. The lock dies with the process, however
+    it exits."""
+    import fcntl
+
+    TUNER_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(TUNER_ROOT / f"{key}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            raise CatdogError(f"sweep {key} is already running on this machine (pid {pid}); "
+                              "wait for it to finish, or to run one sweep from several "
+                              "processes use `make sweep-distributed` (KerasTuner workers and "
+                              "a tracking server)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def completed_in_state(state_dir: Path, arch: str) -> list[str]:
+    """Trial ids KerasTuner's saved state for ARCH calls COMPLETED."""
+    done = []
+    for path in sorted((state_dir / arch).glob("trial_*/trial.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("status") == "COMPLETED":
+            done.append(str(state["trial_id"]))
+    return done
+
+
+def _check_state_matches_store(state_dir: Path, archs, exp_id: str, key: str) -> None:
+    """Resuming trusts the tuner state for which trials are done; the tracking store must hold
+    them, or the sweep would report trials that are recorded nowhere (after `rm -rf mlruns`,
+    or with MLFLOW_TRACKING_URI pointed at another store)."""
+    missing = {}
+    for arch in archs:
+        done = completed_in_state(state_dir, arch)
+        if not done:
+            continue
+        recorded = {r.data.tags.get(tags.TRIAL_ID) for r in queries.search(
+            exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL, tags.ARCH: arch},
+            (runs.FINISHED,))}
+        if lost := [t for t in done if t not in recorded]:
+            missing[arch] = len(lost)
+    if missing:
+        what = ", ".join(f"{n} of {arch}" for arch, n in missing.items())
+        raise CatdogError(
+            f"the tuner state in {state_dir} says trials are done that the tracking store "
+            f"{store.redacted(store.tracking_uri())} does not hold ({what}); run again with "
+            "--fresh to start this sweep over in this store, or point MLFLOW_TRACKING_URI at "
+            "the store that holds them")
 
 
 def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> None:

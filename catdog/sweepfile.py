@@ -98,10 +98,44 @@ def load(path: str | Path | None, **overrides) -> SweepConfig:
     if unknown:
         raise CatdogError(f"unknown key(s) {', '.join(sorted(unknown))} in {path}; "
                           f"known keys: {', '.join(sorted(known))}")
+    _check_types(values, path)
     cfg = SweepConfig(**{k: tuple(v) if k == "archs" else v for k, v in values.items()})
     cfg = replace(cfg, **{k: (tuple(v) if k == "archs" else v)
                           for k, v in overrides.items() if v not in (None, ())})
-    return validate(cfg)
+    if "archs" in values and not values["archs"] and not overrides.get("archs"):
+        raise CatdogError(f"archs is an empty list in {path}; name at least one architecture, "
+                          "or leave the key out for all of them")
+    try:
+        return validate(cfg)
+    except CatdogError as exc:
+        if path is None:
+            raise
+        raise CatdogError(f"{exc} (in {path})") from None
+
+
+# What each key of a sweep file must be, in TOML's terms (a bool is not an int here).
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "name": ((str,), "a string"), "tuner": ((str,), "a string"),
+    "precision": ((str,), "a string"), "data": ((str,), "a path string"),
+    "experiment": ((str,), "a string"), "archs": ((list,), "a list of architecture names"),
+    "trials": ((int,), "an integer"), "epochs": ((int,), "an integer"),
+    "repeats": ((int,), "an integer"), "image_size": ((int,), "an integer"),
+    "batch_size": ((int,), "an integer"), "seed": ((int,), "an integer"),
+    "patience": ((int,), "an integer"), "hyperband_factor": ((int,), "an integer"),
+    "time_limit_minutes": ((int, float), "a number of minutes"),
+    "pretrained": ((bool,), "true or false"), "hp": ((dict,), "a table"),
+}
+
+
+def _check_types(values: dict[str, Any], path) -> None:
+    where = f" in {path}" if path is not None else ""
+    for key, value in values.items():
+        types, wanted = _TYPES.get(key, ((object,), ""))
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if key == "archs" and ok:
+            ok = all(isinstance(a, str) for a in value)
+        if not ok:
+            raise CatdogError(f"{key} must be {wanted}{where}, got {value!r}")
 
 
 def validate(cfg: SweepConfig) -> SweepConfig:
@@ -123,10 +157,53 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     if not isinstance(cfg.repeats, int) or cfg.repeats < 0 or cfg.repeats == 1:
         raise CatdogError(f"repeats must be 0 (none) or at least 2 (one repeat gives no spread), "
                           f"got {cfg.repeats!r}")
+    if cfg.patience < 1 or cfg.hyperband_factor < 2:
+        raise CatdogError(f"patience must be at least 1 and hyperband_factor at least 2, got "
+                          f"{cfg.patience} and {cfg.hyperband_factor}")
     for key, value in cfg.hp.items():
         if isinstance(value, dict) and not _is_range(value):
             models.get(key)  # a per-architecture table must name a known architecture
+            for name, spec in value.items():
+                _check_spec(f"hp.{key}.{name}", spec)
+        else:
+            _check_spec(f"hp.{key}", value)
     return replace(cfg, archs=tuple(archs))
+
+
+def _check_spec(name: str, spec: Any) -> None:
+    """A fixed value, a non-empty list of choices, or a {min, max} range with min <= max."""
+    if isinstance(spec, list) and not spec:
+        raise CatdogError(f"{name} is an empty list of choices; give at least one value")
+    if isinstance(spec, dict):
+        if not _is_range(spec):
+            raise CatdogError(f"{name} must be a value, a list of choices or {{min, max}}, got "
+                              f"{spec!r}")
+        lo, hi = spec["min"], spec["max"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
+            raise CatdogError(f"{name}'s min and max must be numbers, got {lo!r} and {hi!r}")
+        if lo > hi:
+            raise CatdogError(f"{name} has min {lo} above max {hi}")
+
+
+def search_spaces(cfg: SweepConfig):
+    """{arch: HyperParameters} with the sweep file's fixed/narrowed values applied, so a typo or
+    an impossible range fails before any data is read, not when its architecture's turn comes."""
+    import keras_tuner as kt
+
+    from catdog import models
+
+    spaces = {}
+    for arch in cfg.archs:
+        declared = models.get(arch).search_space(cfg.image_size).values
+        hp = kt.HyperParameters()
+        try:
+            apply_hp(hp, cfg.hp_for(arch, declared), declared)
+        except CatdogError as exc:
+            raise CatdogError(f"{arch}: {exc}") from None
+        except (ValueError, TypeError) as exc:  # KerasTuner's own checks (e.g. a bad sampling)
+            raise CatdogError(f"{arch}: the sweep's hyperparameters are invalid: {exc}") from None
+        spaces[arch] = hp
+    return spaces
 
 
 def apply_hp(hp, spec: dict[str, Any], declared: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from catdog import models, pipeline, runtime
 from catdog.data import resolve_data
 from catdog.log import format_seconds, get_logger
-from catdog.tracking import artifacts, runs, tags
+from catdog.tracking import artifacts, runs, store, tags
 from catdog.tracking.record import record_fit
 
 log = get_logger(__name__)
@@ -37,14 +37,13 @@ def train(arch: str, data: str | Path | None = None, *, image_size: int | None =
     """Train ARCH on DATA (see `catdog.data.resolve` for what DATA may be) in one MLflow run."""
     entry = models.get(arch)  # unknown names fail before any work
     size = image_size or entry.default_image_size
+    store.configure()  # a store that does not answer fails now, not after decoding the data
     root = resolve_data(data)
     runtime.start()
     import keras
 
-    from catdog.tracking import store
     from catdog.tracking.callbacks import fit_callbacks
 
-    store.configure()
     keras.utils.set_random_seed(seed)
     chosen_precision = runtime.set_precision(precision)
     runtime.announce_devices()

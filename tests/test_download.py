@@ -11,9 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from catdog.cli import main
 from catdog.data import check_kaggle_credentials, download, kaggle_credentials, prepare
 from catdog.errors import CatdogError
+from catdog.log import VERBOSE_ENV
 from tests.imagegen import make_layout, zip_dir
 
 # catdog.data re-exports the function download(), which shadows the submodule's attribute name.
@@ -238,3 +241,44 @@ def test_kaggle_failure_never_shows_the_key(tmp_path, home, monkeypatch, logs):
     assert KEY not in str(excinfo.value) and KEY not in logs.text
     assert "401 Unauthorized" in str(excinfo.value)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+CANARY = "canary-5f3e9c7a1d4b8e20"  # a fake key; finding it anywhere is a leak
+
+
+@pytest.mark.parametrize("outcome", ["fails", "succeeds"])
+def test_kaggle_key_canary_in_no_output_and_no_file(tmp_path, home, monkeypatch, petimages_zip, logs, capfd, outcome):
+    monkeypatch.setenv("KAGGLE_USERNAME", "whiskers")
+    monkeypatch.setenv("KAGGLE_KEY", CANARY)
+    monkeypatch.setenv(VERBOSE_ENV, "1")  # debug lines too
+    dumps = []
+
+    class CanaryKaggleApi:
+        """A client at its worst: dumps its request, key included, where it downloads, and quotes it on failure."""
+
+        def dataset_download_files(self, dataset, path, unzip, quiet):
+            dumps.append(Path(path) / "request.log")
+            dumps[-1].write_text(f"GET /api/v1/datasets/download/{dataset}\nAuthorization: Basic whiskers:{CANARY}\n")
+            if outcome == "fails":
+                raise RuntimeError(f"401 Unauthorized: whiskers:{CANARY} rejected")
+            (Path(path) / "dogs-vs-cats.zip").write_bytes(petimages_zip)
+
+    monkeypatch.setattr(download_mod, "_kaggle_api", CanaryKaggleApi)
+    data = tmp_path / "data"
+    results = [CliRunner().invoke(main, ["data", "download", "--source", "kaggle", "--dest", str(data)])]
+    if outcome == "succeeds":
+        assert results[0].exit_code == 0, (results[0].output, results[0].exception)
+        zip_path = results[0].stdout.strip()
+        results.append(CliRunner().invoke(main, ["data", "prepare", zip_path, "--dest", str(data / "prepared")]))
+        assert results[1].exit_code == 0 and (data / "prepared" / "manifest.csv").is_file()
+    else:
+        assert results[0].exit_code == 2 and "401 Unauthorized: whiskers:*** rejected" in results[0].stderr
+
+    assert dumps, "the fake client never ran, so this test would prove nothing"
+    captured = capfd.readouterr()
+    for text in [*(r.stdout + r.stderr for r in results), captured.out, captured.err, logs.text]:
+        assert CANARY not in text
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > (1 if outcome == "fails" else 10)
+    for path in written:  # the client's request.log included
+        assert CANARY.encode() not in path.read_bytes(), f"the Kaggle key leaked into {path}"

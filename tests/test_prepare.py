@@ -1,13 +1,22 @@
-"""prepare(): layouts, bad files, duplicates, splits, atomic output; resolve_data(); a real-photo smoke test."""
+"""prepare(): layouts, bad files, huge images, zip bombs, duplicates, splits, atomic output;
+resolve_data(); a real-photo smoke test."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import io
+import json
 import logging
 import random
+import struct
+import subprocess
+import sys
 import threading
+import time
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -29,7 +38,9 @@ from tests.imagegen import class_path, image_bytes, make_layout, write_jpeg, zip
 
 # catdog.data re-exports the function prepare(), which shadows the submodule's attribute name.
 prepare_mod = importlib.import_module("catdog.data.prepare")
+images_mod = importlib.import_module("catdog.data.images")
 resolve_mod = importlib.import_module("catdog.data.resolve")
+REPO = Path(__file__).resolve().parents[1]
 
 N = 10  # generated images per label per split folder
 
@@ -116,6 +127,83 @@ def test_check_image_puts_transparency_on_white():
         assert min(img.getpixel((8, 8))) >= 250
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_check_image_rejects_a_single_pixel(fmt):
+    assert check_image(image_bytes(1, size=(1, 1), fmt=fmt)) == ImageCheck(False, "too small", None, 1, 1, None)
+
+
+def encoded(img: Image.Image, fmt: str = "JPEG") -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "size, fmt, stored",
+    [((3000, 2000), "JPEG", (1024, 683)), ((600, 2400), "PNG", (256, 1024)), ((1024, 1024), "JPEG", None)],
+)
+def test_check_image_downscales_beyond_max_side(size, fmt, stored):
+    raw = encoded(Image.new("RGB", size, (200, 120, 40)), fmt)
+    result = check_image(raw)
+    assert result.ok and images_mod.MAX_SIDE == 1024
+    if stored is None:  # at the limit: an RGB JPEG is kept byte for byte
+        assert result == ImageCheck(True, None, raw, *size, None)
+        return
+    assert (result.width, result.height) == stored
+    assert result.converted_from == f"{fmt}/RGB downscaled from {size[0]}x{size[1]}"
+    with Image.open(io.BytesIO(result.data)) as img:
+        assert (img.format, img.mode, img.size) == ("JPEG", "RGB", stored)
+        assert max(abs(a - b) for a, b in zip(img.getpixel((stored[0] // 2, stored[1] // 2)), (200, 120, 40))) <= 3
+
+
+_PEAK_RSS = """
+import json, re, sys
+from catdog.data.images import check_image
+
+def kib(field):  # this process's own figures; ru_maxrss would include the parent's peak from before exec
+    with open("/proc/self/status") as status:
+        return int(re.search(field + r":\\s+(\\d+) kB", status.read()).group(1))
+
+raw = open(sys.argv[1], "rb").read()
+before = kib("VmRSS")
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")  # reset VmHWM, the peak resident size, to the current one
+result = check_image(raw)
+print(json.dumps({"size": [result.width, result.height], "converted_from": result.converted_from,
+                  "peak_mb": (kib("VmHWM") - before) / 1024}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures peak memory through Linux /proc")
+def test_huge_jpeg_is_decoded_at_reduced_scale(tmp_path):
+    # 10000x10000 RGB decodes to 400 MB in PIL; libjpeg's 1/8 DCT scaling needs 1250x1250 of it.
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (10_000, 10_000), (90, 60, 30)).save(path, quality=80)
+    # A fresh process, so its peak resident size measures check_image alone.
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _PEAK_RSS, str(path)],
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+    )
+    result = json.loads(out.stdout)
+    assert result["size"] == [1024, 1024]
+    assert result["converted_from"] == "JPEG/RGB downscaled from 10000x10000"
+    assert 0 < result["peak_mb"] < 100, f"check_image raised peak memory by {result['peak_mb']:.0f} MB"
+
+
+def test_check_image_refuses_too_many_pixels_before_decoding(monkeypatch):
+    monkeypatch.setattr(images_mod, "MAX_PIXELS", 64 * 64)
+    png = image_bytes(4, size=(100, 80), fmt="PNG")
+    assert check_image(png) == ImageCheck(False, "too large", None, 100, 80, None)
+    # Cut off: decoding would say "truncated", so "too large" shows the pixels were never decoded.
+    assert check_image(png[: len(png) // 2]).reason == "too large"
+    assert check_image(image_bytes(5, size=(60, 60), fmt="PNG")).ok
+
+
+def test_check_image_keeps_pils_decompression_bomb_limit(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this, when opening
+    assert check_image(image_bytes(6, size=(50, 50))).reason == "too large"
+
+
 @pytest.mark.parametrize("layout", ["salader", "petimages", "flat"])
 def test_prepare_zip_layouts(tmp_path, layout):
     zip_path = dataset_zip(tmp_path, layout)
@@ -151,6 +239,11 @@ def test_folder_source_read_only(tmp_path):
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes(data)
     dirs = [src, *(p for p in src.rglob("*") if p.is_dir())]
+
+    def snapshot() -> dict:
+        return {p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"") for p in src.rglob("*")}
+
+    before = snapshot()
     for d in dirs:
         d.chmod(0o555)
     try:
@@ -158,6 +251,8 @@ def test_folder_source_read_only(tmp_path):
     finally:
         for d in dirs:
             d.chmod(0o755)
+    # Root writes into 0o555 folders anyway, so check that nothing in the source changed either.
+    assert snapshot() == before
     assert result.counts == EXPECTED_COUNTS["salader"]
     assert read_summary(result.root)["dropped"] == EXPECTED_DROPPED
     assert_valid_dataset(result.root)
@@ -213,6 +308,130 @@ def test_unsafe_zip_is_refused_whole(tmp_path, member):
         prepare(zip_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not temp_leftovers(tmp_path)
+
+
+JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+BOMB = "train/cats/cat.999.jpg"
+MiB = 1 << 20
+
+
+def add_zeros_member(zip_path: Path, name: str, size: int) -> None:
+    """Append `name`: a JPEG header, then zeros up to `size` bytes, deflated about 1000:1 and streamed."""
+    zeros = bytes(MiB)
+    with zipfile.ZipFile(zip_path, "a", zipfile.ZIP_DEFLATED) as zf, zf.open(name, "w") as out:
+        out.write(JPEG_HEAD)
+        for left in range(size - len(JPEG_HEAD), 0, -MiB):
+            out.write(zeros[: min(left, MiB)])
+
+
+def forge_declared_size(zip_path: Path, name: str, size: int) -> None:
+    """Make `name`'s local header and central directory entry claim `size` unpacked bytes."""
+    data = bytearray(zip_path.read_bytes())
+    # (signature, offset of the uncompressed size, offset of the file name) in each header.
+    for signature, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        at = data.find(signature)
+        while data[at + name_at : at + name_at + len(name)] != name.encode():
+            at = data.find(signature, at + 1)
+            assert at >= 0, f"no {signature!r} header for {name}"
+        struct.pack_into("<I", data, at + size_at, size)
+    zip_path.write_bytes(bytes(data))
+
+
+def bomb_zip(tmp_path: Path, size: int = 16 * MiB) -> Path:
+    zip_path = zip_dir(make_layout(tmp_path / "src", "salader", N), tmp_path / "bomb.zip")
+    add_zeros_member(zip_path, BOMB, size)
+    assert zip_path.stat().st_size < size // 100  # it is a bomb: tiny packed, large unpacked
+    return zip_path
+
+
+def prepare_traced(zip_path: Path, dest: Path):
+    """prepare(), and the most memory Python held at once meanwhile (every thread's bytes objects)."""
+    tracemalloc.start()
+    try:
+        result = prepare(zip_path, dest)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def reasons(result) -> dict[str, str]:
+    return {d["path"]: d["reason"] for d in result.summary["dropped_files"]}
+
+
+def test_zip_bomb_member_is_dropped_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare_mod, "MAX_MEMBER_BYTES", MiB)
+    zip_path = bomb_zip(tmp_path)
+    opened, real_open = [], zipfile.ZipFile.open
+
+    def recording_open(self, name, *args, **kwargs):
+        opened.append(name)
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", recording_open)
+    result, peak = prepare_traced(zip_path, tmp_path / "out")
+    assert reasons(result) == {BOMB: "too large"}
+    assert BOMB not in opened and len(opened) == 4 * N  # its declared size was enough to drop it
+    assert result.counts["train"]["cat"] + result.counts["val"]["cat"] == N
+    assert peak < 4 * MiB, f"prepare held {peak / MiB:.0f} MiB: the 16 MiB member was read"
+
+
+def test_lying_size_header_is_stopped_by_what_comes_out(tmp_path, monkeypatch):
+    # The declared size is all the pre-check sees; reading must count the bytes really produced.
+    monkeypatch.setattr(prepare_mod, "MAX_MEMBER_BYTES", MiB)
+    real_infolist = zipfile.ZipFile.infolist
+
+    def lying_infolist(self):
+        infos = [copy.copy(info) for info in real_infolist(self)]
+        for info in infos:
+            if info.filename == BOMB:
+                info.file_size = 1000
+        return infos
+
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying_infolist)
+    result, peak = prepare_traced(bomb_zip(tmp_path), tmp_path / "out")
+    assert reasons(result) == {BOMB: "too large"}
+    assert peak < 4 * MiB, f"prepare held {peak / MiB:.0f} MiB: reading did not stop at the cap"
+
+
+def test_forged_size_in_the_archive_is_not_believed_either(tmp_path, monkeypatch):
+    # Headers rewritten on disk: zipfile stops at the declared size and the CRC then fails.
+    monkeypatch.setattr(prepare_mod, "MAX_MEMBER_BYTES", MiB)
+    zip_path = bomb_zip(tmp_path)
+    forge_declared_size(zip_path, BOMB, 1000)
+    assert zipfile.ZipFile(zip_path).getinfo(BOMB).file_size == 1000
+    result, peak = prepare_traced(zip_path, tmp_path / "out")
+    assert reasons(result) == {BOMB: "unreadable"}
+    assert peak < 4 * MiB
+
+
+def test_archive_declaring_too_much_is_refused_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare_mod, "MAX_ARCHIVE_BYTES", 8 * MiB)
+    zip_path = bomb_zip(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(CatdogError, match=r"would unpack to 16\.\d MiB, more than the 8 MiB") as excinfo:
+        prepare(zip_path, tmp_path / "out")
+    assert time.monotonic() - started < 1
+    assert str(zip_path) in str(excinfo.value) and "\n" not in str(excinfo.value)
+    assert not (tmp_path / "out").exists() and not temp_leftovers(tmp_path)
+
+
+def test_oversized_file_in_a_folder_is_dropped(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare_mod, "MAX_MEMBER_BYTES", MiB)
+    src = make_layout(tmp_path / "src", "salader", N)
+    (src / BOMB).write_bytes(JPEG_HEAD + bytes(2 * MiB))
+    assert reasons(prepare(src, tmp_path / "out")) == {BOMB: "too large"}
+
+
+def test_prepare_stores_large_photos_downscaled(tmp_path):
+    src = make_layout(tmp_path / "src", "salader", N)
+    Image.new("RGB", (3000, 2000), (10, 200, 30)).save(src / "train/dogs/dog.999.jpg")
+    result = prepare(src, tmp_path / "out")
+    assert_valid_dataset(result.root)  # manifest width/height are those of the stored file
+    row = load_manifest(result.root).query("path.str.endswith('dog.999.jpg')").iloc[0]
+    assert (row.width, row.height) == (1024, 683)
+    assert result.summary["converted_files"] == [
+        {"path": "train/dogs/dog.999.jpg", "converted_from": "JPEG/RGB downscaled from 3000x2000"}
+    ]
 
 
 class Crash(Exception):

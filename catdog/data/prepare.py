@@ -7,8 +7,9 @@ A prepared dataset is a folder that everything downstream reads instead of the r
     DEST/images/<split>/<label>/<name>.jpg   checked RGB JPEGs
 
 Every file is decoded once; unusable files are dropped, non-RGB or non-JPEG files converted,
-exact duplicates removed, and a stratified seeded val (and, if the source has none, test) split
-drawn. The folder appears under its final name only when complete.
+photos over 1024 px a side downscaled (images.MAX_SIDE), exact duplicates removed, and a
+stratified seeded val (and, if the source has none, test) split drawn. The folder appears under
+its final name only when complete.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -48,11 +50,23 @@ LAYOUTS = {
     "flat": "train/cat.N.jpg, train/dog.N.jpg",
 }
 
+# Zip bombs: a member declaring more than MAX_MEMBER_BYTES unpacked is dropped unread as "too large"
+# (no real photo comes near it), and reading stops as soon as one produces more, whatever its
+# header says. An archive declaring more than MAX_ARCHIVE_BYTES in all is refused whole; the full
+# Kaggle download unpacks to under 1 GB.
+MAX_MEMBER_BYTES = 64 << 20
+MAX_ARCHIVE_BYTES = 32 << 30
+
+_READ_CHUNK = 1 << 20
 _PROGRESS_EVERY = 500
 _WORKERS = min(4, max(2, os.cpu_count() or 2))
 _JUNK_NAMES = {"thumbs.db", "desktop.ini"}
 _FLAT_NAME = re.compile(r"(cat|dog)\.", re.IGNORECASE)
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class _TooLarge(Exception):
+    """A source file over MAX_MEMBER_BYTES; it is dropped without being read in full."""
 
 
 @dataclass(frozen=True)
@@ -99,15 +113,51 @@ def _is_junk(path: str) -> bool:
     return any(p.startswith(".") or p.lower() == "__macosx" for p in parts) or parts[-1].lower() in _JUNK_NAMES
 
 
+def _size(n: int) -> str:
+    for unit, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= unit:
+            return f"{n / unit:.1f}".removesuffix(".0") + f" {name}"
+    return f"{n} bytes"
+
+
+def _read_capped(f: BinaryIO) -> bytes:
+    """All of `f`, in chunks, raising _TooLarge as soon as it yields more than MAX_MEMBER_BYTES."""
+    chunks, size = [], 0
+    while chunk := f.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_MEMBER_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_file(path: Path) -> bytes:
+    if path.stat().st_size > MAX_MEMBER_BYTES:
+        raise _TooLarge
+    with path.open("rb") as f:  # streamed too: a file can grow, or be a device like /dev/zero
+        return _read_capped(f)
+
+
+def _list_folder(source: Path) -> list[str]:
+    def unlistable(exc: OSError) -> None:
+        # os.walk skips what it cannot list; that would silently lose a whole class of photos.
+        raise CatdogError(f"cannot list the folder {exc.filename} ({exc.strerror}); check its permissions") from None
+
+    files = []
+    for dirpath, _dirnames, filenames in os.walk(source, onerror=unlistable):
+        rel = Path(dirpath).relative_to(source)
+        files += [(rel / name).as_posix() for name in filenames]
+    return sorted(files)
+
+
 @contextmanager
 def _open_source(source: Path) -> Iterator[tuple[list[str], Callable[[str], bytes]]]:
-    """Yield the source's file paths (relative, POSIX, sorted) and a function reading one of them."""
+    """Yield the source's file paths (relative, POSIX, sorted) and a function reading one of them.
+
+    The function raises _TooLarge for a file over MAX_MEMBER_BYTES, having read at most that much.
+    """
     if source.is_dir():
-        files = []
-        for dirpath, _dirnames, filenames in os.walk(source):
-            rel = Path(dirpath).relative_to(source)
-            files += [(rel / name).as_posix() for name in filenames]
-        yield sorted(files), lambda rel: (source / rel).read_bytes()
+        yield _list_folder(source), lambda rel: _read_file(source / rel)
         return
     if not zipfile.is_zipfile(source):
         raise CatdogError(f"{source} is neither a folder nor a zip archive; pass a dataset zip or its unpacked folder")
@@ -119,7 +169,21 @@ def _open_source(source: Path) -> Iterator[tuple[list[str], Callable[[str], byte
                 raise CatdogError(
                     f"archive member {name!r} has an unsafe path; refusing to extract anything from {source.name}"
                 )
-        yield names, zf.read
+        declared = {info.filename: info.file_size for info in zf.infolist() if not info.is_dir()}
+        total = sum(declared.values())
+        if total > MAX_ARCHIVE_BYTES:
+            raise CatdogError(
+                f"{source} would unpack to {_size(total)}, more than the {_size(MAX_ARCHIVE_BYTES)} catdog accepts"
+                " from one archive, so it may be a zip bomb; refusing to extract anything from it"
+            )
+
+        def read(name: str) -> bytes:
+            if declared[name] > MAX_MEMBER_BYTES:
+                raise _TooLarge
+            with zf.open(name) as member:  # the declared size can lie: count what comes out
+                return _read_capped(member)
+
+        yield names, read
 
 
 def _place(layout: str, parts: tuple[str, ...]) -> tuple[str, str] | None:
@@ -136,8 +200,11 @@ def _place(layout: str, parts: tuple[str, ...]) -> tuple[str, str] | None:
 
 def _detect(files: list[str], source: Path) -> tuple[str, list[_Member], list[str]]:
     """Find the layout at the top or inside one wrapper folder: (layout, its files, files outside it)."""
+    if not files:
+        raise CatdogError(f"{source} contains no files (hidden and system files aside); pass the dataset zip or folder")
     split_paths = [PurePosixPath(f).parts for f in files]
     wrappers = sorted({parts[0] for parts in split_paths if len(parts) > 1})
+    one_class = []
     for prefix in [()] + [(w,) for w in wrappers]:
         for layout in LAYOUTS:
             placed = {
@@ -145,13 +212,25 @@ def _detect(files: list[str], source: Path) -> tuple[str, list[_Member], list[st
                 for f, parts in zip(files, split_paths, strict=True)
                 if parts[: len(prefix)] == prefix and (where := _place(layout, parts[len(prefix) :]))
             }
-            if {label for label, split in placed.values() if split == "train"} == set(LABELS):
+            labels = {label for label, split in placed.values() if split == "train"}
+            if labels == set(LABELS):
                 members = [_Member(f, *placed[f]) for f in files if f in placed]
                 return layout, members, [f for f in files if f not in placed]
+            if labels:
+                one_class.append((layout, labels.pop()))
+    if one_class:
+        layout, found = one_class[0]
+        missing = next(label for label in LABELS if label != found)
+        raise CatdogError(
+            f"{source} has {found} images but no {missing} images in the {layout} layout ({LAYOUTS[layout]});"
+            f" catdog needs both classes, so check that the download is complete"
+        )
     expected = ", ".join(f"{name} ({pattern})" for name, pattern in LAYOUTS.items())
+    folders = sorted({"/".join(parts[:-1][:2]) for parts in split_paths if len(parts) > 1})
+    found = f"folders {', '.join(folders[:6])}" + (", ..." if len(folders) > 6 else "") if folders else "no folders"
     raise CatdogError(
-        f"{source} is not a Dogs-vs-Cats dataset in a layout catdog knows; expected one of {expected},"
-        " optionally inside one top-level folder"
+        f"{source} is not a Dogs-vs-Cats dataset in a layout catdog knows (found {found}); expected one of"
+        f" {expected}, optionally inside one top-level folder"
     )
 
 
@@ -163,6 +242,8 @@ def _check_all(members: list[_Member], read: Callable[[str], bytes], staging: Pa
         index, member = indexed
         try:
             raw = read(member.path)
+        except _TooLarge:
+            return _Checked(index, member, "too large")
         except Exception:  # bad CRC, encrypted member, permission denied: lose this file only
             return _Checked(index, member, "unreadable")
         result = check_image(raw)
@@ -393,6 +474,12 @@ def prepare(
             (tmp / MANIFEST).write_bytes(manifest)
             (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
             _install(tmp, dest)
+        except OSError as exc:  # sources are read inside _check_all, which keeps its errors per file
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CatdogError(
+                f"cannot write the prepared dataset to {dest} ({exc.strerror or exc});"
+                f" choose a destination in a writable folder with free space"
+            ) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -55,9 +55,67 @@ def active_run(*, run_id: str | None = None, experiment: str | None = None,
     try:
         yield run
     except BaseException as exc:
+        if isinstance(exc, Exception) and not store.answers():
+            # Logging failed because the store went away (after MLflow's bounded retries):
+            # closing the run would wait out the retries again, so say so and stop. The run
+            # stays RUNNING until the next command retires it.
+            end_unreachable()
+            if isinstance(exc, store.StoreUnavailable):
+                raise
+            raise store.StoreUnavailable(
+                f"the MLflow tracking store {store.redacted(store.tracking_uri())} stopped "
+                f"answering ({_first_line(exc)}); start it again and run the same command to "
+                "resume") from exc
         mlflow.end_run(status_for(exc))
         raise
     mlflow.end_run(FINISHED)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+@contextlib.contextmanager
+def no_retries():
+    """MLflow HTTP calls that fail at once instead of retrying (for a store known to be down)."""
+    import os
+
+    saved = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = saved
+
+
+def end_unreachable() -> None:
+    """Leave the active fluent run (so the next start_run is not nested in it) without waiting
+    on a store that does not answer."""
+    import mlflow
+
+    with no_retries():
+        try:
+            mlflow.end_run(FAILED)
+        except Exception:  # the store is down: the run is retired when the sweep resumes
+            pass
+
+
+def terminate(client, run_id: str, status: str) -> None:
+    """Set a run's final status; a store that is down gets one attempt, not MLflow's retries."""
+    from catdog.tracking import store
+
+    if store.answers():
+        client.set_terminated(run_id, status)
+        return
+    with no_retries():
+        try:
+            client.set_terminated(run_id, status)
+        except Exception:
+            pass
 
 
 @contextlib.contextmanager

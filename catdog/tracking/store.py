@@ -9,10 +9,29 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
+
+from catdog.errors import CatdogError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # relative to the project directory
 DEFAULT_EXPERIMENT = "catdog"
+
+# A store that answered once and then blips is retried, with a bound: MLflow's own HTTP retries
+# (default 7 with a 120 s timeout, about 4 minutes of silence a call) are set to about a minute.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+CHECK_TIMEOUT = 3.0  # seconds per attempt of the start-up check
+CHECK_ATTEMPTS = 2
+
+
+class StoreUnavailable(CatdogError):
+    """The tracking store does not answer: at start-up, or after the bounded retries mid-run."""
 
 
 def tracking_uri() -> str:
@@ -30,13 +49,14 @@ def sqlite_dir(uri: str) -> Path | None:
 
 
 def configure() -> str:
-    """Point MLflow at the project's store (or MLFLOW_TRACKING_URI) and quiet its chatter."""
+    """Point MLflow at the project's store (or MLFLOW_TRACKING_URI), after checking that it
+    answers, bound MLflow's HTTP retries, and quiet its chatter."""
     import mlflow
 
-    uri = tracking_uri()
-    if (folder := sqlite_dir(uri)) is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+    uri = check(tracking_uri())  # within seconds, before any slow work
     mlflow.set_tracking_uri(uri)
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     # A progress bar per artifact read (model loads, report) is noise between catdog's lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("mlflow", "alembic"):
@@ -62,3 +82,58 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def redacted(uri: str) -> str:
+    """The URI without a password, for messages and logs."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _probe(uri: str) -> str | None:
+    """None if the store answers now, else why not (one short phrase)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=CHECK_TIMEOUT) as r:
+                return None if r.status == 200 else f"its /health answered {r.status}"
+        except urllib.error.HTTPError as exc:
+            return f"its /health answered {exc.code}"
+        except (OSError, ValueError) as exc:
+            return str(getattr(exc, "reason", exc))
+    if (folder := sqlite_dir(uri)) is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create {folder}: {exc.strerror}"
+        return None if os.access(folder, os.W_OK) else f"{folder} is not writable"
+    if parts.hostname:  # a database server (postgresql://, mysql://): is anything listening?
+        default_port = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+        port = parts.port or default_port.get(parts.scheme.split("+")[0], 0)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=CHECK_TIMEOUT).close()
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def check(uri: str | None = None) -> str:
+    """Fail within seconds, naming the store, when it does not answer; before any slow work."""
+    uri = uri or tracking_uri()
+    why = None
+    for attempt in range(CHECK_ATTEMPTS):
+        if (why := _probe(uri)) is None:
+            return uri
+        if attempt + 1 < CHECK_ATTEMPTS:
+            time.sleep(1)
+    raise StoreUnavailable(f"the MLflow tracking store {redacted(uri)} does not answer ({why}); "
+                           "start it, or unset MLFLOW_TRACKING_URI to use the project's "
+                           "sqlite store")
+
+
+def answers(uri: str | None = None) -> bool:
+    """Whether the store answers right now (one quick probe)."""
+    return _probe(uri or tracking_uri()) is None

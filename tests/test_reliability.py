@@ -1,0 +1,149 @@
+"""Faults a user meets before any training: a tracking store that does not answer, tuner state
+that the store does not back, the same sweep started twice, and sweep files with wrong keys,
+types or empty search spaces. Each ends in one sentence and a non-zero exit, with nothing
+written half-way."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import socket
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from catdog import sweep, sweepfile
+from catdog.cli import main
+from catdog.errors import CatdogError
+from catdog.tracking import runs, store
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- the store answers
+@pytest.mark.parametrize("command", [["train", "--arch", "baseline"], ["sweep", "--max-trials", "1"]])
+def test_a_store_that_does_not_answer_fails_within_seconds(workdir, monkeypatch, tiny_prepared,
+                                                           command):
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    t0 = time.monotonic()
+    result = CliRunner().invoke(main, [*command, "--data", str(tiny_prepared)])
+    elapsed = time.monotonic() - t0
+    assert result.exit_code == 2, result.output
+    assert f"the MLflow tracking store {uri} does not answer" in result.output
+    assert elapsed < 20, f"took {elapsed:.0f}s"  # before: minutes of MLflow retries
+    assert not (workdir / "mlruns").exists() and not (workdir / ".tuner").exists()
+
+
+def test_a_database_store_is_named_without_its_password(monkeypatch):
+    port = _free_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql://catdog:s3cret@127.0.0.1:{port}/ml")
+    with pytest.raises(store.StoreUnavailable) as info:
+        store.check()
+    assert f"postgresql://catdog:***@127.0.0.1:{port}/ml does not answer" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def test_a_sqlite_store_in_a_folder_that_cannot_be_made(workdir, monkeypatch):
+    (workdir / "blocker").write_text("a file where the store's folder should be")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir}/blocker/mlruns/mlflow.db")
+    with pytest.raises(store.StoreUnavailable, match="cannot create"):
+        store.check()
+
+
+def test_a_store_lost_mid_run_stops_with_one_sentence_and_no_wait(workdir, monkeypatch):
+    """Logging that fails because the store went away ends the run without waiting out MLflow's
+    retries a second time, and says how to go on."""
+    import mlflow
+
+    store.configure()
+    monkeypatch.setattr(store, "answers", lambda uri=None: False)
+    with pytest.raises(store.StoreUnavailable, match="stopped answering.*run the same command"):
+        with runs.active_run(experiment="catdog", run_name="r"):
+            raise ConnectionError("Max retries exceeded")
+    assert mlflow.active_run() is None, "the fluent run stack is left clean"
+
+
+# ------------------------------------------------------------------ tuner state and the store
+def _cfg(tiny_prepared, **kw):
+    return sweepfile.load(None, archs=("baseline",), tuner="random", trials=2, epochs=1,
+                          image_size=32, batch_size=8, data=str(tiny_prepared), **kw)
+
+
+def _key(cfg, data):
+    from catdog.data.prepare import read_summary
+
+    return cfg.key(read_summary(data)["digest"])
+
+
+def test_tuner_state_the_store_does_not_hold_is_refused_naming_fresh(workdir, tiny_prepared):
+    """Before: after `rm -rf mlruns` the sweep 'resumed', found every trial done, and exited 0
+    with nothing recorded."""
+    cfg = _cfg(tiny_prepared)
+    trial = workdir / ".tuner" / _key(cfg, tiny_prepared) / "baseline" / "trial_0"
+    trial.mkdir(parents=True)
+    (trial / "trial.json").write_text(json.dumps({"trial_id": "0", "status": "COMPLETED"}))
+    with pytest.raises(CatdogError, match=r"does not hold \(1 of baseline\).*--fresh"):
+        sweep.run(cfg)
+
+
+def test_the_same_sweep_twice_at_once_is_refused(workdir, tiny_prepared):
+    cfg = _cfg(tiny_prepared)
+    (workdir / ".tuner").mkdir()
+    with open(workdir / ".tuner" / f"{_key(cfg, tiny_prepared)}.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would
+        held.write("4242")
+        held.flush()
+        with pytest.raises(CatdogError, match=r"already running on this machine \(pid 4242\)"):
+            sweep.run(cfg)
+
+
+# ------------------------------------------------------------------------------ sweep files
+@pytest.mark.parametrize("text, needle", [
+    ("trials = \"many\"", "trials must be an integer in {f}, got 'many'"),
+    ("epochs = 2.5", "epochs must be an integer in {f}, got 2.5"),
+    ("archs = \"vgg\"", "archs must be a list of architecture names in {f}"),
+    ("archs = [1, 2]", "archs must be a list of architecture names in {f}"),
+    ("pretrained = \"yes\"", "pretrained must be true or false in {f}"),
+    ("seed = true", "seed must be an integer in {f}, got True"),
+    ("time_limit_minutes = \"1h\"", "time_limit_minutes must be a number of minutes in {f}"),
+    ("hp = 3", "hp must be a table in {f}"),
+    ("epoch = 3", "unknown key(s) epoch in {f}"),
+    ("archs = []", "archs is an empty list in {f}"),
+    ("[hp]\nwidth = []", "hp.width is an empty list of choices"),
+    ("[hp]\nlr = { min = 0.1, max = 0.01 }", "hp.lr has min 0.1 above max 0.01"),
+    ("[hp]\nlr = { low = 0.1 }", "unknown architecture 'lr'"),  # a table, not a range
+    ("[hp.vgg]\nlr = { low = 0.1 }", "hp.vgg.lr must be a value, a list of choices or {min"),
+    ("[hp.vgg]\nwidth = []", "hp.vgg.width is an empty list of choices"),
+    ("patience = 0", "patience must be at least 1"),
+    ("archs = [\"vgg\", \"nope\"]", "unknown architecture 'nope'"),
+    ("tuner = \"grid\"", "unknown tuner 'grid'"),
+])
+def test_a_bad_sweep_file_names_the_key_and_the_file(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(CatdogError) as info:
+        sweepfile.load(path)
+    message = str(info.value)
+    assert needle.replace("{f}", str(path)) in message
+    assert str(path) in message
+
+
+def test_a_hyperparameter_the_architecture_lacks_fails_before_any_data_is_read(tmp_path):
+    path = tmp_path / "typo.toml"
+    path.write_text('archs = ["baseline"]\ndata = "nowhere"\n[hp.baseline]\ndropuot = 0.3\n')
+    with pytest.raises(CatdogError, match="baseline: hyperparameter 'dropuot' is not in"):
+        sweepfile.search_spaces(sweepfile.load(path))
+
+
+def test_the_cli_reports_a_bad_sweep_file_in_one_line(workdir):
+    (workdir / "bad.toml").write_text("trials = -3\n")
+    result = CliRunner().invoke(main, ["sweep", "bad.toml"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: trials must be a positive integer, got -3 (in bad.toml)"]
