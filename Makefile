@@ -12,12 +12,17 @@ WORKERS ?= 2
 HOST    ?= 127.0.0.1
 PORT    ?= 5000
 ORACLE_PORT ?= 8000
+# Database of sweep-distributed's tracking server, e.g. postgresql://user@127.0.0.1:5432/mlflow;
+# empty: the project's store, sqlite:///mlruns/mlflow.db. make prints the command it runs, so
+# keep a password out of it (PGPASSWORD or ~/.pgpass).
+BACKEND ?=
 SERVE_PORT ?= 5002
 MODEL ?= catdog
 # The project's store; MLFLOW_TRACKING_URI (e.g. a tracking server) overrides it.
 STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 
 DATA_OPT = $(if $(DATA),--data $(DATA),)
+BACKEND_OPT = $(if $(BACKEND),--backend-store-uri '$(BACKEND)',)
 
 .PHONY: install test test-slow test-all train sweep sweep-distributed report ui serve bench data clean help
 
@@ -51,8 +56,8 @@ train: $(STAMP)  ## one tracked run: make train ARCH=bn_dropout DATA=path EPOCHS
 sweep: $(STAMP)  ## the main job: make sweep [EXP=experiments/quick.toml] [DATA=path]
 	$(BIN)/catdog sweep $(EXP) $(DATA_OPT)
 
-sweep-distributed: $(STAMP)  ## tracking server + KerasTuner chief + WORKERS workers on this machine
-	$(BIN)/catdog distributed $(EXP) $(DATA_OPT) --workers $(WORKERS) --oracle-port $(ORACLE_PORT)
+sweep-distributed: $(STAMP)  ## tracking server (BACKEND=postgresql://...) + KerasTuner chief + WORKERS workers on this machine
+	$(BIN)/catdog distributed $(EXP) $(DATA_OPT) --workers $(WORKERS) --oracle-port $(ORACLE_PORT) $(BACKEND_OPT)
 
 report: $(STAMP)  ## the latest sweep's report: one self-contained HTML file in reports/
 	$(BIN)/catdog report

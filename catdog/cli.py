@@ -40,7 +40,7 @@ def _friendly(fn):
         try:
             return fn(*args, **kwargs)
         except CatdogError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {exc}" if exc.exit_code else str(exc), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # runs were closed as KILLED on the way out
             click.echo("interrupted", err=True)
@@ -202,24 +202,41 @@ def _parse_overrides(pairs) -> dict:
 @click.option("--image-size", type=IMAGE_SIZE, default=None)
 @click.option("--batch-size", type=POSITIVE, default=None)
 @click.option("--seed", type=SEED, default=None)
-@click.option("--time-limit", "time_limit_minutes", type=click.FloatRange(min=0, min_open=True),
-              default=None, help="Wall-clock limit for the whole sweep, in minutes.")
+@click.option("--budget", default=None, metavar="DURATION",
+              help="Time for the whole sweep, e.g. 45m or 2h: speeds are measured first and "
+                   "trials and epochs planned to fit it.")
+@click.option("--final-fit/--no-final-fit", default=None,
+              help="Retrain the winner on train+val for its best epoch count (default: on).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None)
 @click.option("--pretrained/--no-pretrained", default=None,
               help="ImageNet weights for the families that have them (default: on).")
 @click.option("--data", default=None, help=DATA_HELP)
 @click.option("--experiment", default=None, help="MLflow experiment (default: catdog).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming this sweep.")
+@click.option("--dry-run", is_flag=True,
+              help="Measure this machine, print the plan, and stop before the first trial.")
 @_friendly
 @_tensorflow
-def sweep(sweep_file, fresh, **options):
+def sweep(sweep_file, fresh, dry_run, **options):
     """Run (or resume) a KerasTuner sweep over architectures, tracked in MLflow."""
     from catdog import sweep as sweep_mod
     from catdog import sweepfile
 
-    result = sweep_mod.run(sweepfile.load(sweep_file, **options), fresh=fresh)
+    cfg = sweepfile.load(sweep_file, **options)
+    # Without a budget the plan's estimate is the only warning of a long sweep: ask, but only
+    # a person at a terminal (never CI, a pipe or make -j).
+    def ask(plan):
+        if dry_run:
+            raise sweep_mod.NotStarted("dry run: the plan above is what `catdog sweep` without "
+                                       "--dry-run would do")
+        if cfg.budget is None and sys.stdin.isatty() and not os.environ.get("CI"):
+            return click.confirm(f"no budget given; {plan.summary()}. Start?", default=True,
+                                 err=True)
+        return True
+
+    result = sweep_mod.run(cfg, fresh=fresh, confirm=ask)
     click.echo(json.dumps({"sweep": result.key, "parent_run_id": result.parent_run_id,
-                           "stopped_early": result.stopped_early,
+                           "stopped_early": result.stopped_early, "final_fit": result.final,
                            "seconds": round(result.seconds, 1),
                            "best": {a: {"val_accuracy": r.get("best_val_accuracy"),
                                         "run_id": r.get("run_id"),
@@ -245,7 +262,9 @@ def sweep(sweep_file, fresh, **options):
 def distributed(sweep_file, data, workers, host, oracle_port, tracking_port, backend_store_uri,
                 fresh):
     """One sweep as a tracking server, a KerasTuner chief and WORKERS workers on this machine.
-    A worker that dies mid-trial is restarted to re-run its trial."""
+
+    A worker that dies during the first architecture's search is restarted and re-runs its
+    trial; later on, the sweep is stopped, and running the same command again resumes it."""
     from catdog.distributed import launch
 
     sys.exit(launch(sweep_file, data, workers=workers, host=host, oracle_port=oracle_port,
@@ -277,7 +296,9 @@ def compare(sweep, archs, metric, fmt, plot_path, test, experiment):
     click.echo(compare_mod.render(result.table, fmt))
     if fmt in ("table", "markdown"):
         click.echo(f"\nranked by the {result.table.attrs['ranked_by']}; \"within noise\": the "
-                   "95% intervals overlap the top architecture's")
+                   "95% intervals overlap the top architecture's; search strategy "
+                   f"{result.table.attrs['strategy']!r} (every architecture had the same "
+                   "share of the budget)")
         if result.significance:
             click.echo(describe(result.significance))
     where = f" and logged to sweep run {result.logged_to}" if result.logged_to else ""
@@ -310,13 +331,15 @@ def report(sweep, out, metric, experiment):
 @click.option("--alias", default="champion", show_default=True)
 @click.option("--force", is_flag=True, help="Move the alias even if the model is not better.")
 @click.option("--experiment", default="catdog", show_default=True)
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average each test photo with its mirror image.")
 @_friendly
 @_tensorflow
-def register(sweep, arch, metric, name, alias, force, experiment):
+def register(sweep, arch, metric, name, alias, force, experiment, tta):
     """Register a sweep's best model; make it the champion if it beats the current one on test."""
     from catdog.register import register as run_register
 
-    r = run_register(sweep, arch, metric, name, alias, force, experiment)
+    r = run_register(sweep, arch, metric, name, alias, force, experiment, tta=tta)
     click.echo(json.dumps({"name": r.name, "version": r.version, "arch": r.arch,
                            "run_id": r.run_id, metric: r.val_metric, "test": r.test,
                            "alias": r.alias, "promoted": r.promoted, "reason": r.reason,
@@ -332,13 +355,15 @@ def register(sweep, arch, metric, name, alias, force, experiment):
               help="cats/ and dogs/ folders, a salader root (uses test/), or a prepared dataset.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average each photo with its mirror image.")
 @_friendly
 @_tensorflow
-def evaluate(model_uri, data, fmt):
+def evaluate(model_uri, data, fmt, tta):
     """Evaluate a model on any labelled folder."""
     from catdog.inference import evaluate as run_evaluate
 
-    r = run_evaluate(model_uri, data)
+    r = run_evaluate(model_uri, data, tta=tta)
     for skipped in r["skipped"]:
         click.echo(f"skipped {skipped['path']}: {skipped['reason']}", err=True)
     if fmt == "json":
@@ -363,9 +388,11 @@ def evaluate(model_uri, data, fmt):
 @click.option("--model", "model_uri", default="models:/catdog@champion", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average each photo with its mirror image.")
 @_friendly
 @_tensorflow
-def predict(paths, model_uri, fmt):
+def predict(paths, model_uri, fmt, tta):
     """Label images (files or folders) as cat or dog, with the probability of "dog".
 
     A file that cannot be read gets an error line of its own on stderr, the others are still
@@ -376,7 +403,7 @@ def predict(paths, model_uri, fmt):
 
     from catdog.inference import predict as run_predict
 
-    preds = run_predict(list(paths), model_uri)
+    preds = run_predict(list(paths), model_uri, tta=tta)
     if fmt == "json":
         click.echo(json.dumps([asdict(p) for p in preds], indent=2))
     elif fmt == "csv":

@@ -119,6 +119,7 @@ def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "v
             "trials": len(group),
             "hyperparameters": _hyperparameters(best),
             "run_id": best["run_id"],
+            "trial_id": best["trial_id"],
         })
     table = pd.DataFrame(rows)
     by_mean = bool(len(table)) and bool((table["repeats"] >= 2).all())
@@ -126,6 +127,7 @@ def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "v
                               ascending=lower_is_better(metric)).reset_index(drop=True)
     table["vs_top"] = _noise(table)
     table.attrs["sweep_run_id"] = parent.info.run_id
+    table.attrs["strategy"] = parent.data.params.get("search_strategy", "compare")
     table.attrs["metric"] = metric
     table.attrs["ranked_by"] = "mean of repeats" if by_mean else "best trial"
     table.attrs["all_trials"] = trials
@@ -264,6 +266,60 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def anytime(parent) -> pd.DataFrame:
+    """Best validation accuracy so far against wall-clock minutes since the sweep started, per
+    architecture and overall: one row per finished trial, in the order trials finished."""
+    trials = trial_runs(parent)
+    if trials.empty:
+        return trials
+    ends = {r.info.run_id: r.info.end_time for r in queries.search(
+        parent.info.experiment_id, {tags.SWEEP_KEY: parent.data.tags[tags.SWEEP_KEY],
+                                    tags.KIND: tags.KIND_TRIAL}, (runs.FINISHED,))}
+    frame = pd.DataFrame({"arch": trials["arch"], "run_id": trials["run_id"],
+                          "val_accuracy": trials["best_val_accuracy"]})
+    frame["minutes"] = [(ends[r] - parent.info.start_time) / 60000 for r in frame["run_id"]]
+    frame = frame.sort_values("minutes").reset_index(drop=True)
+    frame["best_so_far_arch"] = frame.groupby("arch")["val_accuracy"].cummax()
+    frame["best_so_far"] = frame["val_accuracy"].cummax()
+    return frame
+
+
+def log_anytime(parent_run_id: str) -> Path | None:
+    """The sweep's anytime plot (best val accuracy so far vs wall-clock, one line per
+    architecture, the overall best in black) and its table, logged to the parent run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    frame = anytime(parent)
+    if frame.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for arch, rows in frame.groupby("arch"):
+        ax.step(rows["minutes"], rows["best_so_far_arch"], where="post", marker="o",
+                markersize=3, label=arch)
+    ax.step(frame["minutes"], frame["best_so_far"], where="post", color="k", linewidth=2,
+            alpha=0.6, label="sweep best")
+    ax.set_xlabel("wall-clock minutes since the sweep started")
+    ax.set_ylabel("best val accuracy so far")
+    strategy = parent.data.params.get("search_strategy", "compare")
+    ax.set_title(f"anytime: best val accuracy so far ({strategy} strategy: equal budgets)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    with tempfile.TemporaryDirectory() as tmp:
+        png, csv = Path(tmp) / "anytime.png", Path(tmp) / "anytime.csv"
+        fig.savefig(png, dpi=100, bbox_inches="tight")
+        frame.to_csv(csv, index=False)
+        client.log_artifact(parent_run_id, str(png))
+        client.log_artifact(parent_run_id, str(csv))
+    plt.close(fig)
+    return png
 
 
 def log_to_parent(parent_run_id: str, table: pd.DataFrame | None = None) -> pd.DataFrame | None:

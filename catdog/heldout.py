@@ -22,11 +22,12 @@ from catdog.data.prepare import load_manifest
 from catdog.errors import CatdogError
 from catdog.inference import THRESHOLD
 from catdog.log import get_logger
-from catdog.tracking import artifacts, runs, tags
+from catdog.tracking import artifacts, queries, runs, tags
 
 log = get_logger(__name__)
 
 PREDICTIONS = "test_predictions.csv"
+PREDICTIONS_TTA = "test_predictions_tta.csv"  # with test-time augmentation (image + mirror)
 ALPHA = 0.05  # significance level of the McNemar statements
 
 
@@ -52,14 +53,20 @@ def logged_model_uri(run) -> str:
     return f"models:/{found[0].model_id}"
 
 
-def test_predictions(run, parent, model=None) -> pd.DataFrame:
+def predictions_file(tta: bool) -> str:
+    return PREDICTIONS_TTA if tta else PREDICTIONS
+
+
+def test_predictions(run, parent, model=None, tta: bool = False) -> pd.DataFrame:
     """Per-image test predictions of a sweep run's model: read back if logged, else made once
-    (and logged with the test metrics and plots)."""
+    (and logged with the test metrics and plots; with test-time augmentation, as `test_tta_*`
+    metrics and their own file, so it is recorded which was used)."""
     import mlflow
 
     client = mlflow.MlflowClient()
-    if any(a.path == PREDICTIONS for a in client.list_artifacts(run.info.run_id)):
-        text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{PREDICTIONS}")
+    name = predictions_file(tta)
+    if any(a.path == name for a in client.list_artifacts(run.info.run_id)):
+        text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{name}")
         return pd.read_csv(io.StringIO(text))
     if model is None:
         from catdog.inference import load_classifier
@@ -67,7 +74,7 @@ def test_predictions(run, parent, model=None) -> pd.DataFrame:
         model = load_classifier(logged_model_uri(run))
     data_root = parent.data.params.get("data")
     splits = pipeline.load(data_root, int(run.data.params["image_size"]), 64, splits=("test",))
-    labels, probs = splits.predict(model, "test")
+    labels, probs = splits.predict(model, "test", tta)
     # The pipeline decodes a split in manifest order sorted by path: the same order here.
     manifest = load_manifest(data_root)
     test_rows = manifest[manifest["split"] == "test"].sort_values("path")
@@ -78,9 +85,10 @@ def test_predictions(run, parent, model=None) -> pd.DataFrame:
     log.info("evaluating run %s (%s) once on the %d held-out test images", run.info.run_id,
              run.data.tags.get(tags.ARCH), len(frame))
     with runs.reopened(run.info.run_id):
-        artifacts.log_evaluation(labels, probs, "test", run.data.tags.get(tags.ARCH, "model"))
+        artifacts.log_evaluation(labels, probs, "test_tta" if tta else "test",
+                                 run.data.tags.get(tags.ARCH, "model"))
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / PREDICTIONS
+            path = Path(tmp) / name
             frame.to_csv(path, index=False)
             mlflow.log_artifact(str(path))
     return frame
@@ -100,15 +108,27 @@ def test_metrics(frame: pd.DataFrame) -> dict:
             if isinstance(v, float)}
 
 
-def runner_up_significance(table: pd.DataFrame, parent, client) -> dict | None:
-    """McNemar between the top row and the next row that has a model, on the same test images;
-    None (with a note) when there is no such runner-up."""
+def final_run(parent, arch: str, trial_id: str):
+    """The finished final fit (train+val) of ARCH's trial TRIAL_ID in this sweep, or None."""
+    found = queries.search(parent.info.experiment_id,
+                           {tags.SWEEP_KEY: parent.data.tags.get(tags.SWEEP_KEY),
+                            tags.KIND: tags.KIND_FINAL, tags.ARCH: arch,
+                            tags.TRIAL_ID: str(trial_id)}, (runs.FINISHED,))
+    return found[-1] if found else None
+
+
+def runner_up_significance(table: pd.DataFrame, parent, client, champion=None,
+                           tta: bool = False) -> dict | None:
+    """McNemar between the champion (the top row's run, or CHAMPION, its final fit) and the next
+    row that has a model, on the same test images; None (with a note) when there is none."""
     if len(table) < 2:
         return None
-    first = test_predictions(client.get_run(table.iloc[0]["run_id"]), parent)
+    first = test_predictions(champion or client.get_run(table.iloc[0]["run_id"]), parent,
+                             tta=tta)
     for i in range(1, len(table)):
         try:
-            second = test_predictions(client.get_run(table.iloc[i]["run_id"]), parent)
+            second = test_predictions(client.get_run(table.iloc[i]["run_id"]), parent,
+                                      tta=tta)
         except CatdogError as exc:
             log.info("not testing against %s: %s", table.iloc[i]["arch"], exc)
             continue

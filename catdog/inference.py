@@ -88,12 +88,22 @@ class Classified:
 THRESHOLD = 0.5
 
 
-def classify(model, raws: list[bytes], image_size: int | None = None) -> list[Classified]:
+def probabilities(model, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
+    """p(dog) for a batch of raw pixels; with test-time augmentation, the mean over the image
+    and its mirror image (the flip the models were trained with)."""
+    probs = model.predict(pixels, verbose=0).ravel()
+    if tta:
+        probs = (probs + model.predict(pixels[:, :, ::-1, :], verbose=0).ravel()) / 2
+    return probs
+
+
+def classify(model, raws: list[bytes], image_size: int | None = None,
+             tta: bool = False) -> list[Classified]:
     """The one probability -> label step, for `predict`, `evaluate` and the serving model: each
     encoded image gets a label and p_dog, or the reason it could not be used."""
     size = image_size or image_size_of(model)
     pixels, errors = to_pixels(raws, size)
-    probs = iter(model.predict(pixels, verbose=0).ravel()) if len(pixels) else iter(())
+    probs = iter(probabilities(model, pixels, tta)) if len(pixels) else iter(())
     out = []
     for err in errors:
         if err:
@@ -132,7 +142,7 @@ class Prediction:
 
 
 def predict(paths: list[str | Path], model_uri: str = DEFAULT_MODEL,
-            batch_size: int = 64) -> list[Prediction]:
+            batch_size: int = 64, tta: bool = False) -> list[Prediction]:
     """Label and dog probability per image; a file that cannot be read or decoded gets its reason
     as `error` ("no such file or directory", "permission denied", "corrupt", ...)."""
     files = _files(paths)
@@ -145,7 +155,7 @@ def predict(paths: list[str | Path], model_uri: str = DEFAULT_MODEL,
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         raws, read_errors = zip(*map(_read, chunk))
-        for f, read_error, c in zip(chunk, read_errors, classify(model, list(raws), size)):
+        for f, read_error, c in zip(chunk, read_errors, classify(model, list(raws), size, tta)):
             error = read_error or c.error
             out.append(Prediction(str(f), None if error else c.label, None if error else c.p_dog, error))
     return out
@@ -195,8 +205,9 @@ def labelled_files(data: str | Path) -> list[tuple[Path, int]]:
     return pairs
 
 
-def evaluate(model_uri: str, data: str | Path, batch_size: int = 64) -> dict:
-    """Accuracy, loss, ROC AUC, per-class precision/recall and the confusion matrix."""
+def evaluate(model_uri: str, data: str | Path, batch_size: int = 64, tta: bool = False) -> dict:
+    """Accuracy, loss, ROC AUC, per-class precision/recall and the confusion matrix (with
+    `tta`, of the mean prediction over each image and its mirror image)."""
     from catdog import metrics
 
     pairs = labelled_files(data)
@@ -207,7 +218,7 @@ def evaluate(model_uri: str, data: str | Path, batch_size: int = 64) -> dict:
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         raws, read_errors = zip(*(_read(f) for f, _ in chunk))
-        for (f, y), read_error, c in zip(chunk, read_errors, classify(model, list(raws), size)):
+        for (f, y), read_error, c in zip(chunk, read_errors, classify(model, list(raws), size, tta)):
             if read_error or c.error:
                 skipped.append({"path": str(f), "reason": read_error or c.error})
             else:
@@ -218,6 +229,6 @@ def evaluate(model_uri: str, data: str | Path, batch_size: int = 64) -> dict:
         raise CatdogError(f"none of the {len(pairs)} images in {data} could be used ("
                           + ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common()) + ")")
     result = metrics.summary(np.array(labels), np.array(probs))
-    result.update({"model": model_uri, "data": str(data), "image_size": size,
+    result.update({"model": model_uri, "data": str(data), "image_size": size, "tta": tta,
                    "skipped": skipped})
     return result

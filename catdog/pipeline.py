@@ -64,10 +64,10 @@ class Splits:
     def decoded(self, split: str) -> Decoded:
         return decoded(self.root, split, self.image_size)
 
-    def predict(self, model, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model, split: str, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(labels, dog probabilities) of an unshuffled split, in manifest order."""
         dec = self.decoded(split)
-        return dec.labels, predict(model, dec, self.batch_size)
+        return dec.labels, predict(model, dec, self.batch_size, tta)
 
 
 def decode_resize(raw, image_size: int):
@@ -171,9 +171,17 @@ def dataset(dec: Decoded, batch_size: int, *, shuffle: bool, seed: int = 0):
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def predict(model, dec: Decoded, batch_size: int) -> np.ndarray:
-    """The model's dog probability for every image of a decoded split, in its order."""
-    return model.predict(dataset(dec, batch_size, shuffle=False), verbose=0).ravel()
+def predict(model, dec: Decoded, batch_size: int, tta: bool = False) -> np.ndarray:
+    """The model's dog probability for every image of a decoded split, in its order; with
+    `tta`, the mean over each image and its mirror image."""
+    import tensorflow as tf
+
+    ds = dataset(dec, batch_size, shuffle=False)
+    probs = model.predict(ds, verbose=0).ravel()
+    if tta:
+        flipped = ds.map(lambda x, y: (tf.reverse(x, axis=[2]), y))
+        probs = (probs + model.predict(flipped, verbose=0).ravel()) / 2
+    return probs
 
 
 def load(root: str | Path, image_size: int, batch_size: int, *, seed: int = 0,
@@ -188,6 +196,22 @@ def load(root: str | Path, image_size: int, batch_size: int, *, seed: int = 0,
         sizes[split] = len(dec.labels)
     return Splits(out["train"], out["val"], out["test"], sizes, image_size, batch_size,
                   read_summary(root)["digest"], root)
+
+
+@dataclass
+class Combined:
+    """Several splits as one shuffled training set (the final fit's train+val)."""
+    dataset: object
+    n: int
+
+
+def combined(root: str | Path, splits: tuple[str, ...], image_size: int, batch_size: int, *,
+             seed: int = 0) -> Combined:
+    parts = [decoded(root, split, image_size) for split in splits]
+    dec = Decoded(np.concatenate([p.images for p in parts]),
+                  np.concatenate([p.labels for p in parts]),
+                  tuple(path for p in parts for path in p.paths), False)
+    return Combined(dataset(dec, batch_size, shuffle=True, seed=seed), len(dec.labels))
 
 
 def clear_cache() -> None:

@@ -50,7 +50,7 @@ def should_promote(new_test: float, champion_test: float | None, same_split: boo
 
 def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_accuracy",
              name: str = "catdog", alias: str = "champion", force: bool = False,
-             experiment: str = "catdog") -> Registration:
+             experiment: str = "catdog", tta: bool = False) -> Registration:
     """Register the best model of a sweep, chosen by a validation metric; evaluate it once on
     the held-out test split; move `alias` to it only if it beats the current holder there."""
     import mlflow
@@ -64,12 +64,19 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
     table = compare.compare(sweep, (arch,) if arch else (), metric, experiment)
     best = table.iloc[0]
     client = mlflow.MlflowClient()
-    run = client.get_run(best["run_id"])
     parent = client.get_run(table.attrs["sweep_run_id"])
+    # Chosen on validation; what ships is its final fit on train+val when the sweep made one.
+    run = heldout.final_run(parent, best["arch"], best["trial_id"]) or \
+        client.get_run(best["run_id"])
+    final = run.info.run_id != best["run_id"]
+    if final:
+        log.info("registering the final fit of %s trial %s (retrained on train+val, run %s)",
+                 best["arch"], best["trial_id"], run.info.run_id)
     digest = parent.data.tags.get(tags.DATASET_DIGEST, "")
     model = load_classifier(heldout.logged_model_uri(run))
-    test = heldout.test_metrics(heldout.test_predictions(run, parent, model))
-    significance = heldout.runner_up_significance(table, parent, client)
+    test = heldout.test_metrics(heldout.test_predictions(run, parent, model, tta))
+    significance = heldout.runner_up_significance(table, parent, client,
+                                                  run if final else None, tta)
 
     existing = client.search_model_versions(f"name = '{name}'") if _exists(client, name) else []
     mine = [v for v in existing if v.tags.get(tags.RUN_ID) == run.info.run_id]
@@ -83,7 +90,7 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
             info = log_serving_model(model, _example_image(parent))
         version_tags = {tags.ARCH: best["arch"], tags.RUN_ID: run.info.run_id,
                         tags.SWEEP_RUN_ID: parent.info.run_id, tags.DATASET_DIGEST: digest,
-                        tags.metric(metric): f"{best[metric]:.6f}",
+                        tags.metric(metric): f"{best[metric]:.6f}", tags.TTA: str(tta).lower(),
                         **{tags.metric(f"test_{k}"): f"{v:.6f}" for k, v in test.items()}}
         if significance:
             version_tags[tags.metric("mcnemar_p_vs_runner_up")] = \

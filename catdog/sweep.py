@@ -35,6 +35,7 @@ from catdog import metrics, models, pipeline, runtime, sweepfile
 from catdog.data import resolve_data
 from catdog.errors import CatdogError
 from catdog.log import format_seconds, get_logger
+from catdog.plan import Plan
 from catdog.tracking import queries, runs, store, tags
 
 log = get_logger(__name__)
@@ -76,25 +77,29 @@ class SweepContext:
     started: float = field(default_factory=time.monotonic)
     trials_done: int = 0
     trial_seconds: list[float] = field(default_factory=list)
-    repeat_seconds: float = 0.0  # spent on repeats: not counted against the search's time limit
+    plan: Plan | None = None  # trials and epochs per architecture, fitted to the budget
+    search_started: float = field(default_factory=time.monotonic)
+
+    def trials_for(self, arch: str) -> int:
+        return self.plan.archs[arch].trials if self.plan else self.cfg.trials
+
+    def epochs_for(self, arch: str) -> int:
+        return self.plan.archs[arch].epochs if self.plan else self.cfg.epochs
 
     def share_used(self) -> bool:
-        """Architecture i may start trials until (i+1)/n of the time limit has passed: every one
-        gets its share, and time an earlier one did not use flows to the later ones. The limit
-        bounds the search; repeats, asked for explicitly, run in full and their time is not
-        counted, so an architecture searched after another's repeats is not starved."""
-        limit, n = self.cfg.time_limit_minutes, len(self.cfg.archs)
-        searched = time.monotonic() - self.started - self.repeat_seconds
-        return bool(limit) and searched > limit * 60 * (self.arch_index + 1) / n
+        """Architecture i may start trials until (i+1)/n of the search budget has passed: every
+        one gets its share, and time an earlier one did not use flows to the later ones. The
+        budget's part for repeats and the final fit is set aside by the plan."""
+        budget = self.plan.search_budget if self.plan else None
+        searched = time.monotonic() - self.search_started
+        return budget is not None and searched > budget * (self.arch_index + 1) / \
+            len(self.cfg.archs)
 
     def eta(self, remaining: int) -> float:
         if not self.trial_seconds:
-            return float("nan")
-        eta = remaining * float(np.mean(self.trial_seconds))
-        if self.cfg.time_limit_minutes and not self.cfg.repeats:  # repeats are not time-limited
-            left = self.cfg.time_limit_minutes * 60 - (time.monotonic() - self.started)
-            eta = min(eta, max(left, 0.0))
-        return eta
+            return self.plan.total_seconds if self.plan else float("nan")
+        return remaining * float(np.mean(self.trial_seconds)) + (
+            self.plan.final_seconds if self.plan else 0.0)
 
 
 def _tuner_classes():
@@ -103,9 +108,11 @@ def _tuner_classes():
     class ArchHyperModel(kt.HyperModel):
         """One architecture's builder as a HyperModel; `fit` keeps the model for logging."""
 
-        def __init__(self, entry: models.Architecture, image_size: int, pretrained: bool):
+        def __init__(self, entry: models.Architecture, image_size: int, pretrained: bool,
+                     epochs: int):
             super().__init__(name=entry.name)
             self.entry, self.image_size, self.pretrained = entry, image_size, pretrained
+            self.epochs = epochs  # the schedule's horizon: Hyperband's longest fit
             self.last_model, self.fit_seconds = None, 0.0
 
         def build(self, hp):
@@ -114,6 +121,8 @@ def _tuner_classes():
         def fit(self, hp, model, *args, **kwargs):
             # Timed here, around model.fit alone, so a trial's overhead counts build and compile.
             self.last_model = model
+            kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + \
+                models.schedule_callbacks(hp.values, self.epochs)
             t0 = time.monotonic()
             try:
                 return model.fit(*args, **kwargs)
@@ -134,8 +143,8 @@ def _tuner_classes():
         def pre_create_trial(self):
             if self.ctx.share_used():
                 raise TimeLimitReached(f"{self.arch}'s share of the "
-                                       f"{self.ctx.cfg.time_limit_minutes}-minute time limit is "
-                                       "used up")
+                                       f"{format_seconds(self.ctx.cfg.budget_seconds)} budget "
+                                       "is used up")
 
         def run_trial(self, trial, *args, **kwargs):
             try:
@@ -151,7 +160,7 @@ def _tuner_classes():
 
             ctx, hp = self.ctx, trial.hyperparameters
             self._supersede(trial.trial_id)
-            epochs = hp.values.get("tuner/epochs", kwargs.get("epochs", ctx.cfg.epochs))
+            epochs = hp.values.get("tuner/epochs", kwargs.get("epochs", ctx.epochs_for(self.arch)))
             initial = hp.values.get("tuner/initial_epoch", 0)
             run_tags = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_TRIAL,
                         tags.ARCH: self.arch, tags.TRIAL_ID: trial.trial_id,
@@ -192,7 +201,8 @@ def _tuner_classes():
         # -- helpers ----------------------------------------------------------------------
         def _run_params(self) -> dict:
             return _run_params(self.ctx.cfg, self.arch,
-                               self.distribution_strategy or runtime.strategy())
+                               self.distribution_strategy or runtime.strategy(),
+                               self.ctx.epochs_for(self.arch))
 
         def _supersede(self, trial_id: str) -> None:
             """A trial about to (re)run: earlier runs of it were interrupted; close them."""
@@ -214,17 +224,18 @@ def _tuner_classes():
                      for k, v in hp.values.items() if not k.startswith("tuner/")}
             remaining = max(ctx.total_trials - ctx.trials_done, 0)
             log.info("[%s] trial %d/%d %s  val_accuracy %.4f  best %.4f  (%s; sweep %d/%d, ETA %s)",
-                     self.arch, int(trial.trial_id) + 1, ctx.cfg.trials, shown, score, best,
+                     self.arch, int(trial.trial_id) + 1, ctx.trials_for(self.arch), shown, score,
+                     best,
                      format_seconds(seconds), ctx.trials_done, ctx.total_trials,
                      format_seconds(ctx.eta(remaining)) if remaining else "done")
 
     return ArchHyperModel, Tracked
 
 
-def _run_params(cfg: sweepfile.SweepConfig, arch: str, strategy) -> dict:
+def _run_params(cfg: sweepfile.SweepConfig, arch: str, strategy, epochs: int) -> dict:
     """How a trial or repeat of ARCH ran, logged beside its hyperparameters."""
     params = {"arch": arch, "tuner": cfg.tuner, "image_size": cfg.image_size,
-              "batch_size": cfg.batch_size, "epochs": cfg.epochs, "seed": cfg.seed,
+              "batch_size": cfg.batch_size, "epochs": epochs, "seed": cfg.seed,
               "precision": cfg.precision, "strategy": runtime.strategy_name(strategy)}
     if models.get(arch).pretrained:
         params["pretrained"] = cfg.pretrained
@@ -233,23 +244,27 @@ def _run_params(cfg: sweepfile.SweepConfig, arch: str, strategy) -> dict:
 
 def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperparameters,
                directory: Path, overwrite: bool):
+    """A KerasTuner tuner of KIND for ARCH whose trials are tracked runs, with the trial count
+    and epochs the plan gives ARCH."""
     import keras_tuner as kt
 
     ArchHyperModel, Tracked = _tuner_classes()
     base = {"hyperband": kt.Hyperband, "random": kt.RandomSearch,
             "bayesian": kt.BayesianOptimization}[kind]
     cls = type(f"Tracked{base.__name__}", (Tracked, base), {})
+    trials, epochs = ctx.trials_for(arch), ctx.epochs_for(arch)
     common = dict(hypermodel=ArchHyperModel(models.get(arch), ctx.cfg.image_size,
-                                            ctx.cfg.pretrained),
+                                            ctx.cfg.pretrained, epochs),
                   objective=kt.Objective(OBJECTIVE, "max"), seed=ctx.cfg.seed,
                   hyperparameters=hyperparameters, tune_new_entries=True,
                   directory=str(directory), project_name=arch, overwrite=overwrite,
                   distribution_strategy=runtime.strategy() if runtime.gpus() else None)
     if kind == "hyperband":
-        tuner = cls(max_epochs=ctx.cfg.epochs, factor=ctx.cfg.hyperband_factor, **common)
-        tuner.oracle.max_trials = ctx.cfg.trials  # same trial budget for every architecture
+        tuner = cls(max_epochs=epochs, factor=ctx.cfg.hyperband_factor, **common)
     else:
-        tuner = cls(max_trials=ctx.cfg.trials, **common)
+        tuner = cls(max_trials=trials, **common)
+    # After the saved state is reloaded, so a resumed sweep with a new budget gets its new plan.
+    tuner.oracle.max_trials = trials
     tuner.ctx, tuner.arch, tuner.arch_run_id = ctx, arch, arch_run_id
     return tuner
 
@@ -262,15 +277,28 @@ class SweepResult:
     archs: dict[str, dict]
     stopped_early: str | None
     seconds: float
+    final: dict | None = None  # the final fit: run id, arch, test accuracy
 
 
-def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False) -> SweepResult:
-    """Run (or resume) a sweep and return each architecture's best trial."""
+class NotStarted(CatdogError):
+    """A sweep stopped after its plan: asked for (`dry_run`) or declined (`confirm`)."""
+
+    exit_code = 0
+
+
+def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False, confirm=None) -> SweepResult:
+    """Run (or resume) a sweep and return each architecture's best trial.
+
+    On one machine the sweep is planned first (`catdog.plan`): each architecture's speed is
+    measured and its trials and epochs fitted to the budget. `confirm(plan)`, if given, may
+    decline to start once the plan is known (the CLI asks at a terminal when there is no
+    budget)."""
     with contextlib.ExitStack() as held:
-        return _run(cfg, fresh, held)
+        return _run(cfg, fresh, held, confirm)
 
 
-def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack) -> SweepResult:
+def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
+         confirm) -> SweepResult:
     import mlflow
 
     from catdog.data.prepare import read_summary
@@ -301,20 +329,28 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack) ->
         _check_state_matches_store(state_dir, cfg.archs, exp_id, key)
     cfg = replace(cfg, precision=runtime.set_precision(cfg.precision))
 
-    parent = queries.find_or_create(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_SWEEP},
-                                    cfg.name, None, create=owner)
-    if owner:
-        _log_sweep_params(parent, cfg, data_root, digest)
-    log.info("sweep %s (%s, %s) on %s: %d architectures x %d trials, up to %d epochs each; "
-             "MLflow parent run %s", key, who, cfg.tuner, data_root, len(cfg.archs), cfg.trials,
-             cfg.epochs, parent)
-
     splits = None
     if who != "chief":  # the chief only serves the oracle; it never touches pixels
         runtime.announce_devices()
         splits = pipeline.load(data_root, cfg.image_size, cfg.batch_size, seed=cfg.seed)
-    ctx = SweepContext(cfg, key, exp_id, parent, data_root, splits,
-                       total_trials=len(cfg.archs) * (cfg.trials + cfg.repeats))
+    sweep_plan = None
+    if who == "local":  # distributed sweeps run the sweep file's trials as written
+        sweep_plan = _plan(cfg, splits, spaces, state_dir, time.monotonic() - t0)
+        if confirm is not None and not confirm(sweep_plan):
+            raise NotStarted("sweep not started; give it a budget (--budget 45m) to plan it "
+                             "to the time you have")
+
+    parent = queries.find_or_create(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_SWEEP},
+                                    cfg.name, None, create=owner)
+    if owner:
+        _log_sweep_params(parent, cfg, data_root, digest)
+        if sweep_plan:
+            client.log_text(parent, sweep_plan.to_json(), "plan.json")
+    log.info("sweep %s (%s, %s) on %s: %d architectures, MLflow parent run %s", key, who,
+             cfg.tuner, data_root, len(cfg.archs), parent)
+    ctx = SweepContext(cfg, key, exp_id, parent, data_root, splits, total_trials=0,
+                       plan=sweep_plan)
+    ctx.total_trials = sum(ctx.trials_for(a) + cfg.repeats for a in cfg.archs)
     if cfg.repeats and who != "local":
         log.info("repeats are run by a sweep on one machine; run `catdog sweep` with the same "
                  "file afterwards to add them to this distributed sweep")
@@ -343,8 +379,11 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack) ->
                 if owner and done_before:
                     log.info("[%s] resuming: %d trial(s) already done", arch, done_before)
                 ctx.arch_index = index
+                if index == 0:
+                    ctx.search_started = time.monotonic()
                 try:
-                    tuner.search(*fit_data, **fit_kwargs, epochs=cfg.epochs, verbose=0)
+                    tuner.search(*fit_data, **fit_kwargs, epochs=ctx.epochs_for(arch),
+                                 verbose=0)
                 except TimeLimitReached as exc:
                     stopped = str(exc)
                     log.info("%s: no more trials for it", exc)
@@ -365,6 +404,9 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack) ->
                                                            cfg.repeats))
                     client.set_terminated(current, runs.FINISHED)
                     current = None
+            final = None
+            if who == "local" and cfg.final_fit and any(results.values()):
+                final = _final_fit(ctx, client)
     except BaseException as exc:
         status = runs.status_for(exc)
         if owner:
@@ -373,17 +415,149 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack) ->
                     runs.terminate(client, run_id, status)
         log.info("sweep %s stopped (%s); run the same command again to resume", key, status)
         raise
+    seconds = time.monotonic() - t0
     if owner:
         from catdog import compare
 
         compare.log_to_parent(parent)
+        compare.log_anytime(parent)
         if stopped:
             client.set_tag(parent, tags.TIME_LIMITED, tags.TRUE)
+        _log_budget(client, ctx, seconds)
         client.set_terminated(parent, runs.FINISHED)
-    seconds = time.monotonic() - t0
-    if owner:
         log.info("sweep %s finished in %s", key, format_seconds(seconds))
-    return SweepResult(key, parent, results, stopped, seconds)
+    return SweepResult(key, parent, results, stopped, seconds, final)
+
+
+def _plan(cfg: sweepfile.SweepConfig, splits, spaces, state_dir: Path,
+          spent: float) -> Plan:
+    """Measure each architecture here and fit trials and epochs to the budget; a resumed sweep
+    keeps the plan it started with unless its budget changed. Logged before the first trial."""
+    from catdog import plan as planning
+
+    def make() -> Plan:
+        t0 = time.monotonic()
+        speeds = {}
+        for arch in cfg.archs:
+            values = {k: v for k, v in spaces[arch].values.items() if not k.startswith("tuner/")}
+            speeds[arch] = planning.measure(arch, splits, cfg.image_size, values,
+                                            cfg.pretrained, cfg.batch_size)
+            log.info("[%s] measured: %.1f s per epoch of %d images at %dpx", arch,
+                     speeds[arch][0], splits.sizes["train"], cfg.image_size)
+        return planning.make_plan(speeds, trials=cfg.trials, epochs=cfg.epochs,
+                                  budget=cfg.budget_seconds, repeats=cfg.repeats,
+                                  final_fit=cfg.final_fit,
+                                  measured_seconds=spent + time.monotonic() - t0)
+
+    path = state_dir / "plan.json"
+    saved, resumed = planning.load_or_make(path, make)
+    if resumed and saved.budget != cfg.budget_seconds:
+        path.unlink()
+        saved, resumed = planning.load_or_make(path, make)
+    log.info("%s plan:\n%s", "resumed" if resumed else "the", saved.describe())
+    short = [a.arch for a in saved.archs.values()
+             if a.trials < cfg.trials or a.epochs < cfg.epochs]
+    if short:
+        log.info("the budget holds fewer trials or epochs than the sweep file asks for %s",
+                 ", ".join(short))
+    return saved
+
+
+def _final_fit(ctx: SweepContext, client) -> dict | None:
+    """Retrain the winner's configuration on train+val for the epochs at which its trial was
+    best (early stopping told us), in a run of kind "final" linked to that trial; evaluate it
+    once on the test split. This is the model `register` promotes. A finished final fit of the
+    same trial is not repeated on resume."""
+    import keras
+    import mlflow
+
+    from catdog import compare, heldout
+    from catdog.tracking import artifacts
+    from catdog.tracking.callbacks import EpochLogger
+
+    cfg = ctx.cfg
+    table = compare.compare(ctx.parent_run_id, (), "val_accuracy", cfg.experiment)
+    top = table.iloc[0]
+    arch, source = top["arch"], client.get_run(top["run_id"])
+    trial_id = source.data.tags.get(tags.TRIAL_ID)
+    where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_FINAL, tags.ARCH: arch,
+             tags.TRIAL_ID: trial_id}
+    done = queries.search(ctx.experiment_id, where, (runs.FINISHED,))
+    if done:
+        run = done[-1]
+        log.info("final fit of %s trial %s already done (run %s)", arch, trial_id,
+                 run.info.run_id)
+        return {"run_id": run.info.run_id, "arch": arch,
+                "test_accuracy": run.data.metrics.get("test_accuracy")}
+    queries.retire(ctx.experiment_id, where)
+    values = dict(top["hyperparameters"])
+    epochs = max(int(source.data.metrics.get("best_epoch", ctx.epochs_for(arch))), 1)
+    horizon = int(source.data.params.get("epochs", ctx.epochs_for(arch)))
+    keras.utils.set_random_seed(cfg.seed)
+    train_val = pipeline.combined(ctx.data_root, ("train", "val"), cfg.image_size,
+                                  cfg.batch_size, seed=cfg.seed)
+    strategy = runtime.strategy()
+    with strategy.scope():
+        model = models.get(arch).build(models.fixed_hyperparameters(values),
+                                       image_size=cfg.image_size, pretrained=cfg.pretrained)
+    log.info("final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images) for %d "
+             "epochs", arch, trial_id, top["val_accuracy"], train_val.n, epochs)
+    t0 = time.monotonic()
+    with runs.active_run(experiment=cfg.experiment, parent_run_id=ctx.parent_run_id,
+                         run_name=f"{arch}-final",
+                         tags={**where, tags.SOURCE_RUN_ID: source.info.run_id,
+                               **tags.environment_tags()}) as run:
+        mlflow.log_params({**values, **_run_params(cfg, arch, strategy, epochs),
+                           "trained_on": "train+val", "n_train": train_val.n,
+                           "schedule_epochs": horizon, "param_count": model.count_params()})
+        logger = EpochLogger(run.info.run_id, f"{arch} final", epochs)
+        model.fit(train_val.dataset, epochs=epochs, verbose=0,
+                  callbacks=[logger, _replayed_rates(client, source, values, horizon)])
+        mlflow.log_metric("seconds_per_epoch", logger.seconds_per_epoch)
+        artifacts.log_keras_model(model, ctx.splits.decoded("val").images[:1].astype("float32"))
+    run = client.get_run(run.info.run_id)
+    frame = heldout.test_predictions(run, client.get_run(ctx.parent_run_id), model)
+    accuracy = heldout.test_metrics(frame)["accuracy"]
+    log.info("final fit done in %s: test accuracy %.4f on %d photos never used for a choice",
+             format_seconds(time.monotonic() - t0), accuracy, len(frame))
+    del model
+    keras.backend.clear_session()
+    runtime.release_memory()
+    return {"run_id": run.info.run_id, "arch": arch, "test_accuracy": accuracy}
+
+
+def _replayed_rates(client, source, values: dict, horizon: int):
+    """The learning rates the source trial trained at, epoch by epoch, so the final fit follows
+    the trajectory that produced the chosen epoch (a plateau schedule needs val data the final
+    fit does not have). Trials logged before rates were recorded fall back to their schedule."""
+    import keras
+
+    rates = [m.value for m in sorted(client.get_metric_history(source.info.run_id, "lr"),
+                                     key=lambda m: m.step)]
+    if not rates:
+        fallback = models.schedule_callbacks({**values, "lr_schedule": "cosine"}, horizon) \
+            if values.get("lr_schedule") == "cosine" else []
+        return fallback[0] if fallback else keras.callbacks.Callback()
+    return keras.callbacks.LearningRateScheduler(lambda epoch, lr: rates[min(epoch,
+                                                                             len(rates) - 1)])
+
+
+def _log_budget(client, ctx: SweepContext, seconds: float) -> None:
+    """What the budget bought: planned against run, and the shortfall said in words."""
+    if ctx.plan is None:
+        return
+    planned = sum(a.trials for a in ctx.plan.archs.values())
+    ran = len(queries.sweep_trials(ctx.experiment_id, ctx.key))
+    client.log_metric(ctx.parent_run_id, "planned_trials", planned)
+    client.log_metric(ctx.parent_run_id, "trials_run", ran)
+    client.log_metric(ctx.parent_run_id, "sweep_seconds", seconds)
+    if ctx.plan.budget is not None:
+        client.log_metric(ctx.parent_run_id, "budget_seconds", ctx.plan.budget)
+        log.info("budget %s: used %s; %d of %d planned trials ran%s",
+                 format_seconds(ctx.plan.budget), format_seconds(seconds), min(ran, planned),
+                 planned, "" if ran >= planned else
+                 f" (the budget ran out {planned - ran} trial(s) short; results are from "
+                 "the trials that finished)")
 
 
 @contextlib.contextmanager
@@ -483,19 +657,19 @@ def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> 
         with runs.active_run(experiment=cfg.experiment, parent_run_id=arch_run_id,
                              run_name=f"{arch}-repeat-{r}",
                              tags={**where, **tags.environment_tags()}) as run:
-            mlflow.log_params({**values, **_run_params(cfg, arch, strategy), "seed": seed,
-                               "repeat": r, "param_count": model.count_params()})
-            callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", cfg.epochs,
+            epochs = ctx.epochs_for(arch)
+            mlflow.log_params({**values, **_run_params(cfg, arch, strategy, epochs),
+                               "seed": seed, "repeat": r, "param_count": model.count_params()})
+            callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", epochs,
                                               cfg.patience)
-            model.fit(ctx.splits.train, validation_data=ctx.splits.val, epochs=cfg.epochs,
-                      callbacks=callbacks, verbose=0)
+            model.fit(ctx.splits.train, validation_data=ctx.splits.val, epochs=epochs,
+                      callbacks=callbacks + models.schedule_callbacks(values, epochs), verbose=0)
             record = record_fit(model, logger.history, logger.seconds_per_epoch,
                                 splits=ctx.splits, title=f"{arch} repeat {r}", log_model=False)
         del model
         keras.backend.clear_session()
         runtime.release_memory()
         seconds = time.monotonic() - t0
-        ctx.repeat_seconds += seconds
         ctx.trials_done += 1
         ctx.trial_seconds.append(seconds)
         remaining = max(ctx.total_trials - ctx.trials_done, 0)
@@ -542,7 +716,10 @@ def _log_sweep_params(parent: str, cfg, data_root: Path, digest: str) -> None:
     params = {"archs": ",".join(cfg.archs), "tuner": cfg.tuner, "trials": cfg.trials,
               "epochs": cfg.epochs, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
               "seed": cfg.seed, "patience": cfg.patience, "precision": cfg.precision,
-              "pretrained": cfg.pretrained, "data": str(data_root)}
+              "pretrained": cfg.pretrained, "data": str(data_root),
+              # Every architecture gets the same share of the budget: an equal-budget
+              # comparison, which `compare` and the anytime plot state.
+              "search_strategy": "compare"}
     new = {k: str(v) for k, v in params.items() if k not in existing}
     if new:
         client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in new.items()])

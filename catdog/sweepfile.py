@@ -10,7 +10,10 @@ command line (None) never overrides the file.
     epochs = 10                        # maximum epochs per trial
     repeats = 3                        # retrain each architecture's best configuration 3 more
                                        #   times with other seeds: mean, std and 95% CI
-    time_limit_minutes = 60            # optional wall-clock limit for the whole sweep
+    budget = "45m"                     # the whole sweep's time: the search is planned to it
+                                       #   (see catdog/plan.py); "2h", "1h30m", or minutes
+    final_fit = true                   # retrain the winner on train+val for its best epoch
+                                       #   count: the model `register` promotes
     image_size = 128
     batch_size = 32
     seed = 1337
@@ -43,7 +46,8 @@ class SweepConfig:
     tuner: str = "hyperband"
     trials: int = 10
     epochs: int = 10
-    time_limit_minutes: float | None = None
+    budget: str | float | None = None
+    final_fit: bool = True
     repeats: int = 0
     image_size: int = 128
     batch_size: int = 32
@@ -61,10 +65,16 @@ class SweepConfig:
         # Repeats come after the search and do not change what a trial means: adding them to a
         # finished sweep resumes it and runs only the repeats.
         ident = {k: v for k, v in asdict(self).items()
-                 if k not in ("data", "time_limit_minutes", "experiment", "repeats")}
+                 if k not in ("data", "budget", "experiment", "repeats", "final_fit")}
         ident["data_digest"] = data_digest
         blob = json.dumps(ident, sort_keys=True, default=list).encode()
         return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+    @property
+    def budget_seconds(self) -> float | None:
+        from catdog.plan import parse_budget
+
+        return parse_budget(self.budget)
 
     def hp_for(self, arch: str, declared: dict[str, Any]) -> dict[str, Any]:
         """This architecture's fixed/narrowed hyperparameters: the global ones it declares
@@ -93,6 +103,8 @@ def load(path: str | Path | None, **overrides) -> SweepConfig:
             raise CatdogError(f"sweep file {path} is not valid TOML: {exc}") from None
         # A relative `data` path is taken from where the sweep runs (the project, under make).
         values.setdefault("name", path.stem)
+        if "time_limit_minutes" in values and "budget" not in values:  # its old name
+            values["budget"] = values.pop("time_limit_minutes")
     known = {f.name for f in fields(SweepConfig)}
     unknown = set(values) - known
     if unknown:
@@ -122,7 +134,8 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "repeats": ((int,), "an integer"), "image_size": ((int,), "an integer"),
     "batch_size": ((int,), "an integer"), "seed": ((int,), "an integer"),
     "patience": ((int,), "an integer"), "hyperband_factor": ((int,), "an integer"),
-    "time_limit_minutes": ((int, float), "a number of minutes"),
+    "budget": ((str, int, float), "a duration like \"45m\" or \"2h\""),
+    "final_fit": ((bool,), "true or false"),
     "pretrained": ((bool,), "true or false"), "hp": ((dict,), "a table"),
 }
 
@@ -157,6 +170,9 @@ def validate(cfg: SweepConfig) -> SweepConfig:
     if not isinstance(cfg.repeats, int) or cfg.repeats < 0 or cfg.repeats == 1:
         raise CatdogError(f"repeats must be 0 (none) or at least 2 (one repeat gives no spread), "
                           f"got {cfg.repeats!r}")
+    from catdog.plan import parse_budget
+
+    parse_budget(cfg.budget)  # "45m", "2h", minutes; anything else is refused here
     if cfg.patience < 1 or cfg.hyperband_factor < 2:
         raise CatdogError(f"patience must be at least 1 and hyperband_factor at least 2, got "
                           f"{cfg.patience} and {cfg.hyperband_factor}")

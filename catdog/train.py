@@ -74,6 +74,7 @@ def train(arch: str, data: str | Path | None = None, *, image_size: int | None =
                  arch, f"{params['param_count']:,}", size, splits.sizes["train"],
                  splits.sizes["val"], run_id)
         callbacks, logger = fit_callbacks(run_id, arch, epochs, patience)
+        callbacks += models.schedule_callbacks(hp.values, epochs)
         model.fit(splits.train, validation_data=splits.val, epochs=epochs, callbacks=callbacks,
                   verbose=0)
         record = record_fit(model, logger.history, logger.seconds_per_epoch, splits=splits,

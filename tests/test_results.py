@@ -39,14 +39,26 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
     assert rows[0]["trials"] == 2 and rows[0]["params"] > 0
     assert (workdir / "cmp.png").stat().st_size > 10_000
     assert {a.path for a in client.list_artifacts(finished_sweep.parent_run_id)} >= {
-        "comparison.csv", "comparison.png"}
+        "comparison.csv", "comparison.png", "anytime.png", "anytime.csv", "plan.json"}
     for fmt in ("table", "markdown", "csv"):
         assert "baseline" in cli("compare", "--format", fmt, "--plot", "c.png").output
 
-    # register: best by validation, evaluated once on test, registered, made champion
+    # register: best by validation; what ships is its final fit on train+val, which the sweep
+    # evaluated once on test; registered, made champion
+    final = finished_sweep.final
     reg = json.loads(cli("register").stdout)
     assert reg["promoted"] and reg["version"] == "1" and reg["new_version"]
+    assert reg["run_id"] == final["run_id"] and reg["arch"] == rows[0]["arch"]
     best_run = client.get_run(reg["run_id"])
+    assert best_run.data.tags["catdog.kind"] == "final"
+    assert best_run.data.tags["catdog.source_run_id"] == rows[0]["run_id"]
+    assert best_run.data.params["trained_on"] == "train+val"
+    from catdog.data.prepare import read_summary
+
+    counts = read_summary(tiny_prepared)["counts"]
+    assert int(best_run.data.params["n_train"]) == sum(
+        sum(counts[split].values()) for split in ("train", "val"))
+    assert best_run.data.metrics["test_accuracy"] == pytest.approx(final["test_accuracy"])
     assert {"test_accuracy", "test_loss", "test_auc"} <= set(best_run.data.metrics)
     # ... and tested against the runner-up architecture on the same images (McNemar)
     sig = reg["vs_runner_up"]
@@ -61,8 +73,11 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
     assert preds["label"].isin(["cat", "dog"]).all()
     assert ((preds["p_dog"] >= 0.5) == (preds["label"] == "dog")).mean() == pytest.approx(
         best_run.data.metrics["test_accuracy"])
+    # compare --test: the two best trials, on equal footing (neither saw val in training)
     tested = json.loads(cli("compare", "--test", "--format", "json", "--plot", "t.png").stdout)
-    assert tested["significance"]["p_value"] == sig["p_value"], "read back, not re-evaluated"
+    again = json.loads(cli("compare", "--test", "--format", "json", "--plot", "t.png").stdout)
+    assert 0 <= tested["significance"]["p_value"] <= 1
+    assert again["significance"] == tested["significance"], "read back, not re-evaluated"
     assert "McNemar exact p" in cli("compare", "--test", "--plot", "t.png").output
 
     # report: one self-contained HTML file, logged to the sweep's parent run
@@ -89,6 +104,10 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
     assert {"precision_cat", "recall_cat", "precision_dog", "recall_dog"} <= set(ev)
     text = cli("evaluate", "--data", str(tiny_prepared.parent / "raw" / "test")).output
     assert "accuracy" in text and "confusion" in text
+    tta = json.loads(cli("evaluate", "--data", str(tiny_prepared.parent / "raw"), "--tta",
+                         "--format", "json").stdout)
+    assert tta["tta"] and not ev["tta"] and tta["n"] == 24
+    assert tta["loss"] != ev["loss"], "the mirror images changed the predictions"
 
     # predict: files and folders, any mode; a corrupt file errors on its own line
     folder = workdir / "photos"

@@ -52,7 +52,8 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
         from catdog import models
         from catdog.models import fixed_hyperparameters
 
-        own = {k: json.loads(v) if k != "optimizer" else v for k, v in t.data.params.items()
+        own = {k: json.loads(v) if k not in ("optimizer", "lr_schedule") else v
+               for k, v in t.data.params.items()
                if k in models.get(t.data.tags["catdog.arch"]).search_space().values}
         built = models.get(t.data.tags["catdog.arch"]).build(fixed_hyperparameters(own),
                                                              image_size=32)
@@ -61,6 +62,10 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
         assert len(history) == t.data.metrics["epochs_run"] >= 1
         assert [h.step for h in history] == sorted(h.step for h in history)
         assert len(client.get_metric_history(t.info.run_id, "train_loss")) == len(history)
+        rates = [m.value for m in client.get_metric_history(t.info.run_id, "lr")]
+        assert len(rates) == len(history), "the rate each epoch trained at"
+        if t.data.params["lr_schedule"] == "cosine" and len(rates) > 1:
+            assert rates[-1] < rates[0], "the cosine decays"
         artifacts = [a.path for a in client.list_artifacts(t.info.run_id, "plots")]
         assert "plots/learning_curves.png" in artifacts
     for arch_run in archs:
@@ -75,7 +80,12 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
                            open(workdir / "search_space.json").read())
         assert {"lr", "optimizer"} <= {h["config"]["name"] for h in space["space"]}
     parent_files = [a.path for a in client.list_artifacts(result.parent_run_id)]
-    assert {"comparison.csv", "comparison.png", "sweep_config.json"} <= set(parent_files)
+    assert {"comparison.csv", "comparison.png", "sweep_config.json", "plan.json",
+            "anytime.png"} <= set(parent_files)
+    finals = _runs("final", result.key)
+    assert len(finals) == 1 and finals[0].data.tags["mlflow.parentRunId"] == result.parent_run_id
+    assert result.final["run_id"] == finals[0].info.run_id
+    assert finals[0].data.tags["catdog.source_run_id"] in {t.info.run_id for t in trials}
     assert all(r.info.status == "FINISHED" for r in _runs())
 
 
@@ -92,9 +102,9 @@ def test_rerun_resumes_without_duplicates_and_fresh_starts_over(tiny_prepared, w
     assert not [r for r in _runs() if r.info.status == "RUNNING"]
 
 
-def test_time_limit_stops_between_trials(tiny_prepared, workdir):
-    result = sweep.run(_cfg(tiny_prepared, trials=5, time_limit_minutes=1e-4))
-    assert result.stopped_early and "time limit" in result.stopped_early
+def test_budget_stops_between_trials(tiny_prepared, workdir):
+    result = sweep.run(_cfg(tiny_prepared, trials=5, budget="1s"))
+    assert result.stopped_early and "budget is used up" in result.stopped_early
     assert len(_runs("trial", result.key)) < 10, "the limit is checked before each new trial"
     archs = _runs("arch", result.key)
     assert sorted(r.data.tags["catdog.arch"] for r in archs) == sorted(ARCHS), \

@@ -11,6 +11,8 @@ import keras
 from keras import layers
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "plateau")
+COSINE_FLOOR = 0.01  # the cosine ends at 1% of the initial rate, not zero
 
 
 def inputs_and_augment(hp, input_shape, seed: int | None = None):
@@ -39,6 +41,9 @@ def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
     model = keras.Model(inputs, outputs, name=name)
     optimizer = hp.Choice("optimizer", list(OPTIMIZERS), default="adam")
     lr = hp.Float("lr", 1e-4, 1e-2, sampling="log", default=1e-3)
+    # How the rate changes over the fit; applied by `schedule_callbacks` at fit time, because a
+    # cosine needs the fit's length, which the builder does not know.
+    hp.Choice("lr_schedule", list(SCHEDULES), default="cosine")
     if optimizer == "sgd":
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
     elif optimizer == "rmsprop":
@@ -68,3 +73,25 @@ def conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str =
                       name=f"{name}_conv")(x)
     x = batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def schedule_callbacks(hp_values: dict, epochs: int) -> list:
+    """The learning-rate schedule a configuration chose, as Keras callbacks for a fit of EPOCHS
+    epochs: a per-epoch cosine decay to 1% of the initial rate, or a 3x cut whenever the val
+    loss has not improved for 2 epochs (for fits that have validation data)."""
+    choice = hp_values.get("lr_schedule", "constant")
+    if choice == "cosine":
+        import math
+
+        start: dict[str, float] = {}
+
+        def cosine(epoch: int, lr: float) -> float:
+            base = start.setdefault("lr", float(lr))  # the rate the optimizer was built with
+            fraction = min(epoch / max(epochs, 1), 1.0)
+            return base * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi *
+                                                                                  fraction)))
+        return [keras.callbacks.LearningRateScheduler(cosine)]
+    if choice == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=1 / 3, patience=2,
+                                                  min_lr=1e-6)]
+    return []

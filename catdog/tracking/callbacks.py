@@ -51,15 +51,18 @@ class EpochLogger(keras.callbacks.Callback):
         metrics = [Metric(mlflow_metric_name(k), float(v), now, epoch) for k, v in logs.items()
                    if k != "learning_rate"]
         metrics.append(Metric("epoch_seconds", seconds, now, epoch))
+        # The rate this epoch trained at, whatever schedule set it: a final fit replays it.
+        metrics.append(Metric("lr", float(keras.ops.convert_to_numpy(
+            self.model.optimizer.learning_rate)), now, epoch))
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
         left = (self.epochs - epoch - 1) * float(np.mean(self.seconds))
-        log.info("[%s] epoch %d/%d  loss %.4f acc %.4f | val_loss %.4f val_acc %.4f "
-                 "val_auc %.4f | %.1fs, ETA %s", self.label, epoch + 1, self.epochs,
-                 logs.get("loss", np.nan), logs.get("accuracy", np.nan),
-                 logs.get("val_loss", np.nan), logs.get("val_accuracy", np.nan),
-                 logs.get("val_auc", np.nan), seconds, format_seconds(left))
+        val = (f" | val_loss {logs['val_loss']:.4f} val_acc {logs.get('val_accuracy', np.nan):.4f}"
+               f" val_auc {logs.get('val_auc', np.nan):.4f}" if "val_loss" in logs else "")
+        log.info("[%s] epoch %d/%d  loss %.4f acc %.4f%s | %.1fs, ETA %s", self.label, epoch + 1,
+                 self.epochs, logs.get("loss", np.nan), logs.get("accuracy", np.nan), val,
+                 seconds, format_seconds(left))
 
     @property
     def seconds_per_epoch(self) -> float:

@@ -23,6 +23,7 @@ KIND_SWEEP = "sweep"
 KIND_ARCH = "arch"
 KIND_TRIAL = "trial"
 KIND_REPEAT = "repeat"
+KIND_FINAL = "final"  # the winner retrained on train+val: what `register` promotes
 
 ARCH = "catdog.arch"
 DATASET_DIGEST = "catdog.dataset_digest"
@@ -37,6 +38,8 @@ BEST_TRIAL = "catdog.best_trial"  # "true" on each architecture's best trial run
 BEST_RUN_ID = "catdog.best_run_id"  # on an architecture's run and on the sweep's parent run
 BEST_ARCH = "catdog.best_arch"  # on the sweep's parent run
 TIME_LIMITED = "catdog.time_limited"
+TTA = "catdog.tta"  # on a model version: whether its test figures used test-time augmentation
+SOURCE_RUN_ID = "catdog.source_run_id"  # on a final fit: the trial run it retrains
 REPEAT = "catdog.repeat"  # which repeat (0, 1, ...) of the architecture's best configuration
 
 # -- registered model versions

@@ -1,0 +1,219 @@
+"""Budget first: measure each architecture's training speed on this machine, then plan how many
+trials and epochs each one gets so that the sweep, its repeats and its final fit end within the
+budget, and say so before the first trial.
+
+    budget = "45m"      # in a sweep file, or `catdog sweep --budget 45m`
+
+The measurement trains a few batches of each architecture at the sweep's image size with its
+default hyperparameters (the first batches compile the graph and are not counted). The plan is
+saved beside the tuner state, so a resumed sweep keeps the trial counts it started with.
+
+The `compare` strategy gives every architecture the same share of the search budget: the fair
+comparison. Time an architecture leaves unused (early stopping, fewer epochs than planned) flows
+to the ones searched after it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from catdog.errors import CatdogError
+from catdog.log import format_seconds, get_logger
+
+log = get_logger(__name__)
+
+# Per trial, beyond its epochs: building, compiling and tracing the model, and logging its
+# curves, confusion matrix and (for a new best) the model itself. Measured on this 2-core CPU:
+# 8-15 s at 64-128 px; the probe's own compile time is added to it.
+TRIAL_OVERHEAD_S = 8.0
+WARMUP_BATCHES = 2
+TIMED_BATCHES = 4
+VAL_COST = 0.35  # a validation step costs about a third of a training step (no backward pass)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhd]))+\s*$")
+
+
+def parse_budget(value) -> float | None:
+    """Seconds from "45m", "2h", "1h30m", "90s", or a plain number of minutes; None for none."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value) * 60
+    elif isinstance(value, str) and _DURATION.match(value.lower()):
+        seconds = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])",
+                                                                   value.lower()))
+    else:
+        raise CatdogError(f"budget {value!r} is not a duration; write it like 45m, 2h or 1h30m")
+    if seconds <= 0:
+        raise CatdogError(f"budget {value!r} must be more than zero")
+    return seconds
+
+
+@dataclass
+class ArchPlan:
+    arch: str
+    seconds_per_epoch: float  # measured: training plus validation, at the sweep's image size
+    trial_overhead: float
+    trials: int
+    epochs: int
+
+    @property
+    def seconds(self) -> float:
+        return self.trials * (self.trial_overhead + self.epochs * self.seconds_per_epoch)
+
+
+@dataclass
+class Plan:
+    archs: dict[str, ArchPlan]
+    budget: float | None  # seconds; None = no budget
+    repeats_seconds: float
+    final_seconds: float
+    measured_seconds: float  # what the speed measurement itself took
+
+    @property
+    def search_seconds(self) -> float:
+        return sum(a.seconds for a in self.archs.values())
+
+    @property
+    def total_seconds(self) -> float:
+        return self.measured_seconds + self.search_seconds + self.repeats_seconds + \
+            self.final_seconds
+
+    @property
+    def search_budget(self) -> float | None:
+        """What the search may spend: the budget less what was spent before it (decoding,
+        measuring) and what the repeats and the final fit need."""
+        if self.budget is None:
+            return None
+        return max(self.budget - self.measured_seconds - self.repeats_seconds
+                   - self.final_seconds, 0.0)
+
+    def summary(self, now: datetime | None = None) -> str:
+        finish = (now or datetime.now()) + timedelta(seconds=self.total_seconds)
+        return f"estimated {format_seconds(self.total_seconds)}, finishing about {finish:%H:%M}"
+
+    def describe(self, now: datetime | None = None) -> str:
+        now = now or datetime.now()
+        lines = [f"{'arch':<12} {'s/epoch':>8} {'trials':>6} {'epochs':>6} {'estimate':>9}",
+                 f"{'set-up':<12} {'':>8} {'':>6} {'':>6} "
+                 f"{format_seconds(self.measured_seconds):>9}  (decoding, measuring)"]
+        for a in self.archs.values():
+            lines.append(f"{a.arch:<12} {a.seconds_per_epoch:8.1f} {a.trials:6d} {a.epochs:6d} "
+                         f"{format_seconds(a.seconds):>9}")
+        if self.repeats_seconds:
+            lines.append(f"{'repeats':<12} {'':>8} {'':>6} {'':>6} "
+                         f"{format_seconds(self.repeats_seconds):>9}")
+        if self.final_seconds:
+            lines.append(f"{'final fit':<12} {'':>8} {'':>6} {'':>6} "
+                         f"{format_seconds(self.final_seconds):>9}")
+        total = self.summary(now)
+        if self.budget is not None:
+            total += f" (budget {format_seconds(self.budget)})"
+        return "\n".join(lines + [total])
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "archs": {k: asdict(v) for k, v in self.archs.items()}},
+                          indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        raw = json.loads(text)
+        raw["archs"] = {k: ArchPlan(**v) for k, v in raw["archs"].items()}
+        return cls(**raw)
+
+
+def measure(arch: str, splits, image_size: int, hp_values: dict, pretrained: bool,
+            batch_size: int) -> tuple[float, float]:
+    """(seconds per epoch, seconds of set-up per trial) of ARCH here, from a few real batches."""
+    import keras
+
+    from catdog import models, runtime
+
+    t0 = time.perf_counter()
+    with runtime.strategy().scope():
+        model = models.get(arch).build(models.fixed_hyperparameters(hp_values),
+                                       image_size=image_size, pretrained=pretrained)
+    batches = list(splits.train.take(WARMUP_BATCHES + TIMED_BATCHES))
+    for x, y in batches[:WARMUP_BATCHES]:
+        model.train_on_batch(x, y)
+    setup = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    for x, y in batches[WARMUP_BATCHES:]:
+        model.train_on_batch(x, y)
+    per_batch = (time.perf_counter() - t1) / max(len(batches) - WARMUP_BATCHES, 1)
+    del model
+    keras.backend.clear_session()
+    runtime.release_memory()
+    steps = math.ceil(splits.sizes["train"] / batch_size)
+    val_steps = math.ceil(splits.sizes["val"] / batch_size)
+    return per_batch * (steps + VAL_COST * val_steps), setup + TRIAL_OVERHEAD_S
+
+
+FINAL_COST = 1.15  # a final-fit epoch over train+val (1.25x the images, no validation pass)
+
+
+def make_plan(speeds: dict[str, tuple[float, float]], *, trials: int, epochs: int,
+              budget: float | None, repeats: int, final_fit: bool = True,
+              measured_seconds: float = 0.0) -> Plan:
+    """Trials and epochs per architecture so that the search, the repeats and the final fit
+    all end within the budget.
+
+    The final fit gets the same share as one architecture's search, and every architecture's
+    epochs are capped so that its own final fit would fit that share: whichever wins, the final
+    fit is affordable (a slow architecture trains fewer epochs; under a budget the fair unit is
+    time, not epochs). Repeats are costed from the plan. The rest of the budget is split equally
+    between the architectures, and each gets as many full-length trials as its share holds, at
+    least one. Without a budget every architecture gets what the sweep file asks for.
+    """
+    n = len(speeds)
+    plans = {arch: ArchPlan(arch, per_epoch, overhead, trials, epochs)
+             for arch, (per_epoch, overhead) in speeds.items()}
+    final_share = None
+    if budget is not None:
+        available = max(budget - measured_seconds, 0.0)
+        final_share = available / (n + 1) if final_fit else 0.0
+        for a in plans.values():
+            if final_fit:
+                affordable = int((final_share - a.trial_overhead) //
+                                 (a.seconds_per_epoch * FINAL_COST))
+                a.epochs = max(1, min(epochs, affordable))
+        repeats_cost = sum(repeats * (a.trial_overhead + a.epochs * a.seconds_per_epoch)
+                           for a in plans.values())
+        share = max(available - final_share - repeats_cost, 0.0) / n
+        for a in plans.values():
+            full = a.trial_overhead + a.epochs * a.seconds_per_epoch
+            a.trials = max(1, min(trials, int(share // full)))
+            if share < full:  # not even one trial of those epochs: fewer epochs
+                a.epochs = max(1, min(a.epochs, int((share - a.trial_overhead)
+                                                    // a.seconds_per_epoch)))
+    repeats_seconds = sum(repeats * (a.trial_overhead + a.epochs * a.seconds_per_epoch)
+                          for a in plans.values())
+    final_seconds = 0.0
+    if final_fit:
+        final_seconds = max(a.trial_overhead + a.epochs * a.seconds_per_epoch * FINAL_COST
+                            for a in plans.values())
+        if final_share is not None:
+            final_seconds = min(final_seconds, final_share)
+    return Plan(plans, budget, repeats_seconds, final_seconds, measured_seconds)
+
+
+def load_or_make(path: Path, make) -> tuple[Plan, bool]:
+    """The plan saved at PATH (a resumed sweep), else a new one saved there: (plan, resumed)."""
+    if path.is_file():
+        try:
+            return Plan.from_json(path.read_text()), True
+        except (ValueError, TypeError, KeyError):
+            log.info("the saved plan %s is unreadable; planning again", path)
+    plan = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(plan.to_json())
+    tmp.replace(path)
+    return plan, False
