@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-EXP     ?= experiments/default.toml
+# The experiment `make sweep` runs is sized to this machine: gpu.toml where nvidia-smi lists a
+# GPU, else cpu.toml (a 45-minute budget, planned to this CPU's measured speed). EXP= overrides.
+GPUS    := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+MACHINE_EXP = $(if $(filter-out 0,$(GPUS)),experiments/gpu.toml,experiments/cpu.toml)
+EXP     ?= $(MACHINE_EXP)
 ARCH    ?= bn_dropout
 DATA    ?=
 EPOCHS  ?= 10
@@ -53,8 +57,9 @@ data: $(STAMP)  ## download the data (Kaggle with credentials, else PetImages) a
 train: $(STAMP)  ## one tracked run: make train ARCH=bn_dropout DATA=path EPOCHS=2
 	$(BIN)/catdog train --arch $(ARCH) $(DATA_OPT) --epochs $(EPOCHS)
 
-sweep: $(STAMP)  ## the main job: make sweep [EXP=experiments/quick.toml] [DATA=path]
-	$(BIN)/catdog sweep $(EXP) $(DATA_OPT)
+sweep: $(STAMP)  ## the main job, sized to this machine: make sweep [EXP=...] [DATA=path]
+	@echo "make sweep: $(EXP) ($(if $(filter $(origin EXP),command line environment),chosen with EXP=,$(if $(filter-out 0,$(GPUS)),$(GPUS) GPU(s) found,no GPU found: the CPU-sized experiment; EXP=experiments/gpu.toml for a GPU machine)))"
+	$(BIN)/catdog sweep $(EXP) $(DATA_OPT) --register
 
 sweep-distributed: $(STAMP)  ## tracking server (BACKEND=postgresql://...) + KerasTuner chief + WORKERS workers on this machine
 	$(BIN)/catdog distributed $(EXP) $(DATA_OPT) --workers $(WORKERS) --oracle-port $(ORACLE_PORT) $(BACKEND_OPT)

@@ -215,9 +215,11 @@ def _parse_overrides(pairs) -> dict:
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming this sweep.")
 @click.option("--dry-run", is_flag=True,
               help="Measure this machine, print the plan, and stop before the first trial.")
+@click.option("--register", "then_register", is_flag=True,
+              help="Then register the sweep's champion (as `catdog register --sweep RUN_ID`).")
 @_friendly
 @_tensorflow
-def sweep(sweep_file, fresh, dry_run, **options):
+def sweep(sweep_file, fresh, dry_run, then_register, **options):
     """Run (or resume) a KerasTuner sweep over architectures, tracked in MLflow."""
     from catdog import sweep as sweep_mod
     from catdog import sweepfile
@@ -242,6 +244,14 @@ def sweep(sweep_file, fresh, dry_run, **options):
                                         "run_id": r.get("run_id"),
                                         "hyperparameters": r.get("hyperparameters")}
                                     for a, r in result.archs.items()}}, indent=2, default=str))
+    if then_register:
+        from catdog.register import register as run_register
+
+        r = run_register(result.parent_run_id, experiment=cfg.experiment)
+        click.echo(f"registered {r.name} version {r.version} ({r.arch}, run {r.run_id}): test "
+                   f"accuracy {r.test['accuracy']:.4f}; {r.alias} "
+                   f"{'is now this version' if r.promoted else 'not moved'}: {r.reason}",
+                   err=True)
 
 
 @main.command()

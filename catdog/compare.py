@@ -286,13 +286,10 @@ def anytime(parent) -> pd.DataFrame:
     return frame
 
 
-def log_anytime(parent_run_id: str) -> Path | None:
+def log_anytime(parent_run_id: str) -> str | None:
     """The sweep's anytime plot (best val accuracy so far vs wall-clock, one line per
-    architecture, the overall best in black) and its table, logged to the parent run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    architecture, the overall best in black) and its table, logged to the parent run; the
+    plot's artifact path."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -300,6 +297,22 @@ def log_anytime(parent_run_id: str) -> Path | None:
     frame = anytime(parent)
     if frame.empty:
         return None
+    with tempfile.TemporaryDirectory() as tmp:
+        png = anytime_plot(frame, Path(tmp) / "anytime.png",
+                           parent.data.params.get("search_strategy", "compare"))
+        csv = Path(tmp) / "anytime.csv"
+        frame.to_csv(csv, index=False)
+        client.log_artifact(parent_run_id, str(png))
+        client.log_artifact(parent_run_id, str(csv))
+    return png.name
+
+
+def anytime_plot(frame: pd.DataFrame, path: Path, strategy: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for arch, rows in frame.groupby("arch"):
         ax.step(rows["minutes"], rows["best_so_far_arch"], where="post", marker="o",
@@ -308,18 +321,12 @@ def log_anytime(parent_run_id: str) -> Path | None:
             alpha=0.6, label="sweep best")
     ax.set_xlabel("wall-clock minutes since the sweep started")
     ax.set_ylabel("best val accuracy so far")
-    strategy = parent.data.params.get("search_strategy", "compare")
     ax.set_title(f"anytime: best val accuracy so far ({strategy} strategy: equal budgets)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    with tempfile.TemporaryDirectory() as tmp:
-        png, csv = Path(tmp) / "anytime.png", Path(tmp) / "anytime.csv"
-        fig.savefig(png, dpi=100, bbox_inches="tight")
-        frame.to_csv(csv, index=False)
-        client.log_artifact(parent_run_id, str(png))
-        client.log_artifact(parent_run_id, str(csv))
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
-    return png
+    return path
 
 
 def log_to_parent(parent_run_id: str, table: pd.DataFrame | None = None) -> pd.DataFrame | None:

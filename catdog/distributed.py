@@ -14,10 +14,9 @@ A worker that dies (a crash, `kill -9`): KerasTuner 1.4's oracle has no heartbea
 it was running stays assigned to its tuner id and the chief would wait for it forever. The
 oracle hands that same trial back to a worker that asks with the same id, so the worker is
 restarted under its id (at most MAX_RESTARTS times) and re-runs the trial; its interrupted
-MLflow run is marked KILLED. A restarted worker begins with the first architecture's oracle,
-which the chief serves only until every trial of that architecture has ended: once the chief
-has moved past it, a lost worker cannot come back, and the sweep is stopped with a message
-(running the same command again resumes it and re-runs the interrupted trial).
+MLflow run is marked KILLED. A restarted worker skips the architectures whose runs the chief has
+already finished (their oracles are closed) and joins the one being searched. A worker that
+keeps dying stops the sweep with a message; running the same command again resumes it.
 
 Across machines, run the same pieces by hand (see the README): `mlflow server` on one host, then
 `catdog sweep` with KERASTUNER_TUNER_ID=chief on one host and tuner0, tuner1, ... elsewhere, all
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -160,15 +158,6 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-def serving(host: str, port: int) -> bool:
-    """Whether something accepts connections on HOST:PORT (the chief's oracle)."""
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 class Sweep:
     """The chief and the workers of one distributed sweep, and what to do when one ends."""
 
@@ -181,7 +170,6 @@ class Sweep:
         self.chief: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}
         self.started = time.time()
-        self.first_oracle_seen = False
         self.stopping = False
 
     def start(self, fresh: bool) -> None:
@@ -213,18 +201,9 @@ class Sweep:
         for p in self.processes():
             wait_or_kill(p)
 
-    def first_oracle_passed(self) -> bool:
-        """Whether the chief has finished the first architecture: a restarted worker starts
-        there, so it could never reach the trial it has to re-run."""
-        open_now = serving(self.host, self.oracle_port)
-        self.first_oracle_seen |= open_now
-        return self.first_oracle_seen and not open_now
-
     def run(self) -> int:
         """Watch the processes until the sweep ends; return its exit code."""
         while self.chief.poll() is None:
-            if not self.first_oracle_seen:
-                self.first_oracle_passed()  # notes when the chief starts serving it
             for tuner_id, proc in list(self.workers.items()):
                 if proc.poll() not in (None, 0) and not self.stopping:
                     code = self.worker_died(tuner_id, proc.returncode)
@@ -271,16 +250,13 @@ class Sweep:
         """Restart a dead worker under its id, or stop the sweep; None if it goes on."""
         how = describe_exit(returncode)
         self.retire_runs_of(tuner_id)
-        if self.restarts[tuner_id] < self.max_restarts and not self.first_oracle_passed():
+        if self.restarts[tuner_id] < self.max_restarts:
             self.restarts[tuner_id] += 1
             log.warning("worker %s ended with %s; restarting it (%d of at most %d) to re-run "
                         "its trial", tuner_id, how, self.restarts[tuner_id], self.max_restarts)
             self.workers[tuner_id] = self._spawn(tuner_id)
             return None
-        why = (f"it was restarted {self.max_restarts} time(s) already" if
-               self.restarts[tuner_id] >= self.max_restarts else
-               "the chief has moved past the first architecture, where a restarted worker "
-               "starts")
+        why = f"it was restarted {self.max_restarts} time(s) already"
         log.error("worker %s ended with %s and is not restarted (%s): KerasTuner keeps its trial "
                   "assigned to it, so the chief would wait forever; stopping the sweep, run the "
                   "same command again to resume it", tuner_id, how, why)

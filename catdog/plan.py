@@ -101,7 +101,9 @@ class Plan:
 
     def describe(self, now: datetime | None = None) -> str:
         now = now or datetime.now()
-        lines = [f"{'arch':<12} {'s/epoch':>8} {'trials':>6} {'epochs':>6} {'estimate':>9}",
+        lines = [f"{'arch':<12} {'s/epoch':>8} {'trials':>6} {'epochs':>6} {'estimate':>9}"
+                 + ("  (trials: as many as the time allows, about this many)"
+                    if self.budget is not None else ""),
                  f"{'set-up':<12} {'':>8} {'':>6} {'':>6} "
                  f"{format_seconds(self.measured_seconds):>9}  (decoding, measuring)"]
         for a in self.archs.values():

@@ -24,7 +24,7 @@ import pandas as pd
 import catdog
 from catdog import compare, heldout, metrics, plots
 from catdog.inference import THRESHOLD
-from catdog.log import get_logger
+from catdog.log import format_seconds, get_logger
 from catdog.tracking import store, tags
 
 log = get_logger(__name__)
@@ -140,7 +140,9 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
     client = mlflow.MlflowClient()
     parent = client.get_run(table.attrs["sweep_run_id"])
     champion = table.iloc[0]
-    champ_run = client.get_run(champion["run_id"])
+    # What ships: the winner's final fit on train+val when the sweep made one (as `register`).
+    final = heldout.final_run(parent, champion["arch"], champion["trial_id"])
+    champ_run = final or client.get_run(champion["run_id"])
     frame = heldout.test_predictions(champ_run, parent)
     root = Path(parent.data.params["data"])
     y = (frame["label"] == "dog").astype(int).to_numpy()
@@ -159,8 +161,18 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
              f"at {p.get('image_size')} px · repeats {int(table['repeats'].max())} · data "
              f"{html.escape(str(root))}</p>"]
     verdict = (f"<b>{html.escape(champion['arch'])}</b> is the champion (chosen on "
-               f"{metric}, ranked by the {table.attrs['ranked_by']}), test accuracy "
-               f"<b>{test['accuracy']:.4f}</b> on {len(frame)} held-out photos.")
+               f"{metric}, ranked by the {table.attrs['ranked_by']}); "
+               + (f"its final fit on train+val ({int(final.data.params['epochs'])} epochs, run "
+                  f"{final.info.run_id}) " if final else "its best trial ")
+               + f"has test accuracy <b>{test['accuracy']:.4f}</b> on {len(frame)} held-out "
+               "photos.")
+    budget = parent.data.metrics.get("budget_seconds")
+    if budget:
+        verdict += (f" Budget {format_seconds(budget)}, used "
+                    f"{format_seconds(parent.data.metrics.get('sweep_seconds', 0))}; "
+                    f"{int(parent.data.metrics.get('trials_run', 0))} trials ran of about "
+                    f"{int(parent.data.metrics.get('planned_trials', 0))} planned; every "
+                    "architecture had the same share of it (the compare strategy).")
     if sig:
         verdict += " " + html.escape(heldout.describe(sig)) + "."
     parts.append(f'<p class="verdict">{verdict}</p>')
@@ -185,6 +197,11 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
                                     overfit_epoch=int(overfit) - first if overfit else None,
                                     verdict=run.data.tags.get(tags.FIT_VERDICT))
         parts.append(_img(plots.png_bytes(fig, dpi=80), alt=f"{row['arch']} learning curves"))
+
+    anytime = compare.anytime(parent)
+    if not anytime.empty:
+        parts.append("<h2>The race: best val accuracy so far, against wall-clock time</h2>")
+        parts.append(_img(_anytime_png(parent), alt="anytime plot"))
 
     parts.append(f"<h2>Champion on the test split: {html.escape(champion['arch'])}</h2>")
     parts.append(f"<p>accuracy {test['accuracy']:.4f} · loss {test['loss']:.4f} · ROC AUC "
@@ -211,6 +228,15 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
             f"{html.escape(name)}</title><style>{CSS}</style><script>{STATUS_SCRIPT}</script>"
             f"</head><body>{''.join(parts)}</body></html>")
     return page, parent.info.run_id
+
+
+def _anytime_png(parent) -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return compare.anytime_plot(compare.anytime(parent), Path(tmp) / "anytime.png",
+                                    parent.data.params.get("search_strategy", "compare")
+                                    ).read_bytes()
 
 
 def _comparison_png(table: pd.DataFrame) -> bytes:

@@ -86,14 +86,18 @@ class SweepContext:
     def epochs_for(self, arch: str) -> int:
         return self.plan.archs[arch].epochs if self.plan else self.cfg.epochs
 
-    def share_used(self) -> bool:
-        """Architecture i may start trials until (i+1)/n of the search budget has passed: every
-        one gets its share, and time an earlier one did not use flows to the later ones. The
-        budget's part for repeats and the final fit is set aside by the plan."""
+    def share_used(self, arch: str, first: bool) -> bool:
+        """Architecture i may start a trial only if the plan expects it to end before (i+1)/n of
+        the search budget has passed (its first trial only needs that point not to have passed
+        yet): every one gets its share, time an earlier one did not use flows to the later
+        ones, and a trial is not started that would eat the final fit's reserve."""
         budget = self.plan.search_budget if self.plan else None
+        if budget is None:
+            return False
+        p = self.plan.archs[arch]
+        expected = 0.0 if first else p.trial_overhead + p.epochs * p.seconds_per_epoch
         searched = time.monotonic() - self.search_started
-        return budget is not None and searched > budget * (self.arch_index + 1) / \
-            len(self.cfg.archs)
+        return searched + expected > budget * (self.arch_index + 1) / len(self.cfg.archs)
 
     def eta(self, remaining: int) -> float:
         if not self.trial_seconds:
@@ -141,7 +145,8 @@ def _tuner_classes():
         arch_run_id: str
 
         def pre_create_trial(self):
-            if self.ctx.share_used():
+            first = not any(t.status == "COMPLETED" for t in self.oracle.trials.values())
+            if self.ctx.share_used(self.arch, first):
                 raise TimeLimitReached(f"{self.arch}'s share of the "
                                        f"{format_seconds(self.ctx.cfg.budget_seconds)} budget "
                                        "is used up")
@@ -224,7 +229,7 @@ def _tuner_classes():
                      for k, v in hp.values.items() if not k.startswith("tuner/")}
             remaining = max(ctx.total_trials - ctx.trials_done, 0)
             log.info("[%s] trial %d/%d %s  val_accuracy %.4f  best %.4f  (%s; sweep %d/%d, ETA %s)",
-                     self.arch, int(trial.trial_id) + 1, ctx.trials_for(self.arch), shown, score,
+                     self.arch, int(trial.trial_id) + 1, ctx.cfg.trials, shown, score,
                      best,
                      format_seconds(seconds), ctx.trials_done, ctx.total_trials,
                      format_seconds(ctx.eta(remaining)) if remaining else "done")
@@ -244,15 +249,15 @@ def _run_params(cfg: sweepfile.SweepConfig, arch: str, strategy, epochs: int) ->
 
 def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperparameters,
                directory: Path, overwrite: bool):
-    """A KerasTuner tuner of KIND for ARCH whose trials are tracked runs, with the trial count
-    and epochs the plan gives ARCH."""
+    """A KerasTuner tuner of KIND for ARCH whose trials are tracked runs, with the epochs the
+    plan gives ARCH."""
     import keras_tuner as kt
 
     ArchHyperModel, Tracked = _tuner_classes()
     base = {"hyperband": kt.Hyperband, "random": kt.RandomSearch,
             "bayesian": kt.BayesianOptimization}[kind]
     cls = type(f"Tracked{base.__name__}", (Tracked, base), {})
-    trials, epochs = ctx.trials_for(arch), ctx.epochs_for(arch)
+    epochs = ctx.epochs_for(arch)
     common = dict(hypermodel=ArchHyperModel(models.get(arch), ctx.cfg.image_size,
                                             ctx.cfg.pretrained, epochs),
                   objective=kt.Objective(OBJECTIVE, "max"), seed=ctx.cfg.seed,
@@ -262,9 +267,10 @@ def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperp
     if kind == "hyperband":
         tuner = cls(max_epochs=epochs, factor=ctx.cfg.hyperband_factor, **common)
     else:
-        tuner = cls(max_trials=trials, **common)
-    # After the saved state is reloaded, so a resumed sweep with a new budget gets its new plan.
-    tuner.oracle.max_trials = trials
+        tuner = cls(max_trials=ctx.cfg.trials, **common)
+    # The sweep file's cap: under a budget, the time left decides how many of them run (the
+    # plan's count is what it expects), so time early stopping saves buys more trials.
+    tuner.oracle.max_trials = ctx.cfg.trials
     tuner.ctx, tuner.arch, tuner.arch_run_id = ctx, arch, arch_run_id
     return tuner
 
@@ -363,6 +369,13 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
         with runs.sigterm_as_exception():
             for index, arch in enumerate(cfg.archs):
                 current = _arch_run(exp_id, key, arch, parent, owner)
+                if who == "worker" and client.get_run(current).info.status == runs.FINISHED:
+                    # The chief is past it (this worker was restarted, or joined late): its
+                    # oracle is closed, and waiting on it would hang.
+                    log.info("[%s] finished by the chief; going on to the next architecture",
+                             arch)
+                    current = None
+                    continue
                 if who == "local":  # alone on this sweep: any RUNNING trial or repeat is
                     n = sum(queries.retire(exp_id, {tags.SWEEP_KEY: key, tags.KIND: kind,
                                                     tags.ARCH: arch})  # an orphan

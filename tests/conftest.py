@@ -3,6 +3,7 @@ generated datasets are built the real way (generated JPEGs -> zip -> `prepare`).
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -18,6 +19,16 @@ from catdog import runtime  # noqa: E402
 # TensorFlow starts as in the CLI: quietly, before any test imports it. Models are built with
 # `pretrained=False` (the registry's default), so no test downloads ImageNet weights.
 runtime.start()
+
+
+@pytest.fixture
+def logs(caplog):
+    # The CLI's log.setup() stops "catdog" propagating to the root logger caplog listens on.
+    logger = logging.getLogger("catdog")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="catdog")
+    yield caplog
+    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Distributed sweep: a real `mlflow server` on 127.0.0.1, a KerasTuner chief and two workers as
 subprocesses. Every trial appears exactly once, under the right parent; a worker killed mid-trial
-is restarted and its trial run again. And how `launch` watches its processes, with stand-ins for
-the chief and the workers: a worker lost past the first architecture stops the sweep instead of
-leaving the chief waiting forever, restarts are bounded, a worker left behind is stopped."""
+is restarted (past the first architecture) and its trial run again. And how `launch` watches its
+processes, with stand-ins for the chief and the workers: a worker that keeps dying stops the
+sweep instead of leaving the chief waiting forever, restarts are bounded, a worker left behind is
+stopped."""
 
 from __future__ import annotations
 
@@ -76,12 +77,13 @@ def _listening_hosts(port: int) -> set[str]:
     return hosts
 
 
-def _running_trial(client, launcher, deadline):
-    """The first trial run seen RUNNING (the server is polled once it answers)."""
+def _running_trial(client, launcher, deadline, arch):
+    """The first trial run of ARCH seen RUNNING (the server is polled once it answers)."""
     while time.monotonic() < deadline and launcher.poll() is None:
         try:
             experiments = [e.experiment_id for e in client.search_experiments()]
             found = client.search_runs(experiments, "tags.`catdog.kind` = 'trial' and "
+                                                    f"tags.`catdog.arch` = '{arch}' and "
                                                     "attributes.status = 'RUNNING'")
         except mlflow.exceptions.MlflowException:
             found = []
@@ -114,7 +116,9 @@ def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_run_again(tiny_pre
             pytest.fail(log_path.read_text()[-4000:])
         assert _listening_hosts(tracking_port) == {"127.0.0.1"}, "tracking server on loopback"
         client = mlflow.MlflowClient(f"http://127.0.0.1:{tracking_port}")
-        victim = _running_trial(client, launcher, time.monotonic() + 300)
+        # In the second architecture: the restarted worker must skip the first, whose oracle
+        # the chief has closed, and join the one being searched.
+        victim = _running_trial(client, launcher, time.monotonic() + 300, "bn_dropout")
         tuner_id = victim.data.tags["catdog.tuner_id"]
         pids = re.findall(rf"worker {tuner_id} started \(pid (\d+)\)", log_path.read_text())
         os.kill(int(pids[-1]), signal.SIGKILL)
@@ -199,21 +203,23 @@ def _stand_in_sweep(workdir, max_restarts=2, **acts) -> distributed.Sweep:
                              max_restarts=max_restarts)
 
 
-def test_a_worker_lost_after_the_first_architecture_stops_the_sweep(workdir, messages):
+def test_a_worker_that_keeps_dying_is_restarted_then_stops_the_sweep(workdir, messages):
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlruns/mlflow.db")
     exp = client.create_experiment("catdog")
-    # The chief serves the first oracle for 5s, then waits; tuner0 dies 6s after it starts,
-    # in the middle of a trial of the second architecture.
-    sweep = _stand_in_sweep(workdir, chief="serve 5", tuner0="die 6", tuner1="wait")
+    # The chief serves the first oracle for 5s, then waits; tuner0 dies 6s after each start,
+    # past the first architecture: restarted (it skips what the chief finished), then stopped.
+    sweep = _stand_in_sweep(workdir, max_restarts=1, chief="serve 5", tuner0="die 6",
+                            tuner1="wait")
     orphan = client.create_run(exp, tags={"catdog.kind": "trial", "catdog.tuner_id": "tuner0"})
     sweep.start(fresh=False)
     t0 = time.monotonic()
     code = sweep.run()
     assert code == 128 + signal.SIGKILL
-    assert time.monotonic() - t0 < 30, "the sweep was stopped, not left waiting"
+    assert time.monotonic() - t0 < 40, "the sweep was stopped, not left waiting"
     assert all(p.poll() is not None for p in sweep.processes()), "chief and workers stopped"
-    assert sweep.restarts["tuner0"] == 0
-    assert any("the chief has moved past the first architecture" in m for m in messages), messages
+    assert sweep.restarts["tuner0"] == 1
+    assert any("tuner0 ended with signal" in m and "restarting it" in m for m in messages), \
+        messages
     run = client.get_run(orphan.info.run_id)
     assert run.info.status == "KILLED" and run.data.tags["catdog.orphaned"] == "true"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,16 +71,6 @@ def home(tmp_path, monkeypatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     return home
-
-
-@pytest.fixture
-def logs(caplog):
-    # The CLI's log.setup() stops "catdog" propagating to the root logger caplog listens on.
-    logger = logging.getLogger("catdog")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="catdog")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def serve(monkeypatch, server, path: str, body: bytes, cut: bool = False) -> str:

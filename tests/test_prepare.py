@@ -8,7 +8,6 @@ import hashlib
 import importlib
 import io
 import json
-import logging
 import random
 import struct
 import subprocess
@@ -51,16 +50,6 @@ EXPECTED_COUNTS = {
     "flat": {"train": {"cat": 8, "dog": 6}, "val": {"cat": 2, "dog": 2}, "test": {"cat": 2, "dog": 2}},
 }
 EXPECTED_DROPPED = {"corrupt": 1, "duplicate": 1, "empty": 1, "ignored": 2, "not an image": 1, "truncated": 1}
-
-
-@pytest.fixture
-def logs(caplog):
-    # The CLI's log.setup() stops "catdog" propagating to the root logger caplog listens on.
-    logger = logging.getLogger("catdog")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="catdog")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def bad_files(layout: str) -> dict[str, bytes]:

@@ -148,3 +148,22 @@ def test_the_cli_reports_a_bad_sweep_file_in_one_line(workdir):
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: trials must be a positive integer, got -3 (in bad.toml)"]
+
+
+# ------------------------------------------------------------------------------------ secrets
+def test_a_kaggle_key_in_the_environment_reaches_no_run_and_no_output(workdir, monkeypatch,
+                                                                      tiny_prepared, capfd):
+    """Runs record parameters, tags, environments and models: none of it may carry the key."""
+    canary = "kaggle-canary-7d1e4f0b9a"
+    monkeypatch.setenv("KAGGLE_USERNAME", "whiskers")
+    monkeypatch.setenv("KAGGLE_KEY", canary)
+    result = CliRunner().invoke(main, ["train", "--arch", "baseline", "--data",
+                                       str(tiny_prepared), "--epochs", "1", "--image-size",
+                                       "32", "--batch-size", "8"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    captured = capfd.readouterr()
+    assert canary not in result.output + captured.out + captured.err
+    files = [p for p in (workdir / "mlruns").rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in files) and len(files) > 10, "a store to search"
+    leaked = [p for p in files if canary.encode() in p.read_bytes()]
+    assert not leaked, leaked

@@ -209,3 +209,33 @@ def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepare
     best = [r for r in _runs(key=result.key) if r.data.tags.get("catdog.best_trial") == "true"]
     assert sorted(r.data.tags["catdog.kind"] for r in best) == ["trial", "trial"], \
         "a repeat of the best configuration is never taken for the best trial"
+
+
+def test_dry_run_prints_the_plan_and_records_nothing(tiny_prepared, workdir, logs):
+    from click.testing import CliRunner
+
+    from catdog.cli import main
+
+    result = CliRunner().invoke(main, ["sweep", "--data", str(tiny_prepared), "--arch",
+                                       "baseline", "--max-trials", "3", "--epochs", "2",
+                                       "--image-size", "32", "--budget", "10m", "--dry-run"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "dry run" in result.output
+    plan_text = "\n".join(r.getMessage() for r in logs.records if "plan:" in r.getMessage())
+    assert "baseline" in plan_text and "final fit" in plan_text and "budget 10m00s" in plan_text
+    assert not _runs(), "no run is created before the plan is accepted"
+
+
+def test_sweep_register_flag_registers_this_sweeps_champion(tiny_prepared, workdir):
+    from click.testing import CliRunner
+
+    from catdog.cli import main
+
+    result = CliRunner().invoke(main, ["sweep", "--data", str(tiny_prepared), "--arch",
+                                       "baseline", "--max-trials", "1", "--epochs", "1",
+                                       "--image-size", "32", "--register"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    final = json.loads(result.stdout)["final_fit"]
+    version = mlflow.MlflowClient().get_model_version_by_alias("catdog", "champion")
+    assert version.tags["catdog.run_id"] == final["run_id"], "the final fit is what ships"
+    assert "registered catdog version 1" in result.stderr

@@ -61,7 +61,25 @@ def configure() -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if (folder := sqlite_dir(uri)) is not None:
+        _initialise_sqlite(folder)
     return uri
+
+
+def _initialise_sqlite(folder: Path) -> None:
+    """Create (or migrate) the sqlite store's tables under a file lock: MLflow's migrations are
+    not safe against a second process doing the same (two sweeps started at once on a new store
+    failed with "table already exists"). Once the tables exist this is one quick query."""
+    import fcntl
+
+    import mlflow
+
+    with open(folder / ".init.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
