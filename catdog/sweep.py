@@ -35,7 +35,7 @@ from catdog import metrics, models, pipeline, runtime, sweepfile
 from catdog.data import resolve_data
 from catdog.errors import CatdogError
 from catdog.log import format_seconds, get_logger
-from catdog.plan import Plan
+from catdog.plan import FINAL_COST, Plan
 from catdog.tracking import queries, runs, store, tags
 
 log = get_logger(__name__)
@@ -79,6 +79,7 @@ class SweepContext:
     trial_seconds: list[float] = field(default_factory=list)
     plan: Plan | None = None  # trials and epochs per architecture, fitted to the budget
     search_started: float = field(default_factory=time.monotonic)
+    deadline: float | None = None  # time.monotonic() at which the budget runs out
 
     def trials_for(self, arch: str) -> int:
         return self.plan.archs[arch].trials if self.plan else self.cfg.trials
@@ -355,7 +356,8 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
     log.info("sweep %s (%s, %s) on %s: %d architectures, MLflow parent run %s", key, who,
              cfg.tuner, data_root, len(cfg.archs), parent)
     ctx = SweepContext(cfg, key, exp_id, parent, data_root, splits, total_trials=0,
-                       plan=sweep_plan)
+                       plan=sweep_plan, deadline=t0 + cfg.budget_seconds
+                       if cfg.budget_seconds and sweep_plan else None)
     ctx.total_trials = sum(ctx.trials_for(a) + cfg.repeats for a in cfg.archs)
     if cfg.repeats and who != "local":
         log.info("repeats are run by a sweep on one machine; run `catdog sweep` with the same "
@@ -505,6 +507,18 @@ def _final_fit(ctx: SweepContext, client) -> dict | None:
     queries.retire(ctx.experiment_id, where)
     values = dict(top["hyperparameters"])
     epochs = max(int(source.data.metrics.get("best_epoch", ctx.epochs_for(arch))), 1)
+    if ctx.deadline is not None:
+        # At the speed its trial actually trained (the plan's measurement can be optimistic).
+        per_epoch = source.data.metrics.get("seconds_per_epoch") or \
+            ctx.plan.archs[arch].seconds_per_epoch
+        need = epochs * per_epoch * FINAL_COST
+        left = ctx.deadline - time.monotonic()
+        if need > left:
+            log.info("no final fit: %s's %d epochs on train+val would take about %s and the "
+                     "budget has %s left; `register` will promote its best trial instead",
+                     arch, epochs, format_seconds(need), format_seconds(max(left, 0)))
+            client.set_tag(ctx.parent_run_id, tags.TIME_LIMITED, tags.TRUE)
+            return None
     horizon = int(source.data.params.get("epochs", ctx.epochs_for(arch)))
     keras.utils.set_random_seed(cfg.seed)
     train_val = pipeline.combined(ctx.data_root, ("train", "val"), cfg.image_size,
