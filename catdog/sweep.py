@@ -2,7 +2,12 @@
 
 MLflow holds three levels: one parent run per sweep, one child per architecture, one nested run
 per trial (its hyperparameters as params, per-epoch metrics, its learning curves). Every
-architecture gets the same split, image size, epoch budget and trial budget.
+architecture gets the same split and image size, and the same share of the time budget (see
+`catdog.plan`), or without one the same trial and epoch budget.
+
+The final fit (`final_fit = true`): after the searches and repeats, the configuration that won
+on validation is retrained on train+val for its best epoch count, in a run of kind "final"
+under the sweep's parent, and tested once; `register` promotes it.
 
 Repeats (`repeats = K`): once every search is done, each architecture's best configuration is
 trained K more times with other seeds, each a run of kind "repeat" beside the trials. The architecture's
@@ -45,7 +50,7 @@ OBJECTIVE = "val_accuracy"
 
 
 class TimeLimitReached(Exception):
-    """Raised before a new trial once an architecture's share of the time limit is used."""
+    """Raised before a new trial once an architecture's share of the budget is used."""
 
 
 # ------------------------------------------------------------------------------ distributed role
@@ -146,6 +151,8 @@ def _tuner_classes():
         arch_run_id: str
 
         def pre_create_trial(self):
+            if self.ctx.plan is None:  # no plan (a distributed sweep): nothing to enforce
+                return
             first = not any(t.status == "COMPLETED" for t in self.oracle.trials.values())
             if self.ctx.share_used(self.arch, first):
                 raise TimeLimitReached(f"{self.arch}'s share of the "
@@ -738,7 +745,7 @@ def _log_sweep_params(parent: str, cfg, data_root: Path, digest: str) -> None:
 
     client = mlflow.MlflowClient()
     existing = client.get_run(parent).data.params
-    # Repeats and the time limit may change when a sweep is resumed, and params cannot: they
+    # Repeats and the budget may change when a sweep is resumed, and params cannot: they
     # live in sweep_config.json (rewritten on every run) and, for repeats, on the arch runs.
     params = {"archs": ",".join(cfg.archs), "tuner": cfg.tuner, "trials": cfg.trials,
               "epochs": cfg.epochs, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
