@@ -16,6 +16,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from tests.procs import wait_for
+
 pytestmark = pytest.mark.slow
 
 SWEEP = """archs = ["baseline"]
@@ -73,19 +75,6 @@ def _sweep(workdir: Path, data, name="exp", trials=3, epochs=8, seed=1337, **env
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for(proc, needle, timeout=300) -> list[str]:
-    seen = []
-    deadline = time.monotonic() + timeout
-    for line in proc.stdout:
-        seen.append(line)
-        if needle in line:
-            return seen
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise AssertionError(f"never saw {needle!r}; output:\n{''.join(seen[-30:])}")
-
-
 def _server(workdir: Path, port: int) -> subprocess.Popen:
     (workdir / "mlruns" / "artifacts").mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
@@ -141,7 +130,7 @@ def test_a_server_that_blips_mid_sweep_costs_nothing(tiny_prepared, workdir):
     server = _server(workdir, port)
     try:
         proc = _sweep(workdir, tiny_prepared, MLFLOW_TRACKING_URI=uri)
-        _wait_for(proc, "[baseline t1] epoch 2/")
+        wait_for(proc, "[baseline t1] epoch 2/")
         _stop(server)
         down = time.monotonic()
         time.sleep(3)
@@ -164,7 +153,7 @@ def test_a_server_that_stays_down_stops_the_sweep_cleanly_and_it_resumes(tiny_pr
              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     try:
         proc = _sweep(workdir, tiny_prepared, **short)
-        _wait_for(proc, "[baseline t1] epoch 2/")
+        wait_for(proc, "[baseline t1] epoch 2/")
         down = time.monotonic()
         _stop(server)
         out = proc.communicate(timeout=300)[0]
@@ -210,7 +199,7 @@ def test_kill9_mid_step_then_resume(tiny_prepared, workdir, tmp_path_factory, wh
     env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
            "CATDOG_TEST_SLOW_AT": where}
     proc = _sweep(workdir, data, trials=2, epochs=2, **env)
-    _wait_for(proc, needle)
+    wait_for(proc, needle)
     proc.kill()
     proc.wait()
     if where == "prepare":

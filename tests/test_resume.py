@@ -7,10 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import mlflow
 import pytest
+
+from tests.procs import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -36,19 +37,6 @@ def _start(workdir, data):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def _wait_for(proc, needle, timeout=240):
-    seen = []
-    deadline = time.monotonic() + timeout
-    for line in proc.stdout:
-        seen.append(line)
-        if needle in line:
-            return seen
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise AssertionError(f"never saw {needle!r}; output:\n{''.join(seen[-30:])}")
-
-
 def _trial_runs(workdir):
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlruns/mlflow.db")
     return mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -61,7 +49,7 @@ SIGNALS = {"sigint": (signal.SIGINT, 130), "sigterm": (signal.SIGTERM, 143),
 @pytest.mark.parametrize("how", ["sigint", "sigterm", "kill9"])
 def test_interrupted_sweep_resumes_with_each_trial_once(tiny_prepared, workdir, how):
     proc = _start(workdir, tiny_prepared)
-    _wait_for(proc, "[baseline t1] epoch 2/")  # trial 0 done, trial 1 in progress
+    wait_for(proc, "[baseline t1] epoch 2/")  # trial 0 done, trial 1 in progress
     signum, code = SIGNALS[how]
     proc.send_signal(signum)
     out = proc.communicate(timeout=120)[0]
