@@ -46,6 +46,8 @@ def render(res: dict) -> str:
            "treat that row's figures as disturbed)", ""]
 
     def section(title: str, key: str, body: Callable[[dict], list[str]]) -> None:
+        if key not in res:  # not run (--only)
+            return
         out.append(title)
         item = res.get(key, {})
         if "error" in item:
@@ -162,6 +164,23 @@ def render(res: dict) -> str:
         return _table(["px", "fraction", "images", "epoch s", "ms/image", "cache MB", "others"],
                       rows)
 
+    def accuracy_body(a: dict) -> list[str]:
+        nb, cd = a["notebook"], a["catdog"]
+        lines = [f"  notebook as written ({nb['size']}px, {nb['epochs']} epochs, train+val -> "
+                 f"test): val accuracy {nb['target']:.4f}, first reached at epoch "
+                 f"{nb['reached_epoch']}, {nb['seconds']:.0f}s after its fit started"]
+        if cd["reached"]:
+            r = cd["reached"]
+            lines.append(f"  catdog {' '.join(cd['args'])}: {r['val_accuracy']:.4f} at "
+                         f"{cd['seconds']:.0f}s after its process started ({r['arch']} at "
+                         f"{r['image_size']}px, trial {r['trial_id']}, epoch {r['epoch']}); "
+                         "stopped there")
+            lines.append(f"  ratio {a['ratio']:.2f}")
+        else:
+            lines.append(f"  catdog {' '.join(cd['args'])}: did not reach it; the sweep ended "
+                         f"with exit {cd['exit_code']} after {cd['process_seconds']:.0f}s")
+        return lines
+
     section(f"1. Matmul ceiling ({res.get('ceiling', {}).get('n', '?')}^2, tf.linalg.matmul)",
             "ceiling", ceiling_body)
     section("2. Input pipeline alone (batch 32, images/s, train split)", "pipeline",
@@ -173,6 +192,8 @@ def render(res: dict) -> str:
     section("5. Sweep (random search, tracked in MLflow)", "sweep", sweep_body)
     section("6. How cost grows (baseline fp32, batch 32, one epoch after warm-up)", "scaling",
             scaling_body)
+    section("7. Time to the notebook's val accuracy (catdog's CPU sweep vs the notebook)",
+            "time_to_accuracy", accuracy_body)
     out.append("Targets")
     out += _table(["target", "goal", "measured", "result"],
                   [[t["target"], t["goal"], t["shown"], t["result"]] for t in res["targets"]])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import benchmarks
+from benchmarks.accuracy import time_to_accuracy
 from benchmarks.measure import (
     ceiling,
     input_pipeline,
@@ -94,8 +95,16 @@ def _attempt(name: str, fn: Callable[..., dict], *args) -> dict:
     return out
 
 
-def run_bench(root: Path, settings: Settings) -> dict:
-    """Every item, in an order that keeps each honest (see the package docstring)."""
+ITEMS = ("ceiling", "sweep", "pipeline", "training", "notebook", "scaling", "time_to_accuracy")
+
+
+def run_bench(root: Path, settings: Settings, only: tuple[str, ...] = ()) -> dict:
+    """Every item (or ONLY those), in an order that keeps each honest (see the package
+    docstring)."""
+    if only:
+        res = {name: _attempt(name, _ITEM_FNS[name], root, settings) for name in only}
+        res["run_order"] = list(only)
+        return res
     res: dict[str, Any] = {}
     res["ceiling"] = _attempt("1. ceiling", ceiling, settings)
     res["sweep"] = _attempt("5. sweep", sweep_costs, root, settings)
@@ -105,11 +114,17 @@ def run_bench(root: Path, settings: Settings) -> dict:
     res["notebook"] = _attempt("4. epoch vs notebook", versus_notebook, root, settings,
                                res["pipeline"])
     res["scaling"] = _attempt("6. scaling", scaling, root, settings)
+    res["time_to_accuracy"] = _attempt("7. time to accuracy", time_to_accuracy, root, settings)
     # Again at the end: how much the machine's speed drifted while the bench ran.
     res["ceiling_end"] = _attempt("1'. ceiling again", ceiling, settings)
-    res["run_order"] = ["ceiling", "sweep", "pipeline", "training", "notebook", "scaling",
-                        "ceiling_end"]
+    res["run_order"] = [*ITEMS, "ceiling_end"]
     return res
+
+
+# The items `--only` can run alone: those that need no other item's figures.
+_ITEM_FNS: dict[str, Callable[..., dict]] = {
+    "ceiling": lambda root, settings: ceiling(settings),
+    "sweep": sweep_costs, "scaling": scaling, "time_to_accuracy": time_to_accuracy}
 
 
 def write_results(res: dict, out: Path) -> None:
@@ -127,6 +142,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="JSON results file (default benchmarks/results/bench-<UTC "
                                  "time>.json; latest.json is written beside it)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, a few minutes")
+    p.add_argument("--only", action="append", choices=sorted(_ITEM_FNS), default=[],
+                   help="run only this item (repeat for more); its row in the table, the rest "
+                        "absent")
     return p.parse_args(argv)
 
 
@@ -154,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         res: dict[str, Any] = {"machine": machine_info(), "settings": asdict(settings),
                                "data": str(data.resolve()), "prepared": str(root),
                                "splits": _split_sizes(root)}
-        res.update(run_bench(root, settings))
+        res.update(run_bench(root, settings, tuple(args.only)))
         res["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         res["targets"] = targets(res)
         res["wall_seconds"] = time.perf_counter() - t0

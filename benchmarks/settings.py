@@ -33,6 +33,11 @@ class Settings:
     scaling_sizes: tuple[int, ...]
     scaling_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
     quick_per_class: int = 0  # quick: train+val images per class in the subset
+    # Time to accuracy: the notebook's fit that sets the target, and the sweep that chases it.
+    accuracy_size: int = 256
+    accuracy_epochs: int = 10
+    accuracy_sweep: str = "experiments/cpu.toml"
+    accuracy_sweep_args: tuple[str, ...] = ()
 
     @property
     def notebook_size(self) -> int:
@@ -46,4 +51,6 @@ FULL = Settings(quick=False, matmul_n=2048, matmul_reps=20, matmul_budget_second
 QUICK = Settings(quick=True, matmul_n=1024, matmul_reps=10, matmul_budget_seconds=1.0,
                  pipeline_sizes=(32, 64), arch_size=48, throughput_seconds=1.0, max_steps=40,
                  notebook_epochs=2, sweep_trials=2, sweep_epochs=1, sweep_size=32,
-                 scaling_sizes=(32, 48), quick_per_class=100)
+                 scaling_sizes=(32, 48), quick_per_class=100, accuracy_size=64,
+                 accuracy_epochs=1, accuracy_sweep="experiments/quick.toml",
+                 accuracy_sweep_args=("--arch", "baseline", "--budget", "2m"))

@@ -65,6 +65,19 @@ def targets(res: dict) -> list[dict]:
             f"evaluation, model logging) vs {sw['fit_seconds_per_epoch_mean']:.1f}s per epoch "
             f"of fit: trials of >= {sw['epochs_for_10pct_overhead']} epochs at "
             f"{sw['size']}px would be under 10%")
+    acc = res.get("time_to_accuracy", {})
+    if "ratio" in acc:
+        nb, cd = acc["notebook"], acc["catdog"]
+        r = acc["ratio"]
+        add("time to the notebook's val accuracy, catdog / notebook", "<= 0.2", r,
+            None if r is None else r <= 0.2,
+            "not reached" if r is None else
+            f"{r:.2f} ({cd['seconds']:.0f}s vs {nb['seconds']:.0f}s, val {nb['target']:.3f})",
+            "" if r is None else
+            f"catdog's time counts its whole process: start-up, decoding and measuring the plan "
+            f"before the first trial; the first epoch at {nb['target']:.3f} came from "
+            f"{cd['reached']['arch']} at {cd['reached']['image_size']}px, epoch "
+            f"{cd['reached']['epoch']}")
     return out
 
 

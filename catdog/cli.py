@@ -17,7 +17,7 @@ from catdog.data.download import SOURCES
 from catdog.errors import CatdogError
 from catdog.log import VERBOSE_ENV, setup as setup_logging
 from catdog.runtime import PRECISIONS
-from catdog.sweepfile import TUNERS
+from catdog.sweepfile import STRATEGIES, TUNERS
 from catdog.tracking.runs import Terminated
 
 EPILOG = """\b
@@ -205,6 +205,9 @@ def _parse_overrides(pairs) -> dict:
 @click.option("--budget", default=None, metavar="DURATION",
               help="Time for the whole sweep, e.g. 45m or 2h: speeds are measured first and "
                    "trials and epochs planned to fit it.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="compare: every architecture the same budget (the fair comparison); best: "
+                   "race them with Hyperband for the best model in the budget.")
 @click.option("--final-fit/--no-final-fit", default=None,
               help="Retrain the winner on train+val for its best epoch count (default: on).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None)
@@ -307,8 +310,8 @@ def compare(sweep, archs, metric, fmt, plot_path, test, experiment):
     if fmt in ("table", "markdown"):
         click.echo(f"\nranked by the {result.table.attrs['ranked_by']}; \"within noise\": the "
                    "95% intervals overlap the top architecture's; search strategy "
-                   f"{result.table.attrs['strategy']!r} (every architecture had the same "
-                   "share of the budget)")
+                   f"{result.table.attrs['strategy']!r}: "
+                   f"{compare_mod.strategy_note(result.table.attrs['strategy'])}")
         if result.significance:
             click.echo(describe(result.significance))
     where = f" and logged to sweep run {result.logged_to}" if result.logged_to else ""

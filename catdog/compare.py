@@ -37,6 +37,18 @@ METRICS = ("val_accuracy", "val_loss", "val_auc")
 FORMATS = ("table", "markdown", "csv", "json")
 
 
+# What each search strategy means for reading a ranking (see catdog.sweep and catdog.race).
+STRATEGY_NOTES = {
+    "compare": "every architecture had the same share of the budget: an equal-budget comparison",
+    "best": "a race: Hyperband gave the architectures that led more trials and epochs, so this "
+            "ranks configurations found, not architectures at equal cost",
+}
+
+
+def strategy_note(strategy: str) -> str:
+    return STRATEGY_NOTES.get(strategy, strategy)
+
+
 def lower_is_better(metric: str) -> bool:
     return metric.endswith("loss")
 
@@ -115,6 +127,7 @@ def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "v
             "gap_best": best.get("gap_best", np.nan),
             "gap_last": best.get("gap_last", np.nan),
             "params": int(float(best.get("param.param_count", -1))),
+            "image_size": int(float(best.get("param.image_size", 0))),
             "sec_per_epoch": best.get("seconds_per_epoch", np.nan),
             "trials": len(group),
             "hyperparameters": _hyperparameters(best),
@@ -174,6 +187,7 @@ def human_view(table: pd.DataFrame) -> pd.DataFrame:
     for c in ("test_accuracy",):
         if c in table:
             view[c] = table[c].map(_fmt)
+    view["px"] = table["image_size"]
     for c in [m for m in METRICS if m != metric] + ["best_epoch", "gap_best", "gap_last",
                                                    "params", "sec_per_epoch", "trials"]:
         view[c] = table[c].map(lambda v, c=c: _fmt(v, ".1f" if c == "sec_per_epoch" else ".4f"))
@@ -321,7 +335,8 @@ def anytime_plot(frame: pd.DataFrame, path: Path, strategy: str) -> Path:
             alpha=0.6, label="sweep best")
     ax.set_xlabel("wall-clock minutes since the sweep started")
     ax.set_ylabel("best val accuracy so far")
-    ax.set_title(f"anytime: best val accuracy so far ({strategy} strategy: equal budgets)")
+    ax.set_title(f"anytime: best val accuracy so far ({strategy} strategy: "
+                 f"{'equal budgets' if strategy == 'compare' else 'a race'})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100, bbox_inches="tight")

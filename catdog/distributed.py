@@ -271,6 +271,11 @@ def launch(sweep_file: str | None = None, data: str | None = None, *, workers: i
     """Start a tracking server (unless MLFLOW_TRACKING_URI names one) on BACKEND_STORE_URI, a
     KerasTuner chief and WORKERS workers for one sweep; restart a worker that dies while its
     trial can still be re-run; return the sweep's exit code."""
+    from catdog import sweepfile
+
+    if sweepfile.load(sweep_file, data=data).strategy == "best":  # before any process starts
+        raise CatdogError("the best strategy races on one machine (its plan and time checks are "
+                          "this machine's); a distributed sweep uses strategy = \"compare\"")
     server = None
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith("http"):

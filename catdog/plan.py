@@ -11,6 +11,11 @@ saved beside the tuner state, so a resumed sweep keeps the trial counts it start
 The `compare` strategy gives every architecture the same share of the search budget: the fair
 comparison. Time an architecture leaves unused (early stopping, fewer epochs than planned) flows
 to the ones searched after it.
+
+The `best` strategy races them instead (`catdog.race`): one KerasTuner Hyperband search over the
+architecture, the image size and each family's hyperparameters. Its plan measures every
+(architecture, size) pair and picks the longest fit (Hyperband's `max_epochs`) for which the
+most exploratory bracket and the winner's final fit end within the budget.
 """
 
 from __future__ import annotations
@@ -94,9 +99,15 @@ class Plan:
         return max(self.budget - self.measured_seconds - self.repeats_seconds
                    - self.final_seconds, 0.0)
 
+    @property
+    def planned_trials(self) -> int:
+        return sum(a.trials for a in self.archs.values())
+
+    def seconds_per_epoch(self, arch: str, size: int) -> float:
+        return self.archs[arch].seconds_per_epoch
+
     def summary(self, now: datetime | None = None) -> str:
-        finish = (now or datetime.now()) + timedelta(seconds=self.total_seconds)
-        return f"estimated {format_seconds(self.total_seconds)}, finishing about {finish:%H:%M}"
+        return _summary(self.total_seconds, now)
 
     def describe(self, now: datetime | None = None) -> str:
         now = now or datetime.now()
@@ -210,11 +221,155 @@ def make_plan(speeds: dict[str, tuple[float, float]], *, trials: int, epochs: in
     return Plan(plans, budget, repeats_seconds, final_seconds, measured_seconds)
 
 
-def load_or_make(path: Path, make) -> tuple[Plan, bool]:
+def _summary(total: float, now: datetime | None) -> str:
+    finish = (now or datetime.now()) + timedelta(seconds=total)
+    return f"estimated {format_seconds(total)}, finishing about {finish:%H:%M}"
+
+
+# ------------------------------------------------------------------------------- the race plan
+# KerasTuner's Hyperband (keras_tuner/src/tuners/hyperband.py, 1.4): brackets run from the most
+# exploratory (many configurations, few epochs) down to plain random search at max_epochs.
+def hyperband_brackets(max_epochs: int, factor: int) -> int:
+    epochs, brackets = float(max_epochs), 0
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    return brackets
+
+
+def hyperband_rounds(max_epochs: int, factor: int, bracket: int) -> list[tuple[int, int]]:
+    """(configurations, epochs each has trained by its end) for every round of BRACKET."""
+    end_size = math.ceil(1 + math.log(max_epochs, factor)) / (bracket + 1)
+    return [(math.ceil(end_size * factor ** (bracket - r)),
+             math.ceil(max_epochs / factor ** (bracket - r))) for r in range(bracket + 1)]
+
+
+@dataclass
+class RacePlan:
+    """The `best` strategy's plan: one Hyperband race over architectures and image sizes."""
+
+    speeds: dict[str, dict[str, list[float]]]  # arch -> {size: [s/epoch, overhead]}
+    max_epochs: int
+    factor: int
+    brackets: list[dict]  # the brackets expected to fit: {bracket, rounds, seconds}
+    budget: float | None
+    final_seconds: float
+    measured_seconds: float
+
+    @property
+    def search_seconds(self) -> float:
+        return sum(b["seconds"] for b in self.brackets)
+
+    @property
+    def total_seconds(self) -> float:
+        return self.measured_seconds + self.search_seconds + self.final_seconds
+
+    @property
+    def search_budget(self) -> float | None:
+        if self.budget is None:
+            return None
+        return max(self.budget - self.measured_seconds - self.final_seconds, 0.0)
+
+    @property
+    def planned_trials(self) -> int:
+        return sum(n for b in self.brackets for n, _ in b["rounds"])
+
+    def seconds_per_epoch(self, arch: str, size: int) -> float:
+        return self.speeds[arch][str(size)][0]
+
+    def trial_seconds(self, arch: str, size: int, epochs: int) -> float:
+        per_epoch, overhead = self.speeds[arch][str(size)]
+        return overhead + epochs * per_epoch
+
+    def summary(self, now: datetime | None = None) -> str:
+        return _summary(self.total_seconds, now)
+
+    def describe(self, now: datetime | None = None) -> str:
+        sizes = sorted({int(s) for v in self.speeds.values() for s in v})
+        lines = [f"race (strategy best): Hyperband over architecture, image size and "
+                 f"hyperparameters, up to {self.max_epochs} epochs, factor {self.factor}",
+                 f"{'s/epoch':<12} " + " ".join(f"{f'{s}px':>7}" for s in sizes)]
+        for arch, by_size in self.speeds.items():
+            lines.append(f"{arch:<12} " + " ".join(
+                f"{by_size[str(s)][0]:7.1f}" if str(s) in by_size else f"{'-':>7}"
+                for s in sizes))
+        lines.append(f"{'set-up':<12} {format_seconds(self.measured_seconds):>9}  "
+                     "(decoding, measuring)")
+        for b in self.brackets:
+            rounds = " -> ".join(f"{n} x {e} epochs" for n, e in b["rounds"])
+            lines.append(f"bracket {b['bracket']:<4} {format_seconds(b['seconds']):>9}  {rounds}")
+        if self.final_seconds:
+            lines.append(f"{'final fit':<12} {format_seconds(self.final_seconds):>9}")
+        total = self.summary(now)
+        if self.budget is not None:
+            total += f" (budget {format_seconds(self.budget)}; trials: as many as the time " \
+                     "allows, about this many)"
+        return "\n".join(lines + [total])
+
+    def to_json(self) -> str:
+        return json.dumps({"strategy": "best", **asdict(self)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RacePlan:
+        raw = json.loads(text)
+        raw.pop("strategy", None)
+        return cls(**raw)
+
+
+def make_race_plan(speeds: dict[str, dict[int, tuple[float, float]]], *, max_epochs: int,
+                   factor: int, budget: float | None, final_fit: bool = True,
+                   measured_seconds: float = 0.0) -> RacePlan:
+    """The longest Hyperband fit (max_epochs, at most the sweep file's epochs) for which its
+    most exploratory bracket and the final fit end within the budget, and the brackets that fit.
+
+    Costs: a bracket's first round samples architectures and sizes at random, so it is costed
+    at the mean speed of the measured pairs; the configurations it promotes are the ones that
+    did best, which tend to be the big ones, so later rounds and the final fit are costed at the
+    slowest pair. Without a budget, max_epochs is the sweep file's and every bracket runs."""
+    pairs = [v for by_size in speeds.values() for v in by_size.values()]
+    mean_epoch = sum(p for p, _ in pairs) / len(pairs)
+    mean_over = sum(o for _, o in pairs) / len(pairs)
+    max_epoch, max_over = max(p for p, _ in pairs), max(o for _, o in pairs)
+
+    def bracket_seconds(r: int, bracket: int) -> float:
+        total, before = 0.0, 0
+        for i, (n, e) in enumerate(hyperband_rounds(r, factor, bracket)):
+            per_epoch, over = (mean_epoch, mean_over) if i == 0 else (max_epoch, max_over)
+            total += n * (over + (e - before) * per_epoch)
+            before = e
+        return total
+
+    def final(r: int) -> float:
+        return max_over + r * max_epoch * FINAL_COST if final_fit else 0.0
+
+    chosen = max_epochs
+    if budget is not None:
+        available = max(budget - measured_seconds, 0.0)
+        chosen = next((r for r in range(max_epochs, 0, -1)
+                       if bracket_seconds(r, hyperband_brackets(r, factor) - 1) + final(r)
+                       <= available), 1)
+    brackets, spent = [], 0.0
+    room = None if budget is None else max(budget - measured_seconds - final(chosen), 0.0)
+    for b in range(hyperband_brackets(chosen, factor) - 1, -1, -1):
+        seconds = bracket_seconds(chosen, b)
+        if brackets and room is not None and spent + seconds > room:
+            break
+        brackets.append({"bracket": b,
+                         "rounds": [list(r) for r in hyperband_rounds(chosen, factor, b)],
+                         "seconds": seconds})
+        spent += seconds
+    return RacePlan({a: {str(s): list(v) for s, v in by_size.items()}
+                     for a, by_size in speeds.items()},
+                    chosen, factor, brackets, budget, final(chosen), measured_seconds)
+
+
+def load_or_make(path: Path, make) -> tuple[Plan | RacePlan, bool]:
     """The plan saved at PATH (a resumed sweep), else a new one saved there: (plan, resumed)."""
     if path.is_file():
         try:
-            return Plan.from_json(path.read_text()), True
+            text = path.read_text()
+            cls = RacePlan if json.loads(text).get("strategy") == "best" else Plan
+            return cls.from_json(text), True
         except (ValueError, TypeError, KeyError):
             log.info("the saved plan %s is unreadable; planning again", path)
     plan = make()

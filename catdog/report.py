@@ -157,8 +157,12 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
     parts = [f"<h1>catdog sweep report: {html.escape(name)}</h1>",
              f'<p class="meta">sweep run {parent.info.run_id} · key '
              f"{html.escape(parent.data.tags.get(tags.SWEEP_KEY, '?'))} · tuner {p.get('tuner')}"
-             f" · trials per architecture {p.get('trials')}, up to {p.get('epochs')} epochs "
-             f"at {p.get('image_size')} px · repeats {int(table['repeats'].max())} · data "
+             + (f" · a race (strategy best) over architectures and sizes "
+                f"{p.get('image_sizes')} px, up to {p.get('epochs')} epochs"
+                if p.get("search_strategy") == "best" else
+                f" · trials per architecture {p.get('trials')}, up to {p.get('epochs')} epochs "
+                f"at {p.get('image_size')} px")
+             + f" · repeats {int(table['repeats'].max())} · data "
              f"{html.escape(str(root))}</p>"]
     verdict = (f"<b>{html.escape(champion['arch'])}</b> is the champion (chosen on "
                f"{metric}, ranked by the {table.attrs['ranked_by']}); "
@@ -167,12 +171,13 @@ def build_report(sweep: str = "latest", metric: str = "val_accuracy",
                + f"has test accuracy <b>{test['accuracy']:.4f}</b> on {len(frame)} held-out "
                "photos.")
     budget = parent.data.metrics.get("budget_seconds")
+    strategy = p.get("search_strategy", "compare")
     if budget:
         verdict += (f" Budget {format_seconds(budget)}, used "
                     f"{format_seconds(parent.data.metrics.get('sweep_seconds', 0))}; "
                     f"{int(parent.data.metrics.get('trials_run', 0))} trials ran of about "
-                    f"{int(parent.data.metrics.get('planned_trials', 0))} planned; every "
-                    "architecture had the same share of it (the compare strategy).")
+                    f"{int(parent.data.metrics.get('planned_trials', 0))} planned; "
+                    f"{compare.strategy_note(strategy)} (the {strategy} strategy).")
     if sig:
         verdict += " " + html.escape(heldout.describe(sig)) + "."
     parts.append(f'<p class="verdict">{verdict}</p>')

@@ -19,6 +19,11 @@ again reloads it: KerasTuner skips finished trials and re-runs the one that was 
 interrupted trial's MLflow run is marked KILLED (never left RUNNING) and the parent and
 architecture runs are reopened rather than duplicated. `fresh=True` starts over.
 
+The `best` strategy (`strategy = "best"`) races the architectures instead: one Hyperband search
+over architecture, image size and hyperparameters (see `catdog.race`). The three levels stay:
+each trial is a run under its architecture's run, so `compare`, `report` and `register` read a
+race like any sweep, and state that its architectures had unequal budgets.
+
 Distributed: with KERASTUNER_TUNER_ID/ORACLE_IP/ORACLE_PORT set, the chief serves each
 architecture's oracle in turn (on ORACLE_PORT + the architecture's index) and owns the parent and
 architecture runs; workers run trials and log them to the shared tracking server.
@@ -46,6 +51,7 @@ from catdog.tracking import queries, runs, store, tags
 log = get_logger(__name__)
 
 TUNER_ROOT = Path(".tuner")
+FIRST_STEP = 0  # the step EpochLogger logs a fit's first epoch at (Keras's epoch index)
 OBJECTIVE = "val_accuracy"
 
 
@@ -85,11 +91,27 @@ class SweepContext:
     plan: Plan | None = None  # trials and epochs per architecture, fitted to the budget
     search_started: float = field(default_factory=time.monotonic)
     deadline: float | None = None  # time.monotonic() at which the budget runs out
+    other_sizes: dict[int, pipeline.Splits] = field(default_factory=dict)
+
+    @property
+    def race(self) -> bool:
+        return self.cfg.strategy == "best"
+
+    def splits_at(self, size: int) -> pipeline.Splits:
+        """The split at SIZE px: the sweep's own, or (a race searching the size) decoded once."""
+        if size == self.cfg.image_size and self.splits is not None:
+            return self.splits
+        if size not in self.other_sizes:
+            self.other_sizes[size] = pipeline.load(self.data_root, size, self.cfg.batch_size,
+                                                   seed=self.cfg.seed)
+        return self.other_sizes[size]
 
     def trials_for(self, arch: str) -> int:
         return self.plan.archs[arch].trials if self.plan else self.cfg.trials
 
     def epochs_for(self, arch: str) -> int:
+        if self.race:  # Hyperband's longest fit: every trial's schedule horizon
+            return self.plan.max_epochs if self.plan else self.cfg.epochs
         return self.plan.archs[arch].epochs if self.plan else self.cfg.epochs
 
     def share_used(self, arch: str, first: bool) -> bool:
@@ -128,6 +150,13 @@ def _tuner_classes():
         def build(self, hp):
             return self.entry.build(hp, image_size=self.image_size, pretrained=self.pretrained)
 
+        def size(self, hp) -> int:
+            return self.image_size
+
+        def values(self, hp) -> dict:
+            """The trial's hyperparameters under the names the builder uses."""
+            return hp.values
+
         def fit(self, hp, model, *args, **kwargs):
             # Timed here, around model.fit alone, so a trial's overhead counts build and compile.
             self.last_model = model
@@ -147,11 +176,14 @@ def _tuner_classes():
         """Mixed into a KerasTuner tuner: each trial runs inside a nested MLflow run."""
 
         ctx: SweepContext
-        arch: str
-        arch_run_id: str
+        arch: str | None  # None in a race, whose trials each name their architecture
+        arch_runs: dict[str, str]
+
+        def arch_of(self, trial) -> str:
+            return self.arch or trial.hyperparameters.values["arch"]
 
         def pre_create_trial(self):
-            if self.ctx.plan is None:  # no plan (a distributed sweep): nothing to enforce
+            if self.ctx.plan is None or self.ctx.race:  # a race checks each trial it starts
                 return
             first = not any(t.status == "COMPLETED" for t in self.oracle.trials.values())
             if self.ctx.share_used(self.arch, first):
@@ -172,19 +204,22 @@ def _tuner_classes():
             from catdog.tracking.record import record_fit
 
             ctx, hp = self.ctx, trial.hyperparameters
-            self._supersede(trial.trial_id)
-            epochs = hp.values.get("tuner/epochs", kwargs.get("epochs", ctx.epochs_for(self.arch)))
+            arch, size = self.arch_of(trial), self.hypermodel.size(hp)
+            epochs = hp.values.get("tuner/epochs", kwargs.get("epochs", ctx.epochs_for(arch)))
             initial = hp.values.get("tuner/initial_epoch", 0)
+            self._check_time(arch, size, epochs - initial)
+            self._supersede(arch, trial.trial_id)
             run_tags = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_TRIAL,
-                        tags.ARCH: self.arch, tags.TRIAL_ID: trial.trial_id,
+                        tags.ARCH: arch, tags.TRIAL_ID: trial.trial_id,
                         tags.TUNER_ID: self.tuner_id, **tags.environment_tags()}
             t0 = time.monotonic()
-            with runs.active_run(experiment=ctx.cfg.experiment, parent_run_id=self.arch_run_id,
-                                 run_name=f"{self.arch}-trial-{trial.trial_id}",
+            with runs.active_run(experiment=ctx.cfg.experiment,
+                                 parent_run_id=self.arch_runs[arch],
+                                 run_name=f"{arch}-trial-{trial.trial_id}",
                                  tags=run_tags) as run:
-                mlflow.log_params({**hp.values, **self._run_params()})
+                mlflow.log_params({**self.hypermodel.values(hp), **self._run_params(arch, size)})
                 stop_and_log, logger = fit_callbacks(run.info.run_id,
-                                                     f"{self.arch} t{trial.trial_id}", epochs,
+                                                     f"{arch} t{trial.trial_id}", epochs,
                                                      ctx.cfg.patience, initial)
                 kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + stop_and_log
                 results = super().run_trial(trial, *args, **kwargs)
@@ -193,13 +228,14 @@ def _tuner_classes():
                 mlflow.log_param("param_count", model.count_params())
                 score = metrics.history_summary(logger.history, OBJECTIVE, initial).get(
                     f"best_{OBJECTIVE}", float("nan"))
-                best_before = self._best_score()
+                best_before = self._best_score(arch)
                 # Only a trial that ties or beats its architecture's best logs its model: the
                 # final best trial always has one (ties too: whichever tied trial the oracle
                 # later calls best), and disk is not spent on models nobody will register.
                 keep = best_before is None or score >= best_before
-                record_fit(model, logger.history, logger.seconds_per_epoch, splits=ctx.splits,
-                           title=f"{self.arch} trial {trial.trial_id}", log_model=keep,
+                record_fit(model, logger.history, logger.seconds_per_epoch,
+                           splits=ctx.splits_at(size),
+                           title=f"{arch} trial {trial.trial_id}", log_model=keep,
                            objective=OBJECTIVE, initial_epoch=initial)
                 runtime.release_memory()
                 rss, peak = runtime.rss_mb()
@@ -208,46 +244,75 @@ def _tuner_classes():
                     "peak_rss_mb": peak,
                     "fit_seconds": fit_seconds,
                     "overhead_seconds": time.monotonic() - t0 - fit_seconds})
-            self._report(trial, hp, score, best_before, time.monotonic() - t0)
+            self._report(arch, trial, hp, score, best_before, time.monotonic() - t0)
             return results
 
         # -- helpers ----------------------------------------------------------------------
-        def _run_params(self) -> dict:
-            return _run_params(self.ctx.cfg, self.arch,
+        def _run_params(self, arch: str, size: int) -> dict:
+            return _run_params(self.ctx.cfg, arch,
                                self.distribution_strategy or runtime.strategy(),
-                               self.ctx.epochs_for(self.arch))
+                               self.ctx.epochs_for(arch), size)
 
-        def _supersede(self, trial_id: str) -> None:
+        def _check_time(self, arch: str, size: int, epochs: int) -> None:
+            """A race starts a trial only if the plan expects it to end within the search
+            budget (a trial's cost is known only once the oracle has chosen it)."""
+            ctx = self.ctx
+            if not ctx.race or ctx.plan is None or ctx.plan.search_budget is None:
+                return
+            expected = ctx.plan.trial_seconds(arch, size, epochs)
+            if time.monotonic() - ctx.search_started + expected > ctx.plan.search_budget:
+                raise RaceTimeLimit(
+                    f"the race's share of the {format_seconds(ctx.cfg.budget_seconds)} budget is "
+                    f"used up (the next trial, {arch} at {size}px for {epochs} epochs, would "
+                    f"take about {format_seconds(expected)})")
+
+        def _supersede(self, arch: str, trial_id: str) -> None:
             """A trial about to (re)run: earlier runs of it were interrupted; close them."""
             queries.retire(self.ctx.experiment_id,
                            {tags.SWEEP_KEY: self.ctx.key, tags.KIND: tags.KIND_TRIAL,
-                            tags.ARCH: self.arch, tags.TRIAL_ID: trial_id},
+                            tags.ARCH: arch, tags.TRIAL_ID: trial_id},
                            (runs.RUNNING, runs.FINISHED))
 
-        def _best_score(self) -> float | None:
-            best = self.oracle.get_best_trials(1)
+        def _best_score(self, arch: str) -> float | None:
+            if self.arch is None:  # a race: the best of this architecture's trials
+                best = best_trial(self.oracle, arch)
+                return best.score if best is not None else None
+            best = self.oracle.get_best_trials(1)  # a distributed worker's oracle has no .trials
             return best[0].score if best and best[0].score is not None else None
 
-        def _report(self, trial, hp, score, best_before, seconds) -> None:
+        def _report(self, arch, trial, hp, score, best_before, seconds) -> None:
             ctx = self.ctx
             ctx.trials_done += 1
             ctx.trial_seconds.append(seconds)
             best = score if best_before is None else max(score, best_before)
             shown = {k: (round(v, 5) if isinstance(v, float) else v)
-                     for k, v in hp.values.items() if not k.startswith("tuner/")}
+                     for k, v in self.hypermodel.values(hp).items() if not k.startswith("tuner/")}
             remaining = max(ctx.total_trials - ctx.trials_done, 0)
+            of = ctx.total_trials if ctx.race else ctx.cfg.trials
             log.info("[%s] trial %d/%d %s  val_accuracy %.4f  best %.4f  (%s; sweep %d/%d, ETA %s)",
-                     self.arch, int(trial.trial_id) + 1, ctx.cfg.trials, shown, score,
+                     arch, int(trial.trial_id) + 1, of, shown, score,
                      best,
                      format_seconds(seconds), ctx.trials_done, ctx.total_trials,
                      format_seconds(ctx.eta(remaining)) if remaining else "done")
 
+    class RaceTimeLimit(TimeLimitReached, kt.errors.FatalError):
+        """Raised inside a trial, where KerasTuner would count an ordinary exception as a
+        failed trial and go on."""
+
     return ArchHyperModel, Tracked
 
 
-def _run_params(cfg: sweepfile.SweepConfig, arch: str, strategy, epochs: int) -> dict:
+def best_trial(oracle, arch: str | None = None):
+    """The oracle's best completed trial, of ARCH only in a race (None: of any)."""
+    done = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None
+            and (arch is None or t.hyperparameters.values.get("arch") == arch)]
+    return max(done, key=lambda t: t.score, default=None)
+
+
+def _run_params(cfg: sweepfile.SweepConfig, arch: str, strategy, epochs: int,
+                image_size: int | None = None) -> dict:
     """How a trial or repeat of ARCH ran, logged beside its hyperparameters."""
-    params = {"arch": arch, "tuner": cfg.tuner, "image_size": cfg.image_size,
+    params = {"arch": arch, "tuner": cfg.tuner, "image_size": image_size or cfg.image_size,
               "batch_size": cfg.batch_size, "epochs": epochs, "seed": cfg.seed,
               "precision": cfg.precision, "strategy": runtime.strategy_name(strategy)}
     if models.get(arch).pretrained:
@@ -279,7 +344,7 @@ def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperp
     # The sweep file's cap: under a budget, the time left decides how many of them run (the
     # plan's count is what it expects), so time early stopping saves buys more trials.
     tuner.oracle.max_trials = ctx.cfg.trials
-    tuner.ctx, tuner.arch, tuner.arch_run_id = ctx, arch, arch_run_id
+    tuner.ctx, tuner.arch, tuner.arch_runs = ctx, arch, {arch: arch_run_id}
     return tuner
 
 
@@ -324,6 +389,9 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
     import keras
 
     spaces = sweepfile.search_spaces(cfg)  # a bad search space fails before any data is read
+    if cfg.strategy == "best" and who != "local":
+        raise CatdogError("the best strategy races on one machine (its plan and time checks are "
+                          "this machine's); a distributed sweep uses strategy = \"compare\"")
     data_root = resolve_data(cfg.data)
 
     digest = read_summary(data_root)["digest"]
@@ -340,16 +408,26 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
         queries.retire_sweep(exp_id, key)
         shutil.rmtree(state_dir, ignore_errors=True)
     elif owner:
-        sweepstate.check_state_matches_store(state_dir, cfg.archs, exp_id, key)
+        sweepstate.check_state_matches_store(state_dir, cfg.archs, exp_id, key,
+                                             race=cfg.strategy == "best")
     cfg = replace(cfg, precision=runtime.set_precision(cfg.precision))
 
     splits = None
     if who != "chief":  # the chief only serves the oracle; it never touches pixels
         runtime.announce_devices()
         splits = pipeline.load(data_root, cfg.image_size, cfg.batch_size, seed=cfg.seed)
+    other_sizes: dict[int, pipeline.Splits] = {}
+
+    def splits_at(size: int) -> pipeline.Splits:
+        if size == cfg.image_size:
+            return splits
+        if size not in other_sizes:
+            other_sizes[size] = pipeline.load(data_root, size, cfg.batch_size, seed=cfg.seed)
+        return other_sizes[size]
+
     sweep_plan = None
     if who == "local":  # distributed sweeps run the sweep file's trials as written
-        sweep_plan = _plan(cfg, splits, spaces, state_dir, time.monotonic() - t0)
+        sweep_plan = _plan(cfg, splits_at, spaces, state_dir, time.monotonic() - t0)
         if confirm is not None and not confirm(sweep_plan):
             raise NotStarted("sweep not started; give it a budget (--budget 45m) to plan it "
                              "to the time you have")
@@ -364,8 +442,9 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
              cfg.tuner, data_root, len(cfg.archs), parent)
     ctx = SweepContext(cfg, key, exp_id, parent, data_root, splits, total_trials=0,
                        plan=sweep_plan, deadline=t0 + cfg.budget_seconds
-                       if cfg.budget_seconds and sweep_plan else None)
-    ctx.total_trials = sum(ctx.trials_for(a) + cfg.repeats for a in cfg.archs)
+                       if cfg.budget_seconds and sweep_plan else None, other_sizes=other_sizes)
+    ctx.total_trials = sweep_plan.planned_trials if ctx.race else \
+        sum(ctx.trials_for(a) + cfg.repeats for a in cfg.archs)
     if cfg.repeats and who != "local":
         log.info("repeats are run by a sweep on one machine; run `catdog sweep` with the same "
                  "file afterwards to add them to this distributed sweep")
@@ -376,7 +455,11 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
     current: str | None = None
     try:
         with runs.sigterm_as_exception():
-            for index, arch in enumerate(cfg.archs):
+            if ctx.race:
+                from catdog import race
+
+                results, stopped = race.search(ctx, spaces, state_dir, client)
+            for index, arch in enumerate(() if ctx.race else cfg.archs):
                 current = _arch_run(exp_id, key, arch, parent, owner)
                 if who == "worker" and client.get_run(current).info.status == runs.FINISHED:
                     # The chief is past it (this worker was restarted, or joined late): its
@@ -412,7 +495,11 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
                     if owner:
                         client.set_tag(current, tags.TIME_LIMITED, tags.TRUE)
                 if owner:
-                    results[arch] = _finish_arch(client, tuner, current, arch, exp_id, key)
+                    best = tuner.oracle.get_best_trials(1)
+                    results[arch] = _finish_arch(
+                        client, best[0] if best else None,
+                        json.dumps(tuner.oracle.hyperparameters.get_config(), indent=2,
+                                   default=str), current, arch, exp_id, key)
                     client.set_terminated(current, runs.FINISHED)
                 current = None
             # Repeats come after every search, so the searches are the same with or without
@@ -451,7 +538,7 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
     return SweepResult(key, parent, results, stopped, seconds, final)
 
 
-def _plan(cfg: sweepfile.SweepConfig, splits, spaces, state_dir: Path,
+def _plan(cfg: sweepfile.SweepConfig, splits_at, spaces, state_dir: Path,
           spent: float) -> Plan:
     """Measure each architecture here and fit trials and epochs to the budget; a resumed sweep
     keeps the plan it started with unless its budget changed. Logged before the first trial."""
@@ -459,6 +546,15 @@ def _plan(cfg: sweepfile.SweepConfig, splits, spaces, state_dir: Path,
 
     def make() -> Plan:
         t0 = time.monotonic()
+        if cfg.strategy == "best":
+            from catdog import race
+
+            speeds = race.measure_speeds(cfg, spaces, splits_at)
+            return planning.make_race_plan(speeds, max_epochs=cfg.epochs,
+                                           factor=cfg.hyperband_factor,
+                                           budget=cfg.budget_seconds, final_fit=cfg.final_fit,
+                                           measured_seconds=spent + time.monotonic() - t0)
+        splits = splits_at(cfg.image_size)
         speeds = {}
         for arch in cfg.archs:
             values = {k: v for k, v in spaces[arch].values.items() if not k.startswith("tuner/")}
@@ -477,6 +573,11 @@ def _plan(cfg: sweepfile.SweepConfig, splits, spaces, state_dir: Path,
         path.unlink()
         saved, resumed = planning.load_or_make(path, make)
     log.info("%s plan:\n%s", "resumed" if resumed else "the", saved.describe())
+    if isinstance(saved, planning.RacePlan):
+        if saved.max_epochs < cfg.epochs:
+            log.info("the budget holds fits of %d epochs, not the sweep file's %d",
+                     saved.max_epochs, cfg.epochs)
+        return saved
     short = [a.arch for a in saved.archs.values()
              if a.trials < cfg.trials or a.epochs < cfg.epochs]
     if short:
@@ -513,11 +614,12 @@ def _final_fit(ctx: SweepContext, client) -> dict | None:
                 "test_accuracy": run.data.metrics.get("test_accuracy")}
     queries.retire(ctx.experiment_id, where)
     values = dict(top["hyperparameters"])
+    size = int(source.data.params.get("image_size", cfg.image_size))  # a race searched it
     epochs = max(int(source.data.metrics.get("best_epoch", ctx.epochs_for(arch))), 1)
     if ctx.deadline is not None:
         # At the speed its trial actually trained (the plan's measurement can be optimistic).
         per_epoch = source.data.metrics.get("seconds_per_epoch") or \
-            ctx.plan.archs[arch].seconds_per_epoch
+            ctx.plan.seconds_per_epoch(arch, size)
         need = epochs * per_epoch * FINAL_COST
         left = ctx.deadline - time.monotonic()
         if need > left:
@@ -528,27 +630,28 @@ def _final_fit(ctx: SweepContext, client) -> dict | None:
             return None
     horizon = int(source.data.params.get("epochs", ctx.epochs_for(arch)))
     keras.utils.set_random_seed(cfg.seed)
-    train_val = pipeline.combined(ctx.data_root, ("train", "val"), cfg.image_size,
-                                  cfg.batch_size, seed=cfg.seed)
+    train_val = pipeline.combined(ctx.data_root, ("train", "val"), size, cfg.batch_size,
+                                  seed=cfg.seed)
     strategy = runtime.strategy()
     with strategy.scope():
-        model = models.get(arch).build(models.fixed_hyperparameters(values),
-                                       image_size=cfg.image_size, pretrained=cfg.pretrained)
-    log.info("final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images) for %d "
-             "epochs", arch, trial_id, top["val_accuracy"], train_val.n, epochs)
+        model = models.get(arch).build(models.fixed_hyperparameters(values), image_size=size,
+                                       pretrained=cfg.pretrained)
+    log.info("final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images at %dpx) for "
+             "%d epochs", arch, trial_id, top["val_accuracy"], train_val.n, size, epochs)
     t0 = time.monotonic()
     with runs.active_run(experiment=cfg.experiment, parent_run_id=ctx.parent_run_id,
                          run_name=f"{arch}-final",
                          tags={**where, tags.SOURCE_RUN_ID: source.info.run_id,
                                **tags.environment_tags()}) as run:
-        mlflow.log_params({**values, **_run_params(cfg, arch, strategy, epochs),
+        mlflow.log_params({**values, **_run_params(cfg, arch, strategy, epochs, size),
                            "trained_on": "train+val", "n_train": train_val.n,
                            "schedule_epochs": horizon, "param_count": model.count_params()})
         logger = EpochLogger(run.info.run_id, f"{arch} final", epochs)
         model.fit(train_val.dataset, epochs=epochs, verbose=0,
                   callbacks=[logger, _replayed_rates(client, source, values, horizon)])
         mlflow.log_metric("seconds_per_epoch", logger.seconds_per_epoch)
-        artifacts.log_keras_model(model, ctx.splits.decoded("val").images[:1].astype("float32"))
+        artifacts.log_keras_model(model, ctx.splits_at(size).decoded("val").images[:1]
+                                  .astype("float32"))
     run = client.get_run(run.info.run_id)
     frame = heldout.test_predictions(run, client.get_run(ctx.parent_run_id), model)
     accuracy = heldout.test_metrics(frame)["accuracy"]
@@ -563,12 +666,14 @@ def _final_fit(ctx: SweepContext, client) -> dict | None:
 def _replayed_rates(client, source, values: dict, horizon: int):
     """The learning rates the source trial trained at, epoch by epoch, so the final fit follows
     the trajectory that produced the chosen epoch (a plateau schedule needs val data the final
-    fit does not have). Trials logged before rates were recorded fall back to their schedule."""
+    fit does not have). A trial whose log does not start at the first epoch (one Hyperband
+    continued from an earlier round, or one logged before rates were recorded) falls back to
+    its schedule, which for cosine and constant is the same trajectory."""
     import keras
 
-    rates = [m.value for m in sorted(client.get_metric_history(source.info.run_id, "lr"),
-                                     key=lambda m: m.step)]
-    if not rates:
+    history = sorted(client.get_metric_history(source.info.run_id, "lr"), key=lambda m: m.step)
+    rates = [m.value for m in history]
+    if not history or history[0].step > FIRST_STEP:
         fallback = models.schedule_callbacks({**values, "lr_schedule": "cosine"}, horizon) \
             if values.get("lr_schedule") == "cosine" else []
         return fallback[0] if fallback else keras.callbacks.Callback()
@@ -580,7 +685,7 @@ def _log_budget(client, ctx: SweepContext, seconds: float) -> None:
     """What the budget bought: planned against run, and the shortfall said in words."""
     if ctx.plan is None:
         return
-    planned = sum(a.trials for a in ctx.plan.archs.values())
+    planned = ctx.plan.planned_trials
     ran = len(queries.sweep_trials(ctx.experiment_id, ctx.key))
     client.log_metric(ctx.parent_run_id, "planned_trials", planned)
     client.log_metric(ctx.parent_run_id, "trials_run", ran)
@@ -687,9 +792,11 @@ def _log_sweep_params(parent: str, cfg, data_root: Path, digest: str) -> None:
               "epochs": cfg.epochs, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
               "seed": cfg.seed, "patience": cfg.patience, "precision": cfg.precision,
               "pretrained": cfg.pretrained, "data": str(data_root),
-              # Every architecture gets the same share of the budget: an equal-budget
-              # comparison, which `compare` and the anytime plot state.
-              "search_strategy": "compare"}
+              # compare: every architecture gets the same share of the budget, an equal-budget
+              # comparison; best: a race (catdog.race). `compare` and the anytime plot say which.
+              "search_strategy": cfg.strategy}
+    if cfg.strategy == "best":
+        params["image_sizes"] = ",".join(map(str, cfg.sizes))
     new = {k: str(v) for k, v in params.items() if k not in existing}
     if new:
         client.log_batch(parent, params=[mlflow.entities.Param(k, v) for k, v in new.items()])
@@ -698,14 +805,13 @@ def _log_sweep_params(parent: str, cfg, data_root: Path, digest: str) -> None:
                                        default=list), "sweep_config.json")
 
 
-def _finish_arch(client, tuner, arch_run_id: str, arch: str, exp_id: str, key: str) -> dict:
-    """Tag the best trial's run, and put the search space and best figures on the arch run."""
-    client.log_text(arch_run_id, json.dumps(tuner.oracle.hyperparameters.get_config(), indent=2,
-                                            default=str), "search_space.json")
-    best = tuner.oracle.get_best_trials(1)
-    if not best:
+def _finish_arch(client, trial, space: str, arch_run_id: str, arch: str, exp_id: str,
+                 key: str) -> dict:
+    """Tag the best trial's run (TRIAL, from the tuner's oracle; None if none completed), and
+    put the search space (JSON) and best figures on the arch run."""
+    client.log_text(arch_run_id, space, "search_space.json")
+    if trial is None:
         return {}
-    trial = best[0]
     mine = {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL, tags.ARCH: arch}
     found = queries.search(exp_id, {**mine, tags.TRIAL_ID: trial.trial_id}, (runs.FINISHED,))
     if not found:

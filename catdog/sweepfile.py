@@ -14,7 +14,10 @@ command line (None) never overrides the file.
                                        #   (see catdog/plan.py); "2h", "1h30m", or minutes
     final_fit = true                   # retrain the winner on train+val for its best epoch
                                        #   count: the model `register` promotes
+    strategy = "compare"               # compare: every architecture the same budget (the fair
+                                       #   comparison); best: race them (see catdog/race.py)
     image_size = 128
+    image_sizes = [64, 96, 128]        # best only: image size searched, within each family's range
     batch_size = 32
     seed = 1337
     pretrained = true                  # ImageNet weights for families that have them
@@ -37,6 +40,7 @@ from typing import Any
 from catdog.errors import CatdogError
 
 TUNERS = ("hyperband", "random", "bayesian")
+STRATEGIES = ("compare", "best")
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,9 @@ class SweepConfig:
     budget: str | float | None = None
     final_fit: bool = True
     repeats: int = 0
+    strategy: str = "compare"
     image_size: int = 128
+    image_sizes: tuple[int, ...] = ()
     batch_size: int = 32
     seed: int = 1337
     patience: int = 3
@@ -66,9 +72,18 @@ class SweepConfig:
         # finished sweep resumes it and runs only the repeats.
         ident = {k: v for k, v in asdict(self).items()
                  if k not in ("data", "budget", "experiment", "repeats", "final_fit")}
+        for k, default in (("strategy", "compare"), ("image_sizes", ())):
+            if ident[k] == default:  # keys of sweeps started before these existed stay the same
+                del ident[k]
         ident["data_digest"] = data_digest
         blob = json.dumps(ident, sort_keys=True, default=list).encode()
         return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The image sizes a race searches (the strategy "best"); else the one image size."""
+        return tuple(self.image_sizes) if self.strategy == "best" and self.image_sizes \
+            else (self.image_size,)
 
     @property
     def budget_seconds(self) -> float | None:
@@ -111,8 +126,9 @@ def load(path: str | Path | None, **overrides) -> SweepConfig:
         raise CatdogError(f"unknown key(s) {', '.join(sorted(unknown))} in {path}; "
                           f"known keys: {', '.join(sorted(known))}")
     _check_types(values, path)
-    cfg = SweepConfig(**{k: tuple(v) if k == "archs" else v for k, v in values.items()})
-    cfg = replace(cfg, **{k: (tuple(v) if k == "archs" else v)
+    tupled = ("archs", "image_sizes")
+    cfg = SweepConfig(**{k: tuple(v) if k in tupled else v for k, v in values.items()})
+    cfg = replace(cfg, **{k: (tuple(v) if k in tupled else v)
                           for k, v in overrides.items() if v not in (None, ())})
     if "archs" in values and not values["archs"] and not overrides.get("archs"):
         raise CatdogError(f"archs is an empty list in {path}; name at least one architecture, "
@@ -135,7 +151,8 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "batch_size": ((int,), "an integer"), "seed": ((int,), "an integer"),
     "patience": ((int,), "an integer"), "hyperband_factor": ((int,), "an integer"),
     "budget": ((str, int, float), "a duration like \"45m\" or \"2h\""),
-    "final_fit": ((bool,), "true or false"),
+    "final_fit": ((bool,), "true or false"), "strategy": ((str,), "a string"),
+    "image_sizes": ((list,), "a list of image sizes in pixels"),
     "pretrained": ((bool,), "true or false"), "hp": ((dict,), "a table"),
 }
 
@@ -147,6 +164,8 @@ def _check_types(values: dict[str, Any], path) -> None:
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
         if key == "archs" and ok:
             ok = all(isinstance(a, str) for a in value)
+        if key == "image_sizes" and ok:
+            ok = all(isinstance(a, int) and not isinstance(a, bool) for a in value)
         if not ok:
             raise CatdogError(f"{key} must be {wanted}{where}, got {value!r}")
 
@@ -164,9 +183,11 @@ def validate(cfg: SweepConfig) -> SweepConfig:
         raise CatdogError(f"unknown precision {cfg.precision!r}; choose one of "
                           f"{', '.join(PRECISIONS)}")
     for name, value in (("trials", cfg.trials), ("epochs", cfg.epochs),
-                        ("image_size", cfg.image_size), ("batch_size", cfg.batch_size)):
+                        ("image_size", cfg.image_size), ("batch_size", cfg.batch_size),
+                        *(("image_sizes", s) for s in cfg.image_sizes)):
         if not isinstance(value, int) or value < 1:
             raise CatdogError(f"{name} must be a positive integer, got {value!r}")
+    _check_strategy(cfg, archs)
     if not isinstance(cfg.repeats, int) or cfg.repeats < 0 or cfg.repeats == 1:
         raise CatdogError(f"repeats must be 0 (none) or at least 2 (one repeat gives no spread), "
                           f"got {cfg.repeats!r}")
@@ -184,6 +205,31 @@ def validate(cfg: SweepConfig) -> SweepConfig:
         else:
             _check_spec(f"hp.{key}", value)
     return replace(cfg, archs=tuple(archs))
+
+
+def _check_strategy(cfg: SweepConfig, archs) -> None:
+    from catdog import models
+
+    if cfg.strategy not in STRATEGIES:
+        raise CatdogError(f"unknown strategy {cfg.strategy!r}; choose compare (every "
+                          "architecture the same budget) or best (race them)")
+    if cfg.strategy != "best":
+        if cfg.image_sizes:
+            raise CatdogError("image_sizes is searched by the best strategy only; the compare "
+                              "strategy trains every architecture at image_size")
+        return
+    if cfg.tuner != "hyperband":
+        raise CatdogError(f"the best strategy races architectures with Hyperband; set tuner = "
+                          f"\"hyperband\" (not {cfg.tuner!r}) or strategy = \"compare\"")
+    if cfg.repeats:
+        raise CatdogError("repeats measure an equal-budget comparison; a raced one gives the "
+                          "architectures unequal time, so use strategy = \"compare\" for "
+                          "repeats")
+    for arch in archs:
+        if not models.get(arch).sizes_within(cfg.sizes):
+            lo, hi = models.get(arch).image_range
+            raise CatdogError(f"none of the image sizes {list(cfg.sizes)} is within {arch}'s "
+                              f"range {lo}-{hi} px")
 
 
 def _check_spec(name: str, spec: Any) -> None:

@@ -54,18 +54,22 @@ def completed_in_state(state_dir: Path, arch: str) -> list[str]:
     return done
 
 
-def check_state_matches_store(state_dir: Path, archs, exp_id: str, key: str) -> None:
+def check_state_matches_store(state_dir: Path, archs, exp_id: str, key: str,
+                              race: bool = False) -> None:
     """Resuming trusts the tuner state for which trials are done; the tracking store must hold
     them, or the sweep would report trials that are recorded nowhere (after `rm -rf mlruns`,
-    or with MLFLOW_TRACKING_URI pointed at another store)."""
+    or with MLFLOW_TRACKING_URI pointed at another store). A race keeps one tuner state for
+    every architecture (its folder is `race`)."""
     missing = {}
-    for arch in archs:
+    for arch in ("race",) if race else archs:
         done = completed_in_state(state_dir, arch)
         if not done:
             continue
-        recorded = {r.data.tags.get(tags.TRIAL_ID) for r in queries.search(
-            exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL, tags.ARCH: arch},
-            (runs.FINISHED,))}
+        where = {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL}
+        if not race:
+            where[tags.ARCH] = arch
+        recorded = {r.data.tags.get(tags.TRIAL_ID)
+                    for r in queries.search(exp_id, where, (runs.FINISHED,))}
         if lost := [t for t in done if t not in recorded]:
             missing[arch] = len(lost)
     if missing:

@@ -28,6 +28,13 @@ class Architecture:
     default_image_size: int
     builder: Builder
     pretrained: bool = False  # the builder can start from pretrained (ImageNet) weights
+    # The image sizes (px, smallest and largest) at which the family makes sense: a race that
+    # searches the size (`strategy = "best"`) keeps to them.
+    image_range: tuple[int, int] = (64, 256)
+
+    def sizes_within(self, sizes) -> list[int]:
+        lo, hi = self.image_range
+        return [s for s in sizes if lo <= s <= hi]
 
     def build(self, hp=None, *, image_size: int | None = None, pretrained: bool = False):
         """Build and compile the model; `hp=None` means every hyperparameter at its default.
@@ -43,12 +50,13 @@ class Architecture:
         extra = {"pretrained": pretrained} if self.pretrained else {}
         return self.builder(hp, input_shape=(size, size, 3), **extra)
 
-    def search_space(self, image_size: int | None = None):
-        """The HyperParameters this builder declares, with their defaults, without training."""
+    def search_space(self, image_size: int | None = None, hp=None):
+        """The HyperParameters this builder declares, with their defaults, without training
+        (added to HP, whose fixed or narrowed ones stay as they are, when given)."""
         import keras
         import keras_tuner as kt
 
-        hp = kt.HyperParameters()
+        hp = hp if hp is not None else kt.HyperParameters()
         self.build(hp, image_size=image_size or 32)
         keras.backend.clear_session()
         return hp
@@ -65,7 +73,7 @@ _REGISTRY: dict[str, Architecture] = {}
 
 
 def register(*, family: str, description: str, default_image_size: int = 128,
-             pretrained: bool = False):
+             pretrained: bool = False, image_range: tuple[int, int] = (64, 256)):
     """Decorator: add a builder to the registry under its function name."""
 
     def wrap(fn: Builder) -> Builder:
@@ -73,7 +81,7 @@ def register(*, family: str, description: str, default_image_size: int = 128,
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
         _REGISTRY[name] = Architecture(name, family, description, default_image_size, fn,
-                                       pretrained)
+                                       pretrained, image_range)
         return fn
 
     return wrap

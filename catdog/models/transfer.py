@@ -36,7 +36,8 @@ def _backbone(name: str, input_shape, pretrained: bool):
     return cls(include_top=False, weights=None, input_shape=input_shape), "none"
 
 
-@register(family="transfer", default_image_size=160, pretrained=True,
+# ImageNet backbones were trained at 224 px and lose much below 96 px.
+@register(family="transfer", default_image_size=160, pretrained=True, image_range=(96, 224),
           description="ImageNet backbone (MobileNetV2 or EfficientNetB0) with a new head; fine-tune depth searched")
 def transfer(hp, *, input_shape, pretrained: bool = False):
     name = hp.Choice("backbone", list(_BACKBONES), default="mobilenet_v2")
