@@ -92,6 +92,7 @@ class SweepContext:
     search_started: float = field(default_factory=time.monotonic)
     deadline: float | None = None  # time.monotonic() at which the budget runs out
     other_sizes: dict[int, pipeline.Splits] = field(default_factory=dict)
+    trial_speeds: dict[str, float] = field(default_factory=dict)  # trial id -> s/epoch, measured
 
     @property
     def race(self) -> bool:
@@ -207,7 +208,7 @@ def _tuner_classes():
             arch, size = self.arch_of(trial), self.hypermodel.size(hp)
             epochs = hp.values.get("tuner/epochs", kwargs.get("epochs", ctx.epochs_for(arch)))
             initial = hp.values.get("tuner/initial_epoch", 0)
-            self._check_time(arch, size, epochs - initial)
+            self._check_time(arch, size, epochs - initial, hp.values.get("tuner/trial_id"))
             self._supersede(arch, trial.trial_id)
             run_tags = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_TRIAL,
                         tags.ARCH: arch, tags.TRIAL_ID: trial.trial_id,
@@ -224,6 +225,7 @@ def _tuner_classes():
                 kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + stop_and_log
                 results = super().run_trial(trial, *args, **kwargs)
                 fit_seconds = self.hypermodel.fit_seconds
+                ctx.trial_speeds[trial.trial_id] = logger.seconds_per_epoch
                 model = self.hypermodel.last_model
                 mlflow.log_param("param_count", model.count_params())
                 score = metrics.history_summary(logger.history, OBJECTIVE, initial).get(
@@ -253,13 +255,17 @@ def _tuner_classes():
                                self.distribution_strategy or runtime.strategy(),
                                self.ctx.epochs_for(arch), size)
 
-        def _check_time(self, arch: str, size: int, epochs: int) -> None:
-            """A race starts a trial only if the plan expects it to end within the search
-            budget (a trial's cost is known only once the oracle has chosen it)."""
+        def _check_time(self, arch: str, size: int, epochs: int, past: str | None) -> None:
+            """A race starts a trial only if it is expected to end within the search budget
+            (its cost is known only once the oracle has chosen it): at the speed its previous
+            round trained (PAST, a trial id), else the plan's, measured at the defaults."""
             ctx = self.ctx
             if not ctx.race or ctx.plan is None or ctx.plan.search_budget is None:
                 return
             expected = ctx.plan.trial_seconds(arch, size, epochs)
+            if past in ctx.trial_speeds:
+                expected += epochs * (ctx.trial_speeds[past] -
+                                      ctx.plan.seconds_per_epoch(arch, size))
             if time.monotonic() - ctx.search_started + expected > ctx.plan.search_budget:
                 raise RaceTimeLimit(
                     f"the race's share of the {format_seconds(ctx.cfg.budget_seconds)} budget is "
