@@ -1,6 +1,7 @@
 """catdog's performance benchmark: where the time goes, as ratios measured within one run.
 
     python -m benchmarks [--data PATH] [--out benchmarks/results/bench.json] [--quick]
+                         [--only ITEM ...]
     make bench [DATA=path]
 
 Run it from the repository root. DATA (default ../shared/data/dogs-vs-cats-mini beside the
@@ -25,6 +26,10 @@ Items (each a function returning a dict; the table is rendered from those dicts)
                model.fit, and decodes per image
 6. scaling     one epoch of `baseline` and its cache memory at 1/4, 1/2 and all of the train
                split, at two image sizes
+7. time_to_accuracy  the notebook as written (256 px, 10 epochs, train+val -> test) sets a val
+               accuracy; catdog's CPU sweep (experiments/cpu.toml, its own process) is timed
+               until a trial epoch reaches it, then stopped: the ratio of the two times.
+               About 35 minutes for the notebook and the sweep's time on top (see accuracy.py)
 
 Every run is self-contained: MLflow logs to a sqlite file in a scratch directory (also the
 working directory, so tuner state and caches land there) that is deleted at the end. Absolute
@@ -38,6 +43,6 @@ three runs of steps in its window, a window where others took over 25% is measur
 and the table flags what stayed disturbed with '!'.
 
 Modules: `settings` (sizes of a full and a quick run), `probes` (clocks, CPU share, FLOP
-counts, precision), `measure` (the six items), `targets` (goals and verdicts), `render` (the
+counts, precision), `measure` (items 1-6), `accuracy` (item 7), `targets` (goals and verdicts), `render` (the
 table), `run` (the command line; `__main__` calls it).
 """

@@ -136,7 +136,7 @@ def search(ctx, spaces: dict, state_dir: Path, client) -> tuple[dict[str, dict],
     import keras
 
     cfg = ctx.cfg
-    arch_runs = {a: sweep._arch_run(ctx.experiment_id, ctx.key, a, ctx.parent_run_id, True)
+    arch_runs = {a: sweep.arch_run(ctx.experiment_id, ctx.key, a, ctx.parent_run_id, True)
                  for a in cfg.archs}
     n = queries.retire(ctx.experiment_id, {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_TRIAL})
     if n:
@@ -164,8 +164,9 @@ def search(ctx, spaces: dict, state_dir: Path, client) -> tuple[dict[str, dict],
     config = json.dumps(tuner.oracle.hyperparameters.get_config(), indent=2, default=str)
     results = {}
     for arch, run_id in arch_runs.items():
-        results[arch] = sweep._finish_arch(client, sweep.best_trial(tuner.oracle, arch), config,
-                                           run_id, arch, ctx.experiment_id, ctx.key)
+        best = sweep.best_trial(tuner.oracle, arch)
+        results[arch] = sweep.finish_arch(client, best, config, run_id, arch,
+                                          ctx.experiment_id, ctx.key)
         client.set_terminated(run_id, runs.FINISHED)
     drawn = {a: sum(1 for t in tuner.oracle.trials.values() if t.status == "COMPLETED"
                     and t.hyperparameters.values.get("arch") == a) for a in cfg.archs}

@@ -76,6 +76,24 @@ def _use_oracle_port(index: int, base: int | None) -> None:
 
 # ------------------------------------------------------------------------------ the tuner hook
 @dataclass
+class SizedSplits:
+    """The sweep's split at any image size, each decoded once: a race searches the size."""
+
+    data_root: Path
+    cfg: sweepfile.SweepConfig
+    base: pipeline.Splits | None  # at cfg.image_size
+    others: dict[int, pipeline.Splits] = field(default_factory=dict)
+
+    def at(self, size: int) -> pipeline.Splits:
+        if size == self.cfg.image_size:
+            return self.base
+        if size not in self.others:
+            self.others[size] = pipeline.load(self.data_root, size, self.cfg.batch_size,
+                                              seed=self.cfg.seed)
+        return self.others[size]
+
+
+@dataclass
 class SweepContext:
     cfg: sweepfile.SweepConfig
     key: str
@@ -91,7 +109,7 @@ class SweepContext:
     plan: Plan | None = None  # trials and epochs per architecture, fitted to the budget
     search_started: float = field(default_factory=time.monotonic)
     deadline: float | None = None  # time.monotonic() at which the budget runs out
-    other_sizes: dict[int, pipeline.Splits] = field(default_factory=dict)
+    sized: SizedSplits | None = None  # the split at other sizes (a race searches the size)
     trial_speeds: dict[str, float] = field(default_factory=dict)  # trial id -> s/epoch, measured
 
     @property
@@ -99,13 +117,7 @@ class SweepContext:
         return self.cfg.strategy == "best"
 
     def splits_at(self, size: int) -> pipeline.Splits:
-        """The split at SIZE px: the sweep's own, or (a race searching the size) decoded once."""
-        if size == self.cfg.image_size and self.splits is not None:
-            return self.splits
-        if size not in self.other_sizes:
-            self.other_sizes[size] = pipeline.load(self.data_root, size, self.cfg.batch_size,
-                                                   seed=self.cfg.seed)
-        return self.other_sizes[size]
+        return self.sized.at(size) if self.sized else self.splits
 
     def trials_for(self, arch: str) -> int:
         return self.plan.archs[arch].trials if self.plan else self.cfg.trials
@@ -129,6 +141,11 @@ class SweepContext:
         return searched + expected > budget * (self.arch_index + 1) / len(self.cfg.archs)
 
     def eta(self, remaining: int) -> float:
+        if self.race and self.plan is not None:
+            # A race's trials grow round by round (1 epoch, then 3, 9, 27): their mean so far
+            # says little about the rest, the plan does.
+            searched = time.monotonic() - self.search_started
+            return max(self.plan.search_seconds - searched, 0.0) + self.plan.final_seconds
         if not self.trial_seconds:
             return self.plan.total_seconds if self.plan else float("nan")
         return remaining * float(np.mean(self.trial_seconds)) + (
@@ -422,18 +439,10 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
     if who != "chief":  # the chief only serves the oracle; it never touches pixels
         runtime.announce_devices()
         splits = pipeline.load(data_root, cfg.image_size, cfg.batch_size, seed=cfg.seed)
-    other_sizes: dict[int, pipeline.Splits] = {}
-
-    def splits_at(size: int) -> pipeline.Splits:
-        if size == cfg.image_size:
-            return splits
-        if size not in other_sizes:
-            other_sizes[size] = pipeline.load(data_root, size, cfg.batch_size, seed=cfg.seed)
-        return other_sizes[size]
-
+    sized = SizedSplits(data_root, cfg, splits)
     sweep_plan = None
     if who == "local":  # distributed sweeps run the sweep file's trials as written
-        sweep_plan = _plan(cfg, splits_at, spaces, state_dir, time.monotonic() - t0)
+        sweep_plan = _plan(cfg, sized.at, spaces, state_dir, time.monotonic() - t0)
         if confirm is not None and not confirm(sweep_plan):
             raise NotStarted("sweep not started; give it a budget (--budget 45m) to plan it "
                              "to the time you have")
@@ -448,7 +457,7 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
              cfg.tuner, data_root, len(cfg.archs), parent)
     ctx = SweepContext(cfg, key, exp_id, parent, data_root, splits, total_trials=0,
                        plan=sweep_plan, deadline=t0 + cfg.budget_seconds
-                       if cfg.budget_seconds and sweep_plan else None, other_sizes=other_sizes)
+                       if cfg.budget_seconds and sweep_plan else None, sized=sized)
     ctx.total_trials = sweep_plan.planned_trials if ctx.race else \
         sum(ctx.trials_for(a) + cfg.repeats for a in cfg.archs)
     if cfg.repeats and who != "local":
@@ -466,7 +475,7 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
 
                 results, stopped = race.search(ctx, spaces, state_dir, client)
             for index, arch in enumerate(() if ctx.race else cfg.archs):
-                current = _arch_run(exp_id, key, arch, parent, owner)
+                current = arch_run(exp_id, key, arch, parent, owner)
                 if who == "worker" and client.get_run(current).info.status == runs.FINISHED:
                     # The chief is past it (this worker was restarted, or joined late): its
                     # oracle is closed, and waiting on it would hang.
@@ -502,7 +511,7 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
                         client.set_tag(current, tags.TIME_LIMITED, tags.TRUE)
                 if owner:
                     best = tuner.oracle.get_best_trials(1)
-                    results[arch] = _finish_arch(
+                    results[arch] = finish_arch(
                         client, best[0] if best else None,
                         json.dumps(tuner.oracle.hyperparameters.get_config(), indent=2,
                                    default=str), current, arch, exp_id, key)
@@ -512,7 +521,7 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
             # them (training consumes TensorFlow's random state).
             for arch in cfg.archs if who == "local" and cfg.repeats else ():
                 if results.get(arch):
-                    current = _arch_run(exp_id, key, arch, parent, owner)  # reopened
+                    current = arch_run(exp_id, key, arch, parent, owner)  # reopened
                     _run_repeats(ctx, arch, current, results[arch])
                     results[arch].update(_log_repeat_stats(client, current, exp_id, key, arch,
                                                            results[arch]["trial_id"],
@@ -782,7 +791,7 @@ def _log_repeat_stats(client, arch_run_id: str, exp_id: str, key: str, arch: str
     return out
 
 
-def _arch_run(exp_id, key, arch, parent, owner) -> str:
+def arch_run(exp_id, key, arch, parent, owner) -> str:
     return queries.find_or_create(exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_ARCH,
                                            tags.ARCH: arch}, arch, parent, create=owner)
 
@@ -811,7 +820,7 @@ def _log_sweep_params(parent: str, cfg, data_root: Path, digest: str) -> None:
                                        default=list), "sweep_config.json")
 
 
-def _finish_arch(client, trial, space: str, arch_run_id: str, arch: str, exp_id: str,
+def finish_arch(client, trial, space: str, arch_run_id: str, arch: str, exp_id: str,
                  key: str) -> dict:
     """Tag the best trial's run (TRIAL, from the tuner's oracle; None if none completed), and
     put the search space (JSON) and best figures on the arch run."""
