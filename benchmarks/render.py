@@ -165,20 +165,20 @@ def render(res: dict) -> str:
                       rows)
 
     def accuracy_body(a: dict) -> list[str]:
-        nb, cd = a["notebook"], a["catdog"]
+        nb = a["notebook"]
         lines = [f"  notebook as written ({nb['size']}px, {nb['epochs']} epochs, train+val -> "
                  f"test): val accuracy {nb['target']:.4f}, first reached at epoch "
                  f"{nb['reached_epoch']}, {nb['seconds']:.0f}s after its fit started"]
-        if cd["reached"]:
-            r = cd["reached"]
-            lines.append(f"  catdog {' '.join(cd['args'])}: {r['val_accuracy']:.4f} at "
-                         f"{cd['seconds']:.0f}s after its process started ({r['arch']} at "
-                         f"{r['image_size']}px, trial {r['trial_id']}, epoch {r['epoch']}); "
-                         "stopped there")
-            lines.append(f"  ratio {a['ratio']:.2f}")
-        else:
-            lines.append(f"  catdog {' '.join(cd['args'])}: did not reach it; the sweep ended "
-                         f"with exit {cd['exit_code']} after {cd['process_seconds']:.0f}s")
+        for cd in a["sweeps"]:
+            if cd["reached"]:
+                r = cd["reached"]
+                lines.append(f"  catdog {' '.join(cd['args'])}: {r['val_accuracy']:.4f} at "
+                             f"{cd['seconds']:.0f}s after its process started ({r['arch']} at "
+                             f"{r['image_size']}px, trial {r['trial_id']}, epoch "
+                             f"{r['epoch']}), stopped there: ratio {cd['ratio']:.2f}")
+            else:
+                lines.append(f"  catdog {' '.join(cd['args'])}: did not reach it; it ended "
+                             f"with exit {cd['exit_code']} after {cd['process_seconds']:.0f}s")
         return lines
 
     section(f"1. Matmul ceiling ({res.get('ceiling', {}).get('n', '?')}^2, tf.linalg.matmul)",

@@ -36,8 +36,8 @@ class Settings:
     # Time to accuracy: the notebook's fit that sets the target, and the sweep that chases it.
     accuracy_size: int = 256
     accuracy_epochs: int = 10
-    accuracy_sweep: str = "experiments/cpu.toml"
-    accuracy_sweep_args: tuple[str, ...] = ()
+    accuracy_sweeps: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("experiments/cpu.toml", ()), ("experiments/cpu-compare.toml", ()))
 
     @property
     def notebook_size(self) -> int:
@@ -52,5 +52,4 @@ QUICK = Settings(quick=True, matmul_n=1024, matmul_reps=10, matmul_budget_second
                  pipeline_sizes=(32, 64), arch_size=48, throughput_seconds=1.0, max_steps=40,
                  notebook_epochs=2, sweep_trials=2, sweep_epochs=1, sweep_size=32,
                  scaling_sizes=(32, 48), quick_per_class=100, accuracy_size=64,
-                 accuracy_epochs=1, accuracy_sweep="experiments/quick.toml",
-                 accuracy_sweep_args=("--arch", "baseline", "--budget", "2m"))
+                 accuracy_epochs=1, accuracy_sweeps=(("experiments/quick.toml", ("--arch", "baseline", "--budget", "2m")),))

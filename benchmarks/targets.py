@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchmarks.settings import CONV_FAMILIES, DISTURBED
 
 
@@ -66,11 +68,10 @@ def targets(res: dict) -> list[dict]:
             f"of fit: trials of >= {sw['epochs_for_10pct_overhead']} epochs at "
             f"{sw['size']}px would be under 10%")
     acc = res.get("time_to_accuracy", {})
-    if "ratio" in acc:
-        nb, cd = acc["notebook"], acc["catdog"]
-        r = acc["ratio"]
-        add("time to the notebook's val accuracy, catdog / notebook", "<= 0.2", r,
-            None if r is None else r <= 0.2,
+    for cd in acc.get("sweeps", []):
+        nb, r = acc["notebook"], cd["ratio"]
+        add(f"time to the notebook's val accuracy, {Path(cd['sweep_file']).name} / notebook",
+            "<= 0.2", r, None if r is None else r <= 0.2,
             "not reached" if r is None else
             f"{r:.2f} ({cd['seconds']:.0f}s vs {nb['seconds']:.0f}s, val {nb['target']:.3f})",
             "" if r is None else

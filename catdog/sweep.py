@@ -310,10 +310,17 @@ def _tuner_classes():
             best = score if best_before is None else max(score, best_before)
             shown = {k: (round(v, 5) if isinstance(v, float) else v)
                      for k, v in self.hypermodel.values(hp).items() if not k.startswith("tuner/")}
+            if ctx.race:  # trials come as the budget allows: the plan's count is a guess
+                round_ = hp.values.get("tuner/round", 0)
+                log.info("[%s] race trial %d (round %d, %d epochs) %s  val_accuracy %.4f  "
+                         "best %s %.4f  (%s; about %d planned, ETA %s)", arch,
+                         int(trial.trial_id) + 1, round_, hp.values.get("tuner/epochs", 0),
+                         shown, score, arch, best, format_seconds(seconds), ctx.total_trials,
+                         format_seconds(ctx.eta(0)))
+                return
             remaining = max(ctx.total_trials - ctx.trials_done, 0)
-            of = ctx.total_trials if ctx.race else ctx.cfg.trials
             log.info("[%s] trial %d/%d %s  val_accuracy %.4f  best %.4f  (%s; sweep %d/%d, ETA %s)",
-                     arch, int(trial.trial_id) + 1, of, shown, score,
+                     arch, int(trial.trial_id) + 1, ctx.cfg.trials, shown, score,
                      best,
                      format_seconds(seconds), ctx.trials_done, ctx.total_trials,
                      format_seconds(ctx.eta(remaining)) if remaining else "done")
