@@ -164,13 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     from catdog.data import resolve_data
 
     t0 = time.perf_counter()
-    root = resolve_data(data.resolve()).resolve()  # before leaving the project directory
+    data = data.resolve()  # before leaving the project directory
+    root = resolve_data(data).resolve()
     with scratch_workdir() as work:
         log.info("bench working directory (deleted at the end): %s", work)
         if settings.quick:
             root = quick_subset(root, work, settings.quick_per_class)
         res: dict[str, Any] = {"machine": machine_info(), "settings": asdict(settings),
-                               "data": str(data.resolve()), "prepared": str(root),
+                               "data": str(data), "prepared": str(root),
                                "splits": _split_sizes(root)}
         res.update(run_bench(root, settings, tuple(args.only)))
         res["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

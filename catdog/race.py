@@ -97,7 +97,7 @@ def make_tuner(ctx, hyperparameters, directory: Path, arch_runs: dict[str, str])
     and reads the split at the size it drew."""
     import keras_tuner as kt
 
-    ArchHyperModel, Tracked = sweep._tuner_classes()
+    ArchHyperModel, Tracked = sweep.tuner_classes()
 
     class RaceHyperModel(ArchHyperModel):
         def build(self, hp):

@@ -152,7 +152,7 @@ class SweepContext:
             self.plan.final_seconds if self.plan else 0.0)
 
 
-def _tuner_classes():
+def tuner_classes():
     import keras_tuner as kt
 
     class ArchHyperModel(kt.HyperModel):
@@ -356,7 +356,7 @@ def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperp
     plan gives ARCH."""
     import keras_tuner as kt
 
-    ArchHyperModel, Tracked = _tuner_classes()
+    ArchHyperModel, Tracked = tuner_classes()
     base = {"hyperband": kt.Hyperband, "random": kt.RandomSearch,
             "bayesian": kt.BayesianOptimization}[kind]
     cls = type(f"Tracked{base.__name__}", (Tracked, base), {})
@@ -714,9 +714,9 @@ def _log_budget(client, ctx: SweepContext, seconds: float) -> None:
     client.log_metric(ctx.parent_run_id, "sweep_seconds", seconds)
     if ctx.plan.budget is not None:
         client.log_metric(ctx.parent_run_id, "budget_seconds", ctx.plan.budget)
-        log.info("budget %s: used %s; %d of %d planned trials ran%s",
-                 format_seconds(ctx.plan.budget), format_seconds(seconds), min(ran, planned),
-                 planned, "" if ran >= planned else
+        log.info("budget %s: used %s; %d trials ran, %d planned%s",
+                 format_seconds(ctx.plan.budget), format_seconds(seconds), ran, planned,
+                 "" if ran >= planned else
                  f" (the budget ran out {planned - ran} trial(s) short; results are from "
                  "the trials that finished)")
 

@@ -153,3 +153,19 @@ def test_race_stops_at_its_budget_cleanly(tiny_prepared, workdir):
     assert parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in _runs("arch", result.key))
     assert not _runs("trial", result.key), "no trial was started that could not end in time"
+
+
+@pytest.mark.slow
+def test_a_race_stopped_by_its_budget_resumes_without_duplicates(tiny_prepared, workdir):
+    stopped = sweep.run(_cfg(tiny_prepared, budget="1s", final_fit=False))
+    assert stopped.stopped_early and not _runs("trial", stopped.key)
+    done = sweep.run(_cfg(tiny_prepared, final_fit=False))  # the budget is not in the key
+    assert done.parent_run_id == stopped.parent_run_id and not done.stopped_early
+    trials = _runs("trial", done.key)
+    ids = [t.data.tags["catdog.trial_id"] for t in trials]
+    assert len(ids) == len(set(ids)) == 6, "the interrupted trial ran once, with the others"
+    again = sweep.run(_cfg(tiny_prepared, final_fit=False))
+    assert len(_runs("trial", again.key)) == 6, "a finished race is not run again"
+    running = [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+               if r.info.status == "RUNNING"]
+    assert not running
