@@ -124,6 +124,17 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
         assert preds[name]["label"] in ("cat", "dog") and 0 <= preds[name]["p_dog"] <= 1
     ok = cli("predict", str(folder / "big.jpg"), "--model", f"runs:/{reg['run_id']}/model")
     assert "big.jpg" in ok.output
+    # compare --arch filters and refuses an unknown architecture, one line each.
+    rows = json.loads(cli("compare", "--arch", "bn_dropout", "--format", "json", "--plot",
+                          "x.png").stdout)["rows"]
+    assert [r["arch"] for r in rows] == ["bn_dropout"]
+    logged = mlflow.artifacts.load_text(
+        f"runs:/{finished_sweep.parent_run_id}/comparison.csv")
+    assert "baseline" in logged and "bn_dropout" in logged, \
+        "a comparison of some architectures does not replace the sweep's own"
+    bad = cli("compare", "--arch", "alexnet", code=2)
+    assert "alexnet" in bad.output and "baseline, bn_dropout" in bad.output
+    assert cli("register", "--metric", "test_accuracy", code=2).output.count("\n") == 1
 
 
 def test_alias_does_not_move_to_a_worse_model(finished_sweep, workdir):
@@ -157,19 +168,6 @@ def test_should_promote_rules():
     assert not should_promote(0.7, 0.7, True, False)[0]
     assert not should_promote(0.9, 0.7, False, False)[0], "different test split: not comparable"
     assert should_promote(0.5, 0.9, True, True)[0]
-
-
-def test_compare_filters_and_rejects_unknown_architectures(finished_sweep, workdir):
-    rows = json.loads(cli("compare", "--arch", "bn_dropout", "--format", "json", "--plot",
-                          "x.png").stdout)["rows"]
-    assert [r["arch"] for r in rows] == ["bn_dropout"]
-    logged = mlflow.artifacts.load_text(
-        f"runs:/{finished_sweep.parent_run_id}/comparison.csv")
-    assert "baseline" in logged and "bn_dropout" in logged, \
-        "a comparison of some architectures does not replace the sweep's own"
-    bad = cli("compare", "--arch", "alexnet", code=2)
-    assert "alexnet" in bad.output and "baseline, bn_dropout" in bad.output
-    assert cli("register", "--metric", "test_accuracy", code=2).output.count("\n") == 1
 
 
 def test_errors_are_one_sentence(workdir):
