@@ -110,7 +110,7 @@ def compare(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = "v
         if group.empty:
             continue
         best = group.loc[group[col].idxmin() if lower_is_better(metric) else group[col].idxmax()]
-        # Only the repeats of this row's configuration count (see sweep._run_repeats).
+        # Only the repeats of this row's configuration count (see retrain.run_repeats).
         mine = repeats[(repeats["arch"] == arch) & (repeats["trial_id"] == best["trial_id"])] \
             if not repeats.empty else repeats
         stats = metrics.mean_ci(mine[col].tolist() if col in mine else [])

@@ -5,14 +5,9 @@ per trial (its hyperparameters as params, per-epoch metrics, its learning curves
 architecture gets the same split and image size, and the same share of the time budget (see
 `catdog.plan`), or without one the same trial and epoch budget.
 
-The final fit (`final_fit = true`): after the searches and repeats, the configuration that won
-on validation is retrained on train+val for its best epoch count, in a run of kind "final"
-under the sweep's parent, and tested once; `register` promotes it.
-
-Repeats (`repeats = K`): once every search is done, each architecture's best configuration is
-trained K more times with other seeds, each a run of kind "repeat" beside the trials. The architecture's
-run then carries the mean, standard deviation and 95% confidence interval of their best val
-accuracy, which `compare` uses to say whether a ranking is more than noise.
+After the searches come the repeats and the final fit (`catdog.retrain`): the winner retrained
+on train+val, the model `register` promotes, and each best configuration retrained with other
+seeds for confidence intervals that `compare` uses.
 
 Resuming: tuner state lives in `.tuner/<sweep key>/<arch>` (git-ignored). Running the same sweep
 again reloads it: KerasTuner skips finished trials and re-runs the one that was interrupted; the
@@ -41,17 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog import metrics, models, pipeline, runtime, sweepfile, sweepstate
+from catdog import metrics, models, pipeline, retrain, runtime, sweepfile, sweepstate
 from catdog.data import resolve_data
 from catdog.errors import CatdogError
 from catdog.log import format_seconds, get_logger
-from catdog.plan import FINAL_COST, Plan
+from catdog.plan import Plan
 from catdog.tracking import queries, runs, store, tags
 
 log = get_logger(__name__)
 
 TUNER_ROOT = Path(".tuner")
-FIRST_STEP = 0  # the step EpochLogger logs a fit's first epoch at (Keras's epoch index)
 OBJECTIVE = "val_accuracy"
 
 
@@ -268,7 +262,7 @@ def tuner_classes():
 
         # -- helpers ----------------------------------------------------------------------
         def _run_params(self, arch: str, size: int) -> dict:
-            return _run_params(self.ctx.cfg, arch,
+            return retrain.run_params(self.ctx.cfg, arch,
                                self.distribution_strategy or runtime.strategy(),
                                self.ctx.epochs_for(arch), size)
 
@@ -337,17 +331,6 @@ def best_trial(oracle, arch: str | None = None):
     done = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None
             and (arch is None or t.hyperparameters.values.get("arch") == arch)]
     return max(done, key=lambda t: t.score, default=None)
-
-
-def _run_params(cfg: sweepfile.SweepConfig, arch: str, strategy, epochs: int,
-                image_size: int | None = None) -> dict:
-    """How a trial or repeat of ARCH ran, logged beside its hyperparameters."""
-    params = {"arch": arch, "tuner": cfg.tuner, "image_size": image_size or cfg.image_size,
-              "batch_size": cfg.batch_size, "epochs": epochs, "seed": cfg.seed,
-              "precision": cfg.precision, "strategy": runtime.strategy_name(strategy)}
-    if models.get(arch).pretrained:
-        params["pretrained"] = cfg.pretrained
-    return params
 
 
 def make_tuner(kind: str, ctx: SweepContext, arch: str, arch_run_id: str, hyperparameters,
@@ -529,15 +512,15 @@ def _run(cfg: sweepfile.SweepConfig, fresh: bool, held: contextlib.ExitStack,
             for arch in cfg.archs if who == "local" and cfg.repeats else ():
                 if results.get(arch):
                     current = arch_run(exp_id, key, arch, parent, owner)  # reopened
-                    _run_repeats(ctx, arch, current, results[arch])
-                    results[arch].update(_log_repeat_stats(client, current, exp_id, key, arch,
+                    retrain.run_repeats(ctx, arch, current, results[arch])
+                    results[arch].update(retrain.log_repeat_stats(client, current, exp_id, key, arch,
                                                            results[arch]["trial_id"],
                                                            cfg.repeats))
                     client.set_terminated(current, runs.FINISHED)
                     current = None
             final = None
             if who == "local" and cfg.final_fit and any(results.values()):
-                final = _final_fit(ctx, client)
+                final = retrain.final_fit(ctx, client)
     except BaseException as exc:
         status = runs.status_for(exc)
         if owner:
@@ -608,101 +591,6 @@ def _plan(cfg: sweepfile.SweepConfig, splits_at, spaces, state_dir: Path,
     return saved
 
 
-def _final_fit(ctx: SweepContext, client) -> dict | None:
-    """Retrain the winner's configuration on train+val for the epochs at which its trial was
-    best (early stopping told us), in a run of kind "final" linked to that trial; evaluate it
-    once on the test split. This is the model `register` promotes. A finished final fit of the
-    same trial is not repeated on resume."""
-    import keras
-    import mlflow
-
-    from catdog import compare, heldout
-    from catdog.tracking import artifacts
-    from catdog.tracking.callbacks import EpochLogger
-
-    cfg = ctx.cfg
-    table = compare.compare(ctx.parent_run_id, (), "val_accuracy", cfg.experiment)
-    top = table.iloc[0]
-    arch, source = top["arch"], client.get_run(top["run_id"])
-    trial_id = source.data.tags.get(tags.TRIAL_ID)
-    where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_FINAL, tags.ARCH: arch,
-             tags.TRIAL_ID: trial_id}
-    done = queries.search(ctx.experiment_id, where, (runs.FINISHED,))
-    if done:
-        run = done[-1]
-        log.info("final fit of %s trial %s already done (run %s)", arch, trial_id,
-                 run.info.run_id)
-        return {"run_id": run.info.run_id, "arch": arch,
-                "test_accuracy": run.data.metrics.get("test_accuracy")}
-    queries.retire(ctx.experiment_id, where)
-    values = dict(top["hyperparameters"])
-    size = int(source.data.params.get("image_size", cfg.image_size))  # a race searched it
-    epochs = max(int(source.data.metrics.get("best_epoch", ctx.epochs_for(arch))), 1)
-    if ctx.deadline is not None:
-        # At the speed its trial actually trained (the plan's measurement can be optimistic).
-        per_epoch = source.data.metrics.get("seconds_per_epoch") or \
-            ctx.plan.seconds_per_epoch(arch, size)
-        need = epochs * per_epoch * FINAL_COST
-        left = ctx.deadline - time.monotonic()
-        if need > left:
-            log.info("no final fit: %s's %d epochs on train+val would take about %s and the "
-                     "budget has %s left; `register` will promote its best trial instead",
-                     arch, epochs, format_seconds(need), format_seconds(max(left, 0)))
-            client.set_tag(ctx.parent_run_id, tags.TIME_LIMITED, tags.TRUE)
-            return None
-    horizon = int(source.data.params.get("epochs", ctx.epochs_for(arch)))
-    keras.utils.set_random_seed(cfg.seed)
-    train_val = pipeline.combined(ctx.data_root, ("train", "val"), size, cfg.batch_size,
-                                  seed=cfg.seed)
-    strategy = runtime.strategy()
-    with strategy.scope():
-        model = models.get(arch).build(models.fixed_hyperparameters(values), image_size=size,
-                                       pretrained=cfg.pretrained)
-    log.info("final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images at %dpx) for "
-             "%d epochs", arch, trial_id, top["val_accuracy"], train_val.n, size, epochs)
-    t0 = time.monotonic()
-    with runs.active_run(experiment=cfg.experiment, parent_run_id=ctx.parent_run_id,
-                         run_name=f"{arch}-final",
-                         tags={**where, tags.SOURCE_RUN_ID: source.info.run_id,
-                               **tags.environment_tags()}) as run:
-        mlflow.log_params({**values, **_run_params(cfg, arch, strategy, epochs, size),
-                           "trained_on": "train+val", "n_train": train_val.n,
-                           "schedule_epochs": horizon, "param_count": model.count_params()})
-        logger = EpochLogger(run.info.run_id, f"{arch} final", epochs)
-        model.fit(train_val.dataset, epochs=epochs, verbose=0,
-                  callbacks=[logger, _replayed_rates(client, source, values, horizon)])
-        mlflow.log_metric("seconds_per_epoch", logger.seconds_per_epoch)
-        artifacts.log_keras_model(model, ctx.splits_at(size).decoded("val").images[:1]
-                                  .astype("float32"))
-    run = client.get_run(run.info.run_id)
-    frame = heldout.test_predictions(run, client.get_run(ctx.parent_run_id), model)
-    accuracy = heldout.test_metrics(frame)["accuracy"]
-    log.info("final fit done in %s: test accuracy %.4f on %d photos never used for a choice",
-             format_seconds(time.monotonic() - t0), accuracy, len(frame))
-    del model
-    keras.backend.clear_session()
-    runtime.release_memory()
-    return {"run_id": run.info.run_id, "arch": arch, "test_accuracy": accuracy}
-
-
-def _replayed_rates(client, source, values: dict, horizon: int):
-    """The learning rates the source trial trained at, epoch by epoch, so the final fit follows
-    the trajectory that produced the chosen epoch (a plateau schedule needs val data the final
-    fit does not have). A trial whose log does not start at the first epoch (one Hyperband
-    continued from an earlier round, or one logged before rates were recorded) falls back to
-    its schedule, which for cosine and constant is the same trajectory."""
-    import keras
-
-    history = sorted(client.get_metric_history(source.info.run_id, "lr"), key=lambda m: m.step)
-    rates = [m.value for m in history]
-    if not history or history[0].step > FIRST_STEP:
-        fallback = models.schedule_callbacks({**values, "lr_schedule": "cosine"}, horizon) \
-            if values.get("lr_schedule") == "cosine" else []
-        return fallback[0] if fallback else keras.callbacks.Callback()
-    return keras.callbacks.LearningRateScheduler(lambda epoch, lr: rates[min(epoch,
-                                                                             len(rates) - 1)])
-
-
 def _log_budget(client, ctx: SweepContext, seconds: float) -> None:
     """What the budget bought: planned against run, and the shortfall said in words."""
     if ctx.plan is None:
@@ -719,83 +607,6 @@ def _log_budget(client, ctx: SweepContext, seconds: float) -> None:
                  "" if ran >= planned else
                  f" (the budget ran out {planned - ran} trial(s) short; results are from "
                  "the trials that finished)")
-
-
-def _run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> None:
-    """Train the architecture's best configuration `repeats` more times with other seeds.
-
-    A repeat already FINISHED (an earlier, interrupted run of this sweep) is not run again; one
-    left RUNNING is marked KILLED and run again.
-    """
-    import keras
-    import mlflow
-
-    from catdog.tracking.callbacks import fit_callbacks
-    from catdog.tracking.record import record_fit
-
-    cfg, entry = ctx.cfg, models.get(arch)
-    values, trial_id = best["hyperparameters"], best["trial_id"]
-    for r in range(cfg.repeats):
-        # Tied to the trial they retrain: if a resumed search finds a better configuration,
-        # the repeats of the old one are not counted for the new one.
-        where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_REPEAT, tags.ARCH: arch,
-                 tags.TRIAL_ID: trial_id, tags.REPEAT: str(r)}
-        if queries.search(ctx.experiment_id, where, (runs.FINISHED,)):
-            ctx.trials_done += 1
-            continue
-        queries.retire(ctx.experiment_id, where)
-        seed = cfg.seed + 1000 * (r + 1)
-        keras.utils.set_random_seed(seed)
-        t0 = time.monotonic()
-        strategy = runtime.strategy()
-        with strategy.scope():
-            model = entry.build(models.fixed_hyperparameters(values), image_size=cfg.image_size,
-                                pretrained=cfg.pretrained)
-        with runs.active_run(experiment=cfg.experiment, parent_run_id=arch_run_id,
-                             run_name=f"{arch}-repeat-{r}",
-                             tags={**where, **tags.environment_tags()}) as run:
-            epochs = ctx.epochs_for(arch)
-            mlflow.log_params({**values, **_run_params(cfg, arch, strategy, epochs),
-                               "seed": seed, "repeat": r, "param_count": model.count_params()})
-            callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", epochs,
-                                              cfg.patience)
-            model.fit(ctx.splits.train, validation_data=ctx.splits.val, epochs=epochs,
-                      callbacks=callbacks + models.schedule_callbacks(values, epochs), verbose=0)
-            record = record_fit(model, logger.history, logger.seconds_per_epoch,
-                                splits=ctx.splits, title=f"{arch} repeat {r}", log_model=False)
-        del model
-        keras.backend.clear_session()
-        runtime.release_memory()
-        seconds = time.monotonic() - t0
-        ctx.trials_done += 1
-        ctx.trial_seconds.append(seconds)
-        remaining = max(ctx.total_trials - ctx.trials_done, 0)
-        log.info("[%s] repeat %d/%d (seed %d)  val_accuracy %.4f  %s  (%s; sweep %d/%d, ETA %s)",
-                 arch, r + 1, cfg.repeats, seed, record.summary.get("best_val_accuracy"),
-                 record.verdict, format_seconds(seconds), ctx.trials_done, ctx.total_trials,
-                 format_seconds(ctx.eta(remaining)) if remaining else "done")
-
-
-REPEATED = ("best_val_accuracy", "best_val_loss", "best_val_auc")
-
-
-def _log_repeat_stats(client, arch_run_id: str, exp_id: str, key: str, arch: str,
-                      trial_id: str, repeats: int) -> dict:
-    """Mean, std and 95% CI over the best trial's repeats, as metrics of the architecture's
-    run (only the repeats asked for now, when an earlier run of the sweep asked for more)."""
-    found = [r for r in queries.search(
-        exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_REPEAT, tags.ARCH: arch,
-                 tags.TRIAL_ID: trial_id}, (runs.FINISHED,))
-        if int(r.data.tags.get(tags.REPEAT, 0)) < repeats]
-    out = {"repeats": len(found)}
-    for name in REPEATED:
-        stats = metrics.mean_ci([r.data.metrics.get(name) for r in found])
-        for stat in ("mean", "std", "ci_low", "ci_high"):
-            if not np.isnan(stats[stat]):
-                out[f"{name}_{stat}"] = stats[stat]
-    for k, v in out.items():
-        client.log_metric(arch_run_id, k, v)
-    return out
 
 
 def arch_run(exp_id, key, arch, parent, owner) -> str:
