@@ -256,7 +256,8 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
     """A tracked random-search sweep; per-trial RSS, time outside fit, and decodes per image."""
     import mlflow
 
-    from catdog import pipeline, sweep, sweepfile
+    from catdog import pipeline, sweepfile
+    from catdog.search import sweep
     from catdog.data.prepare import read_summary
     from catdog.tracking import queries, store, tags
 

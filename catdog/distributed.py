@@ -131,19 +131,10 @@ def stop(proc: subprocess.Popen) -> None:
 def retire_runs_of(tracking_uri: str, tuner_id: str, since: float) -> int:
     """Mark the trial runs a dead worker left RUNNING (started by TUNER_ID since SINCE, a Unix
     time) as orphaned and KILLED, as a re-run of the trial would."""
-    import mlflow
+    from catdog.tracking import queries, tags
 
-    from catdog.tracking import queries, runs, tags
-
-    client = mlflow.MlflowClient(tracking_uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(experiments, queries.filter_string(
-        {tags.KIND: tags.KIND_TRIAL, tags.TUNER_ID: tuner_id}, status=runs.RUNNING)
-        + f" and attributes.start_time >= {int(since * 1000)}")
-    for run in found:
-        client.set_tag(run.info.run_id, tags.ORPHANED, tags.TRUE)
-        client.set_terminated(run.info.run_id, runs.KILLED)
-    return len(found)
+    return queries.retire_everywhere({tags.KIND: tags.KIND_TRIAL, tags.TUNER_ID: tuner_id},
+                                     since, tracking_uri)
 
 
 # ---------------------------------------------------------------------------- the processes
@@ -273,9 +264,9 @@ def launch(sweep_file: str | None = None, data: str | None = None, *, workers: i
     trial can still be re-run; return the sweep's exit code."""
     from catdog import sweepfile
 
-    if sweepfile.load(sweep_file, data=data).strategy == "best":  # before any process starts
-        raise CatdogError("the best strategy races on one machine (its plan and time checks are "
-                          "this machine's); a distributed sweep uses strategy = \"compare\"")
+    from catdog.search import strategies
+
+    strategies.validate(sweepfile.load(sweep_file, data=data), "chief")  # before any process
     server = None
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith("http"):

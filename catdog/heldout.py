@@ -22,7 +22,8 @@ from catdog.data.prepare import load_manifest
 from catdog.errors import CatdogError
 from catdog.inference import THRESHOLD
 from catdog.log import get_logger
-from catdog.tracking import artifacts, queries, runs, tags
+from catdog import keys
+from catdog.tracking import artifacts, modelstore, runlog, runs, tags
 
 log = get_logger(__name__)
 
@@ -39,18 +40,7 @@ def require_validation_metric(metric: str) -> None:
 
 
 def logged_model_uri(run) -> str:
-    """The Keras model a run logged (its `model`), as a models:/ URI."""
-    import mlflow
-
-    found = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id],
-        filter_string=f"source_run_id = '{run.info.run_id}' and name = 'model'",
-        output_format="list")
-    if not found:
-        raise CatdogError(f"run {run.info.run_id} ({run.data.tags.get(tags.ARCH)}) has no logged "
-                          "model: a sweep logs models for each architecture's best trials by "
-                          "val_accuracy, so choose by that metric")
-    return f"models:/{found[0].model_id}"
+    return modelstore.logged_model_uri(run)
 
 
 def predictions_file(tta: bool) -> str:
@@ -61,13 +51,9 @@ def test_predictions(run, parent, model=None, tta: bool = False) -> pd.DataFrame
     """Per-image test predictions of a sweep run's model: read back if logged, else made once
     (and logged with the test metrics and plots; with test-time augmentation, as `test_tta_*`
     metrics and their own file, so it is recorded which was used)."""
-    import mlflow
-
-    client = mlflow.MlflowClient()
     name = predictions_file(tta)
-    if any(a.path == name for a in client.list_artifacts(run.info.run_id)):
-        text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{name}")
-        return pd.read_csv(io.StringIO(text))
+    if runlog.has_file(run.info.run_id, name):
+        return pd.read_csv(io.StringIO(runlog.read_text(run.info.run_id, name)))
     if model is None:
         from catdog.inference import load_classifier
 
@@ -90,7 +76,7 @@ def test_predictions(run, parent, model=None, tta: bool = False) -> pd.DataFrame
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             frame.to_csv(path, index=False)
-            mlflow.log_artifact(str(path))
+            runlog.log_file(path)
     return frame
 
 
@@ -108,26 +94,17 @@ def test_metrics(frame: pd.DataFrame) -> dict:
             if isinstance(v, float)}
 
 
-def final_run(parent, arch: str, trial_id: str):
-    """The finished final fit (train+val) of ARCH's trial TRIAL_ID in this sweep, or None."""
-    found = queries.search(parent.info.experiment_id,
-                           {tags.SWEEP_KEY: parent.data.tags.get(tags.SWEEP_KEY),
-                            tags.KIND: tags.KIND_FINAL, tags.ARCH: arch,
-                            tags.TRIAL_ID: str(trial_id)}, (runs.FINISHED,))
-    return found[-1] if found else None
-
-
-def runner_up_significance(table: pd.DataFrame, parent, client, champion=None,
+def runner_up_significance(table: pd.DataFrame, parent, champion=None,
                            tta: bool = False) -> dict | None:
     """McNemar between the champion (the top row's run, or CHAMPION, its final fit) and the next
     row that has a model, on the same test images; None (with a note) when there is none."""
     if len(table) < 2:
         return None
-    first = test_predictions(champion or client.get_run(table.iloc[0]["run_id"]), parent,
+    first = test_predictions(champion or runlog.get(table.iloc[0]["run_id"]), parent,
                              tta=tta)
     for i in range(1, len(table)):
         try:
-            second = test_predictions(client.get_run(table.iloc[i]["run_id"]), parent,
+            second = test_predictions(runlog.get(table.iloc[i]["run_id"]), parent,
                                       tta=tta)
         except CatdogError as exc:
             log.info("not testing against %s: %s", table.iloc[i]["arch"], exc)
@@ -160,3 +137,22 @@ def describe(sig: dict) -> str:
         better = sig["a"] if sig["only_a_right"] > sig["only_b_right"] else sig["b"]
         return f"{head}: a real difference at the {ALPHA} level, in favour of {better}"
     return f"{head}: not significantly different at the {ALPHA} level"
+
+
+def with_test(table: pd.DataFrame) -> dict | None:
+    """Evaluate the top two rows' models on the held-out test split (once; read back after) and
+    test them against each other. Adds `test_accuracy` to those rows; returns McNemar's result.
+    They were chosen on validation, so touching test here chooses nothing."""
+    from catdog import runtime
+
+    require_validation_metric(table.attrs.get("metric", keys.OBJECTIVE))
+    runtime.start()
+    parent = runlog.get(table.attrs["sweep_run_id"])
+    sig = runner_up_significance(table, parent) if len(table) > 1 else None
+    table[keys.TEST_ACCURACY] = np.nan
+    for i in range(len(table)):
+        if i == 0 or (sig and table.iloc[i]["arch"] == sig["b"]):
+            frame = test_predictions(runlog.get(table.iloc[i]["run_id"]), parent)
+            table.loc[i, keys.TEST_ACCURACY] = test_metrics(frame)["accuracy"]
+    table.attrs["significance"] = sig
+    return sig

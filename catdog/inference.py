@@ -29,9 +29,8 @@ def load_classifier(uri: str = DEFAULT_MODEL):
     """A Keras model taking raw 0-255 RGB pixels, from a models:/ or runs:/ URI, a logged
     model's URI, a local MLflow model folder, or a local .keras file."""
     import keras
-    import mlflow
 
-    from catdog.tracking import store
+    from catdog.tracking import modelstore, store
 
     path = Path(uri)
     if path.suffix in (".keras", ".h5") and path.is_file():
@@ -39,18 +38,7 @@ def load_classifier(uri: str = DEFAULT_MODEL):
     if not re.match(r"^[a-z][a-z0-9+.-]*:/", uri) and not path.exists():
         raise CatdogError(f"model {uri} does not exist: pass a models:/, runs:/ URI or a path")
     store.configure()
-    try:
-        flavors = mlflow.models.get_model_info(uri).flavors
-    except Exception as exc:
-        raise CatdogError(f"could not find model {uri} in {store.tracking_uri()} "
-                          f"({type(exc).__name__}); run `catdog register` first or check the URI"
-                          ) from None
-    if "keras" in flavors:
-        return mlflow.keras.load_model(uri)
-    model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    if hasattr(model, "keras_model"):
-        return model.keras_model
-    raise CatdogError(f"model {uri} is neither a Keras model nor a catdog serving model")
+    return modelstore.load(uri)
 
 
 def image_size_of(model) -> int:

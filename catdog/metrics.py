@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from catdog import keys
+
 # -- fit verdict rules (the README states them; tests/test_metrics.py checks them) ------------
 # Overfitting: val loss ends at least OVERFIT_RISE above its minimum, and train loss fell after
 # that minimum. It starts at the first epoch after the minimum.
@@ -70,7 +72,7 @@ def mlflow_metric_name(key: str) -> str:
     return key if key.startswith("val_") else f"train_{key}"
 
 
-def history_summary(history: dict[str, list[float]], objective: str = "val_accuracy",
+def history_summary(history: dict[str, list[float]], objective: str = keys.OBJECTIVE,
                     initial_epoch: int = 0) -> dict:
     """Best-epoch figures from a Keras history.
 
@@ -80,10 +82,10 @@ def history_summary(history: dict[str, list[float]], objective: str = "val_accur
     val = history.get(objective) or [np.nan]
     best = _best_index(history, objective)
     out = {"best_epoch": initial_epoch + best + 1, "epochs_run": len(val)}
-    for key in ("val_accuracy", "val_loss", "val_auc", "accuracy", "loss"):
+    for key in (keys.VAL_ACCURACY, "val_loss", "val_auc", "accuracy", "loss"):
         if history.get(key):
             out[f"best_{mlflow_metric_name(key)}"] = float(history[key][best])
-    acc, vacc = history.get("accuracy"), history.get("val_accuracy")
+    acc, vacc = history.get("accuracy"), history.get(keys.VAL_ACCURACY)
     if acc and vacc:
         out["gap_best"] = float(acc[best] - vacc[best])
         out["gap_last"] = float(acc[-1] - vacc[-1])
@@ -98,7 +100,7 @@ def _best_index(history: dict[str, list[float]], objective: str) -> int:
     return int(np.nanargmin(val) if objective.endswith("loss") else np.nanargmax(val))
 
 
-def fit_diagnosis(history: dict[str, list[float]], objective: str = "val_accuracy",
+def fit_diagnosis(history: dict[str, list[float]], objective: str = keys.OBJECTIVE,
                   initial_epoch: int = 0) -> dict:
     """The fit verdict and the epochs it rests on (1-based, as the logged steps count).
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catdog import compare, heldout
+from catdog import choose, heldout
 from catdog.log import get_logger
-from catdog.tracking import runs, tags
+from catdog import keys
+from catdog.tracking import modelstore, runs, tags
 
 log = get_logger(__name__)
 
@@ -48,38 +49,30 @@ def should_promote(new_test: float, champion_test: float | None, same_split: boo
                    f"{champion_test:.4f}; use --force to promote anyway")
 
 
-def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_accuracy",
+def register(sweep: str = "latest", arch: str | None = None, metric: str = keys.OBJECTIVE,
              name: str = "catdog", alias: str = "champion", force: bool = False,
              experiment: str = "catdog", tta: bool = False) -> Registration:
     """Register the best model of a sweep, chosen by a validation metric; evaluate it once on
     the held-out test split; move `alias` to it only if it beats the current holder there."""
-    import mlflow
-
     from catdog import runtime
     from catdog.inference import load_classifier
     from catdog.serving import log_serving_model
 
     heldout.require_validation_metric(metric)
     runtime.start()
-    table = compare.compare(sweep, (arch,) if arch else (), metric, experiment)
-    best = table.iloc[0]
-    client = mlflow.MlflowClient()
-    parent = client.get_run(table.attrs["sweep_run_id"])
+    table = choose.table(sweep, (arch,) if arch else (), metric, experiment)
     # Chosen on validation; what ships is its final fit on train+val when the sweep made one.
-    run = heldout.final_run(parent, best["arch"], best["trial_id"]) or \
-        client.get_run(best["run_id"])
-    final = run.info.run_id != best["run_id"]
+    chosen = choose.champion(table)
+    best, parent, run, final = chosen.row, chosen.parent, chosen.run, chosen.final
     if final:
         log.info("registering the final fit of %s trial %s (retrained on train+val, run %s)",
                  best["arch"], best["trial_id"], run.info.run_id)
     digest = parent.data.tags.get(tags.DATASET_DIGEST, "")
-    model = load_classifier(heldout.logged_model_uri(run))
+    model = load_classifier(modelstore.logged_model_uri(run))
     test = heldout.test_metrics(heldout.test_predictions(run, parent, model, tta))
-    significance = heldout.runner_up_significance(table, parent, client,
-                                                  run if final else None, tta)
+    significance = heldout.runner_up_significance(table, parent, run if final else None, tta)
 
-    existing = client.search_model_versions(f"name = '{name}'") if _exists(client, name) else []
-    mine = [v for v in existing if v.tags.get(tags.RUN_ID) == run.info.run_id]
+    mine = modelstore.versions_of_run(name, run.info.run_id)
     created = not mine
     if mine:
         version = mine[0]
@@ -95,11 +88,8 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
         if significance:
             version_tags[tags.metric("mcnemar_p_vs_runner_up")] = \
                 f"{significance['p_value']:.6g}"
-        version = mlflow.register_model(info.model_uri, name, tags=version_tags)
-    try:
-        champion = client.get_model_version_by_alias(name, alias)
-    except Exception:
-        champion = None
+        version = modelstore.register(info.model_uri, name, version_tags)
+    champion = modelstore.by_alias(name, alias)
     if champion is not None and str(champion.version) == str(version.version):
         promoted, reason = False, f"version {version.version} is already {alias}"
     else:
@@ -107,7 +97,7 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = "val_
         same = champion is None or champion.tags.get(tags.DATASET_DIGEST) == digest
         promoted, reason = should_promote(test["accuracy"], champ_test, same, force)
         if promoted:
-            client.set_registered_model_alias(name, alias, version.version)
+            modelstore.set_alias(name, alias, version.version)
     log.info("%s version %s (%s, run %s): %s%s", name, version.version, best["arch"],
              run.info.run_id, f"now {alias}: " if promoted else f"{alias} not moved: ", reason)
     if significance:
@@ -126,11 +116,3 @@ def _example_image(parent) -> bytes:
 
     m = load_manifest(parent.data.params["data"])
     return open(m[m["split"] == "test"]["abspath"].iloc[0], "rb").read()
-
-
-def _exists(client, name: str) -> bool:
-    try:
-        client.get_registered_model(name)
-        return True
-    except Exception:
-        return False

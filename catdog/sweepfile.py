@@ -15,7 +15,7 @@ command line (None) never overrides the file.
     final_fit = true                   # retrain the winner on train+val for its best epoch
                                        #   count: the model `register` promotes
     strategy = "compare"               # compare: every architecture the same budget (the fair
-                                       #   comparison); best: race them (see catdog/race.py)
+                                       #   comparison); best: race them (catdog/search/strategies/)
     image_size = 128
     image_sizes = [64, 96, 128]        # best only: image size searched, within each family's range
     batch_size = 32
@@ -33,14 +33,21 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictBool,
+                      StrictFloat, StrictInt, StrictStr, Tag, ValidationError, WrapValidator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from catdog.errors import CatdogError
+from catdog.plan import parse_budget
+from catdog.runtime import PRECISIONS
 
-TUNERS = ("hyperband", "random", "bayesian")
-STRATEGIES = ("compare", "best")
+Tuner = Literal["hyperband", "random", "bayesian"]
+TUNERS: tuple[str, ...] = get_args(Tuner)
 
 
 @dataclass(frozen=True)
@@ -81,14 +88,12 @@ class SweepConfig:
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        """The image sizes a race searches (the strategy "best"); else the one image size."""
-        return tuple(self.image_sizes) if self.strategy == "best" and self.image_sizes \
+        """The image sizes a strategy that searches the size draws from; else the one size."""
+        return tuple(self.image_sizes) if self.image_sizes \
             else (self.image_size,)
 
     @property
     def budget_seconds(self) -> float | None:
-        from catdog.plan import parse_budget
-
         return parse_budget(self.budget)
 
     def hp_for(self, arch: str, declared: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +112,8 @@ def _is_range(v) -> bool:
 
 def load(path: str | Path | None, **overrides) -> SweepConfig:
     """Read a sweep file (or none) and apply command-line overrides that are not None."""
+    from catdog import models
+
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -120,131 +127,178 @@ def load(path: str | Path | None, **overrides) -> SweepConfig:
         values.setdefault("name", path.stem)
         if "time_limit_minutes" in values and "budget" not in values:  # its old name
             values["budget"] = values.pop("time_limit_minutes")
-    known = {f.name for f in fields(SweepConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise CatdogError(f"unknown key(s) {', '.join(sorted(unknown))} in {path}; "
-                          f"known keys: {', '.join(sorted(known))}")
-    _check_types(values, path)
-    tupled = ("archs", "image_sizes")
-    cfg = SweepConfig(**{k: tuple(v) if k in tupled else v for k, v in values.items()})
-    cfg = replace(cfg, **{k: (tuple(v) if k in tupled else v)
-                          for k, v in overrides.items() if v not in (None, ())})
-    if "archs" in values and not values["archs"] and not overrides.get("archs"):
-        raise CatdogError(f"archs is an empty list in {path}; name at least one architecture, "
-                          "or leave the key out for all of them")
+    values.update({k: v for k, v in overrides.items() if v not in (None, ())})
     try:
-        return validate(cfg)
-    except CatdogError as exc:
-        if path is None:
-            raise
-        raise CatdogError(f"{exc} (in {path})") from None
+        checked = SweepFile.model_validate(values)
+    except ValidationError as exc:
+        raise CatdogError(_sentence(exc, path)) from None
+    # hp stays the plain TOML tables (checked above): apply_hp reads them, key() hashes them.
+    return SweepConfig(**{**dict(checked), "archs": checked.archs or tuple(models.names()),
+                          "hp": values.get("hp", {})})
 
 
-# What each key of a sweep file must be, in TOML's terms (a bool is not an int here).
-_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "name": ((str,), "a string"), "tuner": ((str,), "a string"),
-    "precision": ((str,), "a string"), "data": ((str,), "a path string"),
-    "experiment": ((str,), "a string"), "archs": ((list,), "a list of architecture names"),
-    "trials": ((int,), "an integer"), "epochs": ((int,), "an integer"),
-    "repeats": ((int,), "an integer"), "image_size": ((int,), "an integer"),
-    "batch_size": ((int,), "an integer"), "seed": ((int,), "an integer"),
-    "patience": ((int,), "an integer"), "hyperband_factor": ((int,), "an integer"),
-    "budget": ((str, int, float), "a duration like \"45m\" or \"2h\""),
-    "final_fit": ((bool,), "true or false"), "strategy": ((str,), "a string"),
-    "image_sizes": ((list,), "a list of image sizes in pixels"),
-    "pretrained": ((bool,), "true or false"), "hp": ((dict,), "a table"),
-}
+# ----------------------------------------------------------------------- the sweep file's types
+# Two kinds of error, each made one sentence by `_sentence`: "wanted" (the value is not of the
+# key's type; the message says what it must be) and "refused" (the value is not accepted; the
+# message is the sentence, with {key} for the key's dotted name and {where} for " in FILE" where
+# the file reads better inside the sentence than after it).
+def _refused(sentence: str) -> PydanticCustomError:
+    return PydanticCustomError("refused", sentence)
 
 
-def _check_types(values: dict[str, Any], path) -> None:
-    where = f" in {path}" if path is not None else ""
-    for key, value in values.items():
-        types, wanted = _TYPES.get(key, ((object,), ""))
-        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-        if key == "archs" and ok:
-            ok = all(isinstance(a, str) for a in value)
-        if key == "image_sizes" and ok:
-            ok = all(isinstance(a, int) and not isinstance(a, bool) for a in value)
-        if not ok:
-            raise CatdogError(f"{key} must be {wanted}{where}, got {value!r}")
+_WORDED = {"wanted", "refused", "literal_error", "extra_forbidden"}  # `_sentence` words these
 
 
-def validate(cfg: SweepConfig) -> SweepConfig:
-    from catdog import models
-    from catdog.runtime import PRECISIONS
+def _wanted(words: str) -> WrapValidator:
+    """Pydantic's own type errors inside the value become one: "KEY must be WORDS"."""
+    def wrap(value, handler):
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if any(e["type"] in _WORDED for e in exc.errors()):
+                raise  # already worded, at its own (deeper) key
+            raise PydanticCustomError("wanted", words) from None
 
-    archs = cfg.archs or tuple(models.names())
-    for a in archs:
-        models.get(a)  # unknown name -> error listing the known ones
-    if cfg.tuner not in TUNERS:
-        raise CatdogError(f"unknown tuner {cfg.tuner!r}; choose one of {', '.join(TUNERS)}")
-    if cfg.precision not in PRECISIONS:
-        raise CatdogError(f"unknown precision {cfg.precision!r}; choose one of "
-                          f"{', '.join(PRECISIONS)}")
-    for name, value in (("trials", cfg.trials), ("epochs", cfg.epochs),
-                        ("image_size", cfg.image_size), ("batch_size", cfg.batch_size),
-                        *(("image_sizes", s) for s in cfg.image_sizes)):
-        if not isinstance(value, int) or value < 1:
-            raise CatdogError(f"{name} must be a positive integer, got {value!r}")
-    _check_strategy(cfg, archs)
-    if not isinstance(cfg.repeats, int) or cfg.repeats < 0 or cfg.repeats == 1:
-        raise CatdogError(f"repeats must be 0 (none) or at least 2 (one repeat gives no spread), "
-                          f"got {cfg.repeats!r}")
-    from catdog.plan import parse_budget
-
-    parse_budget(cfg.budget)  # "45m", "2h", minutes; anything else is refused here
-    if cfg.patience < 1 or cfg.hyperband_factor < 2:
-        raise CatdogError(f"patience must be at least 1 and hyperband_factor at least 2, got "
-                          f"{cfg.patience} and {cfg.hyperband_factor}")
-    for key, value in cfg.hp.items():
-        if isinstance(value, dict) and not _is_range(value):
-            models.get(key)  # a per-architecture table must name a known architecture
-            for name, spec in value.items():
-                _check_spec(f"hp.{key}.{name}", spec)
-        else:
-            _check_spec(f"hp.{key}", value)
-    return replace(cfg, archs=tuple(archs))
+    return WrapValidator(wrap)
 
 
-def _check_strategy(cfg: SweepConfig, archs) -> None:
+def _check(test, sentence: str = "") -> AfterValidator:
+    """Refuse a value TEST returns False for, in SENTENCE ({value} stands for the value), or one
+    it raises a CatdogError for (an unknown architecture, a bad duration), in that error's words."""
+    def check(value):
+        try:
+            verdict = test(value)
+        except CatdogError as exc:
+            raise _refused(str(exc)) from None
+        if verdict is False:
+            raise _refused(sentence.replace("{value}", repr(value)))
+        return value
+
+    return AfterValidator(check)
+
+
+def _known_archs(archs) -> None:
     from catdog import models
 
-    if cfg.strategy not in STRATEGIES:
-        raise CatdogError(f"unknown strategy {cfg.strategy!r}; choose compare (every "
-                          "architecture the same budget) or best (race them)")
-    if cfg.strategy != "best":
-        if cfg.image_sizes:
-            raise CatdogError("image_sizes is searched by the best strategy only; the compare "
-                              "strategy trains every architecture at image_size")
-        return
-    if cfg.tuner != "hyperband":
-        raise CatdogError(f"the best strategy races architectures with Hyperband; set tuner = "
-                          f"\"hyperband\" (not {cfg.tuner!r}) or strategy = \"compare\"")
-    if cfg.repeats:
-        raise CatdogError("repeats measure an equal-budget comparison; a raced one gives the "
-                          "architectures unequal time, so use strategy = \"compare\" for "
-                          "repeats")
     for arch in archs:
-        if not models.get(arch).sizes_within(cfg.sizes):
-            lo, hi = models.get(arch).image_range
-            raise CatdogError(f"none of the image sizes {list(cfg.sizes)} is within {arch}'s "
-                              f"range {lo}-{hi} px")
+        models.get(arch)  # unknown name -> error listing the known ones
 
 
-def _check_spec(name: str, spec: Any) -> None:
-    """A fixed value, a non-empty list of choices, or a {min, max} range with min <= max."""
-    if isinstance(spec, list) and not spec:
-        raise CatdogError(f"{name} is an empty list of choices; give at least one value")
-    if isinstance(spec, dict):
-        if not _is_range(spec):
-            raise CatdogError(f"{name} must be a value, a list of choices or {{min, max}}, got "
-                              f"{spec!r}")
-        lo, hi = spec["min"], spec["max"]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
-            raise CatdogError(f"{name}'s min and max must be numbers, got {lo!r} and {hi!r}")
-        if lo > hi:
-            raise CatdogError(f"{name} has min {lo} above max {hi}")
+Str = Annotated[StrictStr, _wanted("a string")]
+Int = Annotated[StrictInt, _wanted("an integer")]
+Positive = Annotated[Int, _check(lambda v: v >= 1, "{key} must be a positive integer, got {value}")]
+Bool = Annotated[StrictBool, _wanted("true or false")]
+Number = Annotated[StrictInt | StrictFloat, _wanted("a number")]  # TOML's: a bool is not one
+Scalar = Annotated[StrictBool | StrictInt | StrictFloat | StrictStr,
+                   _wanted("a number, a string or true or false")]
+Archs = Annotated[tuple[StrictStr, ...], _wanted("a list of architecture names"),
+                  _check(lambda v: v != (), "archs is an empty list{where}; name at least one "
+                                            "architecture, or leave the key out for all of them"),
+                  _check(_known_archs)]
+Budget = Annotated[StrictStr | StrictInt | StrictFloat, _wanted('a duration like "45m" or "2h"'),
+                   _check(parse_budget)]  # "45m", "2h", minutes; anything else is refused
+Repeats = Annotated[Int, _check(lambda v: v == 0 or v >= 2, "repeats must be 0 (none) or at "
+                                "least 2 (one repeat gives no spread), got {value}")]
+
+
+class Range(BaseModel):
+    """`{min, max[, step, sampling]}`: a hyperparameter narrowed to a range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min: Number
+    max: Number
+    step: Number | None = None
+    sampling: Literal["linear", "log", "reverse_log"] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min > self.max:
+            raise _refused(f"{{key}} has min {self.min} above max {self.max}")
+        return self
+
+
+# A hyperparameter is fixed (a scalar), a choice (a list) or a range (a table with min and max);
+# any other table under [hp] is one architecture's own. The tags name the shape in a pydantic
+# error's location, which `_dotted` leaves out.
+def _shape(value, tables: bool = True) -> str | None:
+    if isinstance(value, list):
+        return "<choices>"
+    if isinstance(value, dict):
+        return "<range>" if "min" in value and "max" in value else "<table>" if tables else None
+    return "<fixed>"
+
+
+_SPECS = (Annotated[Scalar, Tag("<fixed>")],
+          Annotated[list[Scalar], _check(bool, "{key} is an empty list of choices; give at least "
+                                               "one value"), Tag("<choices>")],
+          Annotated[Range, Tag("<range>")])
+Spec = Annotated[Union[_SPECS], Discriminator(  # within an architecture's table
+    lambda v: _shape(v, tables=False), custom_error_type="wanted",
+    custom_error_message="a value, a list of choices or {min, max}")]
+Hp = Annotated[dict[str, Annotated[Union[(*_SPECS, Annotated[dict[str, Spec], Tag("<table>")])],
+                                   Discriminator(_shape)]],
+               _wanted("a table"),
+               _check(lambda hp: _known_archs(k for k, v in hp.items() if isinstance(v, dict)))]
+_TAGS = {"<fixed>", "<choices>", "<range>", "<table>"}
+_CHOICES: dict[str, str] = {}
+
+
+class SweepFile(BaseModel):
+    """What a sweep file (with the command line's overrides) may hold: each key's type and the
+    values catdog accepts. Defaults are SweepConfig's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Str = SweepConfig.name
+    archs: Archs | None = None  # None: every registered architecture
+    tuner: Tuner = SweepConfig.tuner
+    trials: Positive = SweepConfig.trials
+    epochs: Positive = SweepConfig.epochs
+    budget: Budget | None = SweepConfig.budget
+    final_fit: Bool = SweepConfig.final_fit
+    repeats: Repeats = SweepConfig.repeats
+    strategy: Str = SweepConfig.strategy  # a name in catdog.search.strategies, checked there
+    image_size: Positive = SweepConfig.image_size
+    image_sizes: Annotated[tuple[Positive, ...], _wanted("a list of image sizes in pixels")] = ()
+    batch_size: Positive = SweepConfig.batch_size
+    seed: Int = SweepConfig.seed
+    patience: Annotated[Int, _check(lambda v: v >= 1, "patience must be at least 1, got "
+                                                      "{value}")] = SweepConfig.patience
+    precision: Literal[PRECISIONS] = SweepConfig.precision  # type: ignore[valid-type]
+    pretrained: Bool = SweepConfig.pretrained
+    hyperband_factor: Annotated[Int, _check(lambda v: v >= 2, "hyperband_factor must be at least "
+                                            "2, got {value}")] = SweepConfig.hyperband_factor
+    data: Annotated[StrictStr, _wanted("a path string")] | None = SweepConfig.data
+    experiment: Str = SweepConfig.experiment
+    hp: Hp = Field(default_factory=dict)
+
+
+def _dotted(loc) -> str:
+    """("hp", "vgg", "<table>", "width", "<choices>", 0) -> "hp.vgg.width[0]"."""
+    parts = (f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p not in _TAGS)
+    return "".join(parts).removeprefix(".")
+
+
+def _sentence(exc: ValidationError, path: Path | None) -> str:
+    """The first of pydantic's errors as one sentence naming the key and the file."""
+    inline, after = (f" in {path}", f" (in {path})") if path is not None else ("", "")
+    errors = exc.errors()
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:  # every unknown key at once, and the known ones (a typo is the usual cause)
+        top = [e for e in unknown if len(e["loc"]) == 1]
+        names, model = (top, SweepFile) if top else (unknown, Range)
+        return (f"unknown key(s) {', '.join(sorted(_dotted(e['loc']) for e in names))}{inline}; "
+                f"known keys: {', '.join(sorted(model.model_fields))}")
+    error = errors[0]
+    key = _dotted(error["loc"])
+    if error["type"] == "wanted":
+        return f"{key} must be {error['msg']}{inline}, got {error['input']!r}"
+    if error["type"] == "literal_error":
+        choices = _CHOICES.get(key, error["ctx"]["expected"])
+        return f"unknown {key} {error['input']!r}; choose {choices}{after}"
+    if error["type"] != "refused":
+        return f"{key}: {error['msg']}{after}"  # pydantic's own words, should a case be missed
+    sentence = error["msg"].replace("{key}", key)
+    return sentence.replace("{where}", inline) if "{where}" in sentence else sentence + after
 
 
 def search_spaces(cfg: SweepConfig):

@@ -11,7 +11,8 @@ import numpy as np
 from catdog import models, pipeline, runtime
 from catdog.data import resolve_data
 from catdog.log import format_seconds, get_logger
-from catdog.tracking import artifacts, runs, store, tags
+from catdog import keys
+from catdog.tracking import artifacts, runlog, runs, store, tags
 from catdog.tracking.record import record_fit
 
 log = get_logger(__name__)
@@ -54,21 +55,17 @@ def train(arch: str, data: str | Path | None = None, *, image_size: int | None =
     with strategy.scope():
         model = entry.build(hp, image_size=size, pretrained=pretrained)
 
-    params = {**hp.values, "arch": arch, "image_size": size, "batch_size": batch_size,
-              "epochs": epochs, "patience": patience, "seed": seed,
-              "precision": chosen_precision, "strategy": runtime.strategy_name(strategy),
-              "param_count": model.count_params(), "n_train": splits.sizes["train"],
-              "n_val": splits.sizes["val"]}
-    if entry.pretrained:
-        params["pretrained"] = pretrained
+    params = {**hp.values, **keys.run_settings(
+        arch=arch, image_size=size, batch_size=batch_size, epochs=epochs, patience=patience,
+        seed=seed, precision=chosen_precision, strategy=runtime.strategy_name(strategy),
+        param_count=model.count_params(), n_train=splits.sizes["train"],
+        n_val=splits.sizes["val"], pretrained=pretrained if entry.pretrained else None)}
     run_tags = {**tags.environment_tags(), tags.ARCH: arch, tags.KIND: tags.KIND_TRAIN}
     t0 = time.perf_counter()
     with runs.sigterm_as_exception(), runs.active_run(
             experiment=experiment, run_name=run_name or arch, tags=run_tags) as run:
-        import mlflow
-
         run_id = run.info.run_id
-        mlflow.log_params(params)
+        runlog.log_params(params)
         artifacts.log_dataset(root, splits.digest)
         log.info("training %s (%s params) at %dpx on %d images, validating on %d; run %s",
                  arch, f"{params['param_count']:,}", size, splits.sizes["train"],

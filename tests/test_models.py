@@ -75,3 +75,44 @@ def test_unknown_architecture_lists_the_known_ones():
 def test_names_filters_by_pattern():
     assert models.names("bn*") == ["bn_dropout"]
     assert set(models.names()) >= {"baseline", "bn_dropout", "vgg", "resnet", "xception", "transfer"}
+
+
+FAMILY_SOURCE = '''
+from catdog.models.registry import register
+
+
+@register(family="test", description="a family found by discovery alone")
+def {name}(hp, *, input_shape):
+    raise AssertionError("never built by this test")
+'''
+
+
+def test_a_new_family_module_is_discovered(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from catdog.models import registry
+
+    # A new file in the package: one family module, one private helper that must be skipped.
+    (tmp_path / "tiny_test_family.py").write_text(FAMILY_SOURCE.format(name="tiny_test_arch"))
+    (tmp_path / "_tiny_private.py").write_text(FAMILY_SOURCE.format(name="tiny_private_arch"))
+    monkeypatch.setattr(models, "__path__", [*models.__path__, str(tmp_path)])
+    importlib.invalidate_caches()
+    before = set(models.names())
+    try:
+        found = models.discover_families()
+        assert "tiny_test_family" in found and "_tiny_private" not in found
+        assert not {"registry", "common"} & set(found)
+        assert {"notebook", "resnet", "transfer", "vgg", "xception"} <= set(found)
+        entry = models.get("tiny_test_arch")
+        assert entry.family == "test" and entry.builder.__module__ == "catdog.models.tiny_test_family"
+        assert set(models.names()) == before | {"tiny_test_arch"}  # nothing else registered, nothing twice
+        assert models.discover_families() == found  # idempotent: a second call registers nothing again
+    finally:
+        registry._REGISTRY.pop("tiny_test_arch", None)
+        registry._REGISTRY.pop("tiny_private_arch", None)
+        for name in ("tiny_test_family", "_tiny_private"):
+            sys.modules.pop(f"catdog.models.{name}", None)
+            if hasattr(models, name):
+                delattr(models, name)
+    assert "tiny_test_arch" not in models.names()

@@ -38,6 +38,7 @@ from tests.imagegen import class_path, image_bytes, make_layout, write_jpeg, zip
 # catdog.data re-exports the function prepare(), which shadows the submodule's attribute name.
 prepare_mod = importlib.import_module("catdog.data.prepare")
 images_mod = importlib.import_module("catdog.data.images")
+sources_mod = importlib.import_module("catdog.data.sources")  # the zip-bomb caps live here
 resolve_mod = importlib.import_module("catdog.data.resolve")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -348,7 +349,7 @@ def reasons(result) -> dict[str, str]:
 
 
 def test_zip_bomb_member_is_dropped_unread(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_mod, "MAX_MEMBER_BYTES", MiB)
+    monkeypatch.setattr(sources_mod, "MAX_MEMBER_BYTES", MiB)
     zip_path = bomb_zip(tmp_path)
     opened, real_open = [], zipfile.ZipFile.open
 
@@ -366,7 +367,7 @@ def test_zip_bomb_member_is_dropped_unread(tmp_path, monkeypatch):
 
 def test_lying_size_header_is_stopped_by_what_comes_out(tmp_path, monkeypatch):
     # The declared size is all the pre-check sees; reading must count the bytes really produced.
-    monkeypatch.setattr(prepare_mod, "MAX_MEMBER_BYTES", MiB)
+    monkeypatch.setattr(sources_mod, "MAX_MEMBER_BYTES", MiB)
     real_infolist = zipfile.ZipFile.infolist
 
     def lying_infolist(self):
@@ -384,7 +385,7 @@ def test_lying_size_header_is_stopped_by_what_comes_out(tmp_path, monkeypatch):
 
 def test_forged_size_in_the_archive_is_not_believed_either(tmp_path, monkeypatch):
     # Headers rewritten on disk: zipfile stops at the declared size and the CRC then fails.
-    monkeypatch.setattr(prepare_mod, "MAX_MEMBER_BYTES", MiB)
+    monkeypatch.setattr(sources_mod, "MAX_MEMBER_BYTES", MiB)
     zip_path = bomb_zip(tmp_path)
     forge_declared_size(zip_path, BOMB, 1000)
     assert zipfile.ZipFile(zip_path).getinfo(BOMB).file_size == 1000
@@ -394,7 +395,7 @@ def test_forged_size_in_the_archive_is_not_believed_either(tmp_path, monkeypatch
 
 
 def test_archive_declaring_too_much_is_refused_whole(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_mod, "MAX_ARCHIVE_BYTES", 8 * MiB)
+    monkeypatch.setattr(sources_mod, "MAX_ARCHIVE_BYTES", 8 * MiB)
     zip_path = bomb_zip(tmp_path)
     started = time.monotonic()
     with pytest.raises(CatdogError, match=r"would unpack to 16\.\d MiB, more than the 8 MiB") as excinfo:
@@ -405,7 +406,7 @@ def test_archive_declaring_too_much_is_refused_whole(tmp_path, monkeypatch):
 
 
 def test_oversized_file_in_a_folder_is_dropped(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_mod, "MAX_MEMBER_BYTES", MiB)
+    monkeypatch.setattr(sources_mod, "MAX_MEMBER_BYTES", MiB)
     src = make_layout(tmp_path / "src", "salader", N)
     (src / BOMB).write_bytes(JPEG_HEAD + bytes(2 * MiB))
     assert reasons(prepare(src, tmp_path / "out")) == {BOMB: "too large"}

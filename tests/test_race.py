@@ -7,7 +7,9 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from catdog import compare, plan, race, sweep, sweepfile
+from catdog import choose, plan, sweepfile
+from catdog.search import sweep, tuner
+from catdog.search.strategies import race
 from catdog.errors import CatdogError
 
 ARCHS = ("baseline", "resnet")
@@ -81,7 +83,7 @@ def test_joint_space_scopes_each_family_and_keeps_the_sweep_files_values():
     assert "resnet/stages" in names and "baseline/stages" not in names
     assert [c.get_config() for c in names["resnet/stages"].conditions] == \
         [{"name": "arch", "values": ["resnet"]}]
-    assert race.plain({"arch": "resnet", "resnet/lr": 0.1, "baseline/lr": 0.2,
+    assert tuner.plain({"arch": "resnet", "resnet/lr": 0.1, "baseline/lr": 0.2,
                        "tuner/epochs": 3}) == {"arch": "resnet", "lr": 0.1, "tuner/epochs": 3}
 
 
@@ -93,8 +95,10 @@ def test_joint_space_scopes_each_family_and_keeps_the_sweep_files_values():
     (dict(strategy="best", archs=("transfer",), image_sizes=[64]), "within transfer's range"),
 ])
 def test_bad_race_settings_are_one_sentence(kw, needle):
+    from catdog.search import strategies
+
     with pytest.raises(CatdogError, match=needle):
-        sweepfile.load(None, **{"tuner": "hyperband", **kw})
+        strategies.validate(sweepfile.load(None, **{"tuner": "hyperband", **kw}))
 
 
 def test_distributed_refuses_a_race_before_starting_anything(tmp_path):
@@ -129,7 +133,7 @@ def test_race_sweep_is_tracked_compared_and_final_fit_at_the_winners_size(tiny_p
     assert len(promoted) == 1, "bracket 1 promotes its best configuration to 3 epochs"
     first = client.get_metric_history(promoted[0].info.run_id, "val_accuracy")
     assert min(m.step for m in first) == 1, "it continues from epoch 1, where it stopped"
-    table = compare.compare(result.parent_run_id)
+    table = choose.table(result.parent_run_id)
     assert table.attrs["strategy"] == "best"
     assert set(table["image_size"]) <= set(SIZES)
     final = client.get_run(result.final["run_id"])

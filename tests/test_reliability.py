@@ -13,7 +13,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from catdog import sweep, sweepfile
+from catdog import sweepfile
+from catdog.search import sweep
 from catdog.cli import main
 from catdog.errors import CatdogError
 from catdog.tracking import runs, store

@@ -9,7 +9,8 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
-from catdog import sweep, sweepfile
+from catdog import sweepfile
+from catdog.search import sweep
 from catdog.cli import main
 from tests.imagegen import write_jpeg
 

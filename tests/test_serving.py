@@ -14,7 +14,8 @@ import urllib.request
 
 import pytest
 
-from catdog import sweep, sweepfile
+from catdog import sweepfile
+from catdog.search import sweep
 from catdog.register import register
 from tests.imagegen import image_bytes
 

@@ -8,7 +8,8 @@ import json
 import mlflow
 import pytest
 
-from catdog import sweep, sweepfile
+from catdog import sweepfile
+from catdog.search import sweep
 from catdog.errors import CatdogError
 
 ARCHS = ("baseline", "vgg")
@@ -170,7 +171,7 @@ def test_shipped_sweep_files_load():
 
 
 def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepared, workdir):
-    from catdog import compare
+    from catdog import choose, compare
 
     cfg = _cfg(tiny_prepared, archs=("baseline", "bn_dropout"), trials=1, repeats=2)
     result = sweep.run(cfg)
@@ -191,7 +192,7 @@ def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepare
         assert m["best_val_accuracy_mean"] == pytest.approx(sum(mine) / 2)
         assert "best_val_accuracy_std" in m and m["repeats"] == 2
 
-    table = compare.compare()
+    table = choose.table()
     assert table.attrs["ranked_by"] == "mean of repeats"
     assert list(table["repeats"]) == [2, 2]
     assert table.iloc[0]["val_accuracy_mean"] >= table.iloc[1]["val_accuracy_mean"]

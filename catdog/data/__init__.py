@@ -8,13 +8,8 @@ from catdog.data.download import (
     kaggle_credentials,
 )
 from catdog.data.images import LABELS, ImageCheck, check_image
-from catdog.data.prepare import (
-    PreparedDataset,
-    is_prepared,
-    load_manifest,
-    prepare,
-    read_summary,
-)
+from catdog.data.prepare import prepare
+from catdog.data.prepared import PreparedDataset, is_prepared, load_manifest, read_summary
 from catdog.data.resolve import latest_prepared, prepared_dir, resolve_data
 
 __all__ = [

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from catdog.data.prepare import SUMMARY, is_prepared, prepare, read_summary
+from catdog.data.prepare import prepare
+from catdog.data.prepared import SUMMARY, is_prepared, read_summary
 from catdog.errors import CatdogError
 from catdog.log import get_logger
 

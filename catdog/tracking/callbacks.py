@@ -10,6 +10,7 @@ import time
 import keras
 import numpy as np
 
+from catdog import keys
 from catdog.log import format_seconds, get_logger
 from catdog.metrics import mlflow_metric_name
 
@@ -52,13 +53,13 @@ class EpochLogger(keras.callbacks.Callback):
                    if k != "learning_rate"]
         metrics.append(Metric("epoch_seconds", seconds, now, epoch))
         # The rate this epoch trained at, whatever schedule set it: a final fit replays it.
-        metrics.append(Metric("lr", float(keras.ops.convert_to_numpy(
+        metrics.append(Metric(keys.LEARNING_RATE, float(keras.ops.convert_to_numpy(
             self.model.optimizer.learning_rate)), now, epoch))
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
         left = (self.epochs - epoch - 1) * float(np.mean(self.seconds))
-        val = (f" | val_loss {logs['val_loss']:.4f} val_acc {logs.get('val_accuracy', np.nan):.4f}"
+        val = (f" | val_loss {logs['val_loss']:.4f} val_acc {logs.get(keys.VAL_ACCURACY, np.nan):.4f}"
                f" val_auc {logs.get('val_auc', np.nan):.4f}" if "val_loss" in logs else "")
         log.info("[%s] epoch %d/%d  loss %.4f acc %.4f%s | %.1fs, ETA %s", self.label, epoch + 1,
                  self.epochs, logs.get("loss", np.nan), logs.get("accuracy", np.nan), val,
@@ -70,7 +71,7 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 def fit_callbacks(run_id: str, label: str, epochs: int, patience: int,
-                  initial_epoch: int = 0, monitor: str = "val_accuracy"):
+                  initial_epoch: int = 0, monitor: str = keys.OBJECTIVE):
     """Early stopping (best weights restored) and the epoch logger, as train and sweep use them."""
     logger = EpochLogger(run_id, label, epochs, initial_epoch)
     stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,

@@ -77,6 +77,21 @@ def retire(experiment_id: str, where: dict[str, str],
     return len(stale)
 
 
+def retire_everywhere(where: dict[str, str], since: float, tracking_uri: str) -> int:
+    """`retire` the RUNNING runs carrying WHERE's tags in any experiment of the store at
+    TRACKING_URI, started since SINCE (a Unix time)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(experiments, filter_string(where, status=runs.RUNNING)
+                               + f" and attributes.start_time >= {int(since * 1000)}")
+    for run in found:
+        client.set_tag(run.info.run_id, tags.ORPHANED, tags.TRUE)
+        client.set_terminated(run.info.run_id, runs.KILLED)
+    return len(found)
+
+
 def retire_sweep(experiment_id: str, key: str) -> None:
     """--fresh: earlier runs of this sweep stay in MLflow for the record but are not resumed."""
     import mlflow

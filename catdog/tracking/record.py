@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from catdog import metrics, pipeline
+from catdog import keys, metrics, pipeline
 from catdog.tracking import artifacts, tags
 
 
@@ -26,7 +26,7 @@ class FitRecord:
 
 def record_fit(model, history: dict[str, list[float]], seconds_per_epoch: float, *,
                splits: "pipeline.Splits", title: str, log_model: bool,
-               objective: str = "val_accuracy", initial_epoch: int = 0) -> FitRecord:
+               objective: str = keys.OBJECTIVE, initial_epoch: int = 0) -> FitRecord:
     """Log a finished fit to the active run; its summary metrics, and the model's URI if logged."""
     import mlflow
 

@@ -104,10 +104,13 @@ def end_unreachable() -> None:
             pass
 
 
-def terminate(client, run_id: str, status: str) -> None:
+def terminate(run_id: str, status: str) -> None:
     """Set a run's final status; a store that is down gets one attempt, not MLflow's retries."""
+    import mlflow
+
     from catdog.tracking import store
 
+    client = mlflow.MlflowClient()
     if store.answers():
         client.set_terminated(run_id, status)
         return

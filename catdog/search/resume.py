@@ -54,24 +54,24 @@ def completed_in_state(state_dir: Path, arch: str) -> list[str]:
     return done
 
 
-def check_state_matches_store(state_dir: Path, archs, exp_id: str, key: str,
-                              race: bool = False) -> None:
+def check_state_matches_store(state_dir: Path, folders: dict[str, str | None], exp_id: str,
+                              key: str) -> None:
     """Resuming trusts the tuner state for which trials are done; the tracking store must hold
     them, or the sweep would report trials that are recorded nowhere (after `rm -rf mlruns`,
-    or with MLFLOW_TRACKING_URI pointed at another store). A race keeps one tuner state for
-    every architecture (its folder is `race`)."""
+    or with MLflow pointed at another store). FOLDERS maps each tuner-state folder to the
+    architecture whose trials it holds (None: every architecture's, as in a race)."""
     missing = {}
-    for arch in ("race",) if race else archs:
-        done = completed_in_state(state_dir, arch)
+    for folder, arch in folders.items():
+        done = completed_in_state(state_dir, folder)
         if not done:
             continue
         where = {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL}
-        if not race:
+        if arch is not None:
             where[tags.ARCH] = arch
         recorded = {r.data.tags.get(tags.TRIAL_ID)
                     for r in queries.search(exp_id, where, (runs.FINISHED,))}
         if lost := [t for t in done if t not in recorded]:
-            missing[arch] = len(lost)
+            missing[folder] = len(lost)
     if missing:
         what = ", ".join(f"{n} of {arch}" for arch, n in missing.items())
         raise CatdogError(

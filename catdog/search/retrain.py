@@ -7,45 +7,41 @@
   other seeds, runs of kind "repeat"; the architecture's run then carries the mean, standard
   deviation and 95% confidence interval of their best val accuracy.
 
-`catdog.sweep` calls both with its `SweepContext`.
+`catdog.search.sweep` calls both with its `SweepContext`; which configuration is the winner is
+`catdog.choose`'s rule.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from catdog import metrics, models, pipeline, runtime, sweepfile
+from catdog import choose, heldout, metrics, models, pipeline, runtime
 from catdog.log import format_seconds, get_logger
 from catdog.plan import FINAL_COST
-from catdog.tracking import queries, runs, tags
-
-if TYPE_CHECKING:
-    from catdog.sweep import SweepContext
+from catdog.search import records
+from catdog.search.context import SweepContext
+from catdog.search.strategies.base import trial_settings
+from catdog import keys
+from catdog.tracking import artifacts, queries, runlog, runs, tags
+from catdog.tracking.callbacks import EpochLogger, fit_callbacks
+from catdog.tracking.record import record_fit
 
 log = get_logger(__name__)
 
 FIRST_STEP = 0  # the step EpochLogger logs a fit's first epoch at (Keras's epoch index)
 
 
-def final_fit(ctx: SweepContext, client) -> dict | None:
+def final_fit(ctx: SweepContext) -> dict | None:
     """Retrain the winner's configuration on train+val for the epochs at which its trial was
     best (early stopping told us), in a run of kind "final" linked to that trial; evaluate it
     once on the test split. This is the model `register` promotes. A finished final fit of the
     same trial is not repeated on resume."""
     import keras
-    import mlflow
-
-    from catdog import compare, heldout
-    from catdog.tracking import artifacts
-    from catdog.tracking.callbacks import EpochLogger
 
     cfg = ctx.cfg
-    table = compare.compare(ctx.parent_run_id, (), "val_accuracy", cfg.experiment)
-    top = table.iloc[0]
-    arch, source = top["arch"], client.get_run(top["run_id"])
+    top = choose.table(ctx.parent_run_id, (), keys.OBJECTIVE, cfg.experiment).iloc[0]
+    arch, source = top["arch"], runlog.get(top["run_id"])
     trial_id = source.data.tags.get(tags.TRIAL_ID)
     where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_FINAL, tags.ARCH: arch,
              tags.TRIAL_ID: trial_id}
@@ -58,11 +54,11 @@ def final_fit(ctx: SweepContext, client) -> dict | None:
                 "test_accuracy": run.data.metrics.get("test_accuracy")}
     queries.retire(ctx.experiment_id, where)
     values = dict(top["hyperparameters"])
-    size = int(source.data.params.get("image_size", cfg.image_size))  # a race searched it
-    epochs = max(int(source.data.metrics.get("best_epoch", ctx.epochs_for(arch))), 1)
+    size = int(source.data.params.get(keys.IMAGE_SIZE, cfg.image_size))  # a race searched it
+    epochs = max(int(source.data.metrics.get(keys.BEST_EPOCH, ctx.epochs_for(arch))), 1)
     if ctx.deadline is not None:
         # At the speed its trial actually trained (the plan's measurement can be optimistic).
-        per_epoch = source.data.metrics.get("seconds_per_epoch") or \
+        per_epoch = source.data.metrics.get(keys.SECONDS_PER_EPOCH) or \
             ctx.plan.seconds_per_epoch(arch, size)
         need = epochs * per_epoch * FINAL_COST
         left = ctx.deadline - time.monotonic()
@@ -70,9 +66,9 @@ def final_fit(ctx: SweepContext, client) -> dict | None:
             log.info("no final fit: %s's %d epochs on train+val would take about %s and the "
                      "budget has %s left; `register` will promote its best trial instead",
                      arch, epochs, format_seconds(need), format_seconds(max(left, 0)))
-            client.set_tag(ctx.parent_run_id, tags.TIME_LIMITED, tags.TRUE)
+            runlog.set_tag(ctx.parent_run_id, tags.TIME_LIMITED, tags.TRUE)
             return None
-    horizon = int(source.data.params.get("epochs", ctx.epochs_for(arch)))
+    horizon = int(source.data.params.get(keys.EPOCHS, ctx.epochs_for(arch)))
     keras.utils.set_random_seed(cfg.seed)
     train_val = pipeline.combined(ctx.data_root, ("train", "val"), size, cfg.batch_size,
                                   seed=cfg.seed)
@@ -81,23 +77,24 @@ def final_fit(ctx: SweepContext, client) -> dict | None:
         model = models.get(arch).build(models.fixed_hyperparameters(values), image_size=size,
                                        pretrained=cfg.pretrained)
     log.info("final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images at %dpx) for "
-             "%d epochs", arch, trial_id, top["val_accuracy"], train_val.n, size, epochs)
+             "%d epochs", arch, trial_id, top[keys.OBJECTIVE], train_val.n, size, epochs)
     t0 = time.monotonic()
     with runs.active_run(experiment=cfg.experiment, parent_run_id=ctx.parent_run_id,
                          run_name=f"{arch}-final",
                          tags={**where, tags.SOURCE_RUN_ID: source.info.run_id,
                                **tags.environment_tags()}) as run:
-        mlflow.log_params({**values, **run_params(cfg, arch, strategy, epochs, size),
-                           "trained_on": "train+val", "n_train": train_val.n,
-                           "schedule_epochs": horizon, "param_count": model.count_params()})
+        runlog.log_params({**values, **trial_settings(cfg, arch, strategy, epochs, size),
+                           **keys.run_settings(trained_on="train+val", n_train=train_val.n,
+                                               schedule_epochs=horizon,
+                                               param_count=model.count_params())})
         logger = EpochLogger(run.info.run_id, f"{arch} final", epochs)
         model.fit(train_val.dataset, epochs=epochs, verbose=0,
-                  callbacks=[logger, _replayed_rates(client, source, values, horizon)])
-        mlflow.log_metric("seconds_per_epoch", logger.seconds_per_epoch)
+                  callbacks=[logger, _replayed_rates(source, values, horizon)])
+        runlog.log_metrics({keys.SECONDS_PER_EPOCH: logger.seconds_per_epoch})
         artifacts.log_keras_model(model, ctx.splits_at(size).decoded("val").images[:1]
                                   .astype("float32"))
-    run = client.get_run(run.info.run_id)
-    frame = heldout.test_predictions(run, client.get_run(ctx.parent_run_id), model)
+    run = runlog.get(run.info.run_id)
+    frame = heldout.test_predictions(run, runlog.get(ctx.parent_run_id), model)
     accuracy = heldout.test_metrics(frame)["accuracy"]
     log.info("final fit done in %s: test accuracy %.4f on %d photos never used for a choice",
              format_seconds(time.monotonic() - t0), accuracy, len(frame))
@@ -107,7 +104,7 @@ def final_fit(ctx: SweepContext, client) -> dict | None:
     return {"run_id": run.info.run_id, "arch": arch, "test_accuracy": accuracy}
 
 
-def _replayed_rates(client, source, values: dict, horizon: int):
+def _replayed_rates(source, values: dict, horizon: int):
     """The learning rates the source trial trained at, epoch by epoch, so the final fit follows
     the trajectory that produced the chosen epoch (a plateau schedule needs val data the final
     fit does not have). A trial whose log does not start at the first epoch (one Hyperband
@@ -115,9 +112,9 @@ def _replayed_rates(client, source, values: dict, horizon: int):
     its schedule, which for cosine and constant is the same trajectory."""
     import keras
 
-    history = sorted(client.get_metric_history(source.info.run_id, "lr"), key=lambda m: m.step)
-    rates = [m.value for m in history]
-    if not history or history[0].step > FIRST_STEP:
+    history = runlog.history(source.info.run_id, keys.LEARNING_RATE)
+    rates = [value for _, value in history]
+    if not history or history[0][0] > FIRST_STEP:
         fallback = models.schedule_callbacks({**values, "lr_schedule": "cosine"}, horizon) \
             if values.get("lr_schedule") == "cosine" else []
         return fallback[0] if fallback else keras.callbacks.Callback()
@@ -132,10 +129,6 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
     left RUNNING is marked KILLED and run again.
     """
     import keras
-    import mlflow
-
-    from catdog.tracking.callbacks import fit_callbacks
-    from catdog.tracking.record import record_fit
 
     cfg, entry = ctx.cfg, models.get(arch)
     values, trial_id = best["hyperparameters"], best["trial_id"]
@@ -159,8 +152,9 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
                              run_name=f"{arch}-repeat-{r}",
                              tags={**where, **tags.environment_tags()}) as run:
             epochs = ctx.epochs_for(arch)
-            mlflow.log_params({**values, **run_params(cfg, arch, strategy, epochs),
-                               "seed": seed, "repeat": r, "param_count": model.count_params()})
+            runlog.log_params({**values, **trial_settings(cfg, arch, strategy, epochs),
+                               **keys.run_settings(seed=seed, repeat=r,
+                                                   param_count=model.count_params())})
             callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", epochs,
                                               cfg.patience)
             model.fit(ctx.splits.train, validation_data=ctx.splits.val, epochs=epochs,
@@ -183,8 +177,8 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
 REPEATED = ("best_val_accuracy", "best_val_loss", "best_val_auc")
 
 
-def log_repeat_stats(client, arch_run_id: str, exp_id: str, key: str, arch: str,
-                      trial_id: str, repeats: int) -> dict:
+def log_repeat_stats(arch_run_id: str, exp_id: str, key: str, arch: str,
+                     trial_id: str, repeats: int) -> dict:
     """Mean, std and 95% CI over the best trial's repeats, as metrics of the architecture's
     run (only the repeats asked for now, when an earlier run of the sweep asked for more)."""
     found = [r for r in queries.search(
@@ -197,17 +191,22 @@ def log_repeat_stats(client, arch_run_id: str, exp_id: str, key: str, arch: str,
         for stat in ("mean", "std", "ci_low", "ci_high"):
             if not np.isnan(stats[stat]):
                 out[f"{name}_{stat}"] = stats[stat]
-    for k, v in out.items():
-        client.log_metric(arch_run_id, k, v)
+    runlog.log_metrics(out, arch_run_id)
     return out
 
 
-def run_params(cfg: sweepfile.SweepConfig, arch: str, strategy, epochs: int,
-                image_size: int | None = None) -> dict:
-    """How a trial or repeat of ARCH ran, logged beside its hyperparameters."""
-    params = {"arch": arch, "tuner": cfg.tuner, "image_size": image_size or cfg.image_size,
-              "batch_size": cfg.batch_size, "epochs": epochs, "seed": cfg.seed,
-              "precision": cfg.precision, "strategy": runtime.strategy_name(strategy)}
-    if models.get(arch).pretrained:
-        params["pretrained"] = cfg.pretrained
-    return params
+def repeat_all(ctx: SweepContext, results: dict[str, dict]) -> None:
+    """Each architecture's repeats, after every search, so the searches are the same with or
+    without them (training consumes TensorFlow's random state)."""
+    for arch in ctx.cfg.archs if ctx.role == "local" and ctx.cfg.repeats else ():
+        if not results.get(arch):
+            continue
+        current = records.arch_run(ctx, arch)  # reopened
+        try:
+            run_repeats(ctx, arch, current, results[arch])
+            results[arch].update(log_repeat_stats(current, ctx.experiment_id, ctx.key, arch,
+                                                  results[arch]["trial_id"], ctx.cfg.repeats))
+        except BaseException as exc:
+            runs.terminate(current, runs.status_for(exc))
+            raise
+        runlog.finish(current)

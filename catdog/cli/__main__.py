@@ -1,0 +1,5 @@
+"""`python -m catdog.cli`, as `python -m catdog`."""
+
+from catdog.cli import main
+
+main()

@@ -1,0 +1,163 @@
+"""`catdog compare`, `report`, `register`, `evaluate` and `predict`: what a sweep produced,
+and the chosen model put to use."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from catdog import keys
+from catdog.cli.common import _friendly, _tensorflow
+from catdog.compare import FORMATS as COMPARE_FORMATS
+from catdog.search import strategies
+
+
+@click.command()
+@click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
+@click.option("--arch", "archs", multiple=True, help="Architectures to show side by side.")
+@click.option("--metric", default=keys.OBJECTIVE, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(COMPARE_FORMATS), default="table",
+              show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(), default="comparison.png",
+              show_default=True, help="Where to write the comparison plot.")
+@click.option("--test", "test", is_flag=True,
+              help="Also test the top two on the held-out split: test accuracy and McNemar's "
+                   "exact test between them.")
+@click.option("--experiment", default="catdog", show_default=True)
+@_friendly
+def compare(sweep, archs, metric, fmt, plot_path, test, experiment):
+    """Compare a sweep's architectures: best trial, mean ± std over repeats, fit verdict."""
+    from catdog import compare as compare_mod
+    from catdog.heldout import describe
+
+    result = compare_mod.compare_and_plot(sweep, tuple(archs), metric, experiment, plot_path,
+                                          test=test)
+    click.echo(compare_mod.render(result.table, fmt))
+    if fmt in ("table", "markdown"):
+        click.echo(f"\nranked by the {result.table.attrs['ranked_by']}; \"within noise\": the "
+                   "95% intervals overlap the top architecture's; search strategy "
+                   f"{result.table.attrs['strategy']!r}: "
+                   f"{strategies.note(result.table.attrs['strategy'])}")
+        if result.significance:
+            click.echo(describe(result.significance))
+    where = f" and logged to sweep run {result.logged_to}" if result.logged_to else ""
+    click.echo(f"plot written to {result.plot}{where}", err=True)
+
+
+@click.command()
+@click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
+@click.option("--out", type=click.Path(), default=None,
+              help="Default: reports/<sweep name>-<run id>.html.")
+@click.option("--metric", default=keys.OBJECTIVE, show_default=True)
+@click.option("--experiment", default="catdog", show_default=True)
+@_friendly
+@_tensorflow
+def report(sweep, out, metric, experiment):
+    """Write a sweep's report: one self-contained HTML file, also logged to the sweep's run."""
+    from catdog.report import write_report
+
+    path = write_report(sweep, out, metric=metric, experiment=experiment)
+    click.echo(str(path))
+
+
+@click.command()
+@click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
+@click.option("--arch", default=None, help="Only consider this architecture.")
+@click.option("--metric", default=keys.OBJECTIVE, show_default=True,
+              help="Validation metric that picks the model (never a test metric).")
+@click.option("--name", default="catdog", show_default=True, help="Registered model name.")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--force", is_flag=True, help="Move the alias even if the model is not better.")
+@click.option("--experiment", default="catdog", show_default=True)
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average each test photo with its mirror image.")
+@_friendly
+@_tensorflow
+def register(sweep, arch, metric, name, alias, force, experiment, tta):
+    """Register a sweep's best model; make it the champion if it beats the current one on test."""
+    from catdog.register import register as run_register
+
+    r = run_register(sweep, arch, metric, name, alias, force, experiment, tta=tta)
+    click.echo(json.dumps({"name": r.name, "version": r.version, "arch": r.arch,
+                           "run_id": r.run_id, metric: r.val_metric, "test": r.test,
+                           "alias": r.alias, "promoted": r.promoted, "reason": r.reason,
+                           "new_version": r.created, "vs_runner_up": r.significance},
+                          indent=2))
+
+
+@click.command()
+@click.option("--model", "model_uri", default="models:/catdog@champion", show_default=True,
+              help="models:/, runs:/ or a logged model's URI, or a local path.")
+@click.option("--data", required=True, type=click.Path(),
+              help="cats/ and dogs/ folders, a salader root (uses test/), or a prepared dataset.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average each photo with its mirror image.")
+@_friendly
+@_tensorflow
+def evaluate(model_uri, data, fmt, tta):
+    """Evaluate a model on any labelled folder."""
+    from catdog.inference import evaluate as run_evaluate
+
+    r = run_evaluate(model_uri, data, tta=tta)
+    for skipped in r["skipped"]:
+        click.echo(f"skipped {skipped['path']}: {skipped['reason']}", err=True)
+    if fmt == "json":
+        click.echo(json.dumps(r, indent=2))
+        return
+    cm = r["confusion"]
+    click.echo(f"model     {r['model']}\ndata      {r['data']} ({r['n']} images, "
+               f"{len(r['skipped'])} unreadable skipped)\n"
+               f"accuracy  {r['accuracy']:.4f}\nloss      {r['loss']:.4f}\n"
+               f"roc_auc   {r['auc']:.4f}\n\n"
+               f"class  precision  recall\n"
+               f"cat    {r['precision_cat']:9.4f}  {r['recall_cat']:6.4f}\n"
+               f"dog    {r['precision_dog']:9.4f}  {r['recall_dog']:6.4f}\n\n"
+               f"confusion (rows true, cols predicted)\n"
+               f"        cat    dog\ncat  {cm[0][0]:6d} {cm[0][1]:6d}\n"
+               f"dog  {cm[1][0]:6d} {cm[1][1]:6d}")
+
+
+@click.command()
+# readable=False: click would refuse the whole command over one unreadable file; predict reports it.
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
+@click.option("--model", "model_uri", default="models:/catdog@champion", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: average each photo with its mirror image.")
+@_friendly
+@_tensorflow
+def predict(paths, model_uri, fmt, tta):
+    """Label images (files or folders) as cat or dog, with the probability of "dog".
+
+    A file that cannot be read gets an error line of its own on stderr, the others are still
+    labelled, and the exit status is 1."""
+    import csv
+    import io
+    from dataclasses import asdict
+
+    from catdog.inference import predict as run_predict
+
+    preds = run_predict(list(paths), model_uri, tta=tta)
+    if fmt == "json":
+        click.echo(json.dumps([asdict(p) for p in preds], indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["path", "label", "p_dog", "error"])
+        writer.writeheader()
+        writer.writerows(asdict(p) for p in preds)
+        click.echo(buf.getvalue().rstrip())
+    else:
+        for p in preds:
+            if not p.error:
+                click.echo(f"{p.path}\t{p.label}\tp_dog={p.p_dog:.4f}")
+    failed = [p for p in preds if p.error]
+    for p in failed:  # json and csv carry the errors too; stderr names them in every format
+        click.echo(f"error: cannot read {p.path}: {p.error}", err=True)
+    if failed:
+        click.echo(f"error: {len(failed)} of {len(preds)} images could not be read", err=True)
+        sys.exit(1)

@@ -1,0 +1,225 @@
+"""The `best` strategy: race the architectures for the best model the budget can buy.
+
+    strategy = "best"
+    tuner = "hyperband"
+    image_sizes = [64, 96, 128]
+
+An equal-budget comparison gives every architecture the same time, which is what a fair
+comparison needs and what it costs. A user who wants the best model in an hour does not need
+that: most of the hour should go to the architectures that are winning. So the race is one
+KerasTuner Hyperband search whose space is the architecture itself (a `Choice`), the image size
+(within each family's range, see `Architecture.image_range`) and each family's own
+hyperparameters under a `conditional_scope`: successive halving across architectures, done by
+KerasTuner. Its first bracket screens many configurations for a few epochs; each round promotes
+the best third to three times the epochs, continuing from the weights it stopped at, until the
+survivors train for `max_epochs`, which the plan (`catdog.plan.make_race_plan`) sizes to the
+budget.
+
+Each trial is a run under its architecture's run, so `compare`, `report`, `register` and the
+final fit read a race like any sweep. A configuration keeps its size across rounds, because
+Hyperband carries weights from round to round and the Flatten heads of the notebook's models
+tie their weights to the input size.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from catdog.errors import CatdogError
+from catdog.log import format_seconds, get_logger
+from catdog.search import records
+from catdog.search.context import TimeLimitReached
+from catdog.search.strategies import register
+from catdog.search.strategies.base import Strategy
+from catdog.tracking import queries, runlog, runs, tags
+
+log = get_logger(__name__)
+
+PROJECT = "race"  # the tuner state's folder under .tuner/<sweep key>/
+
+
+@register
+class Race(Strategy):
+    name = "best"
+    note = ("a race: Hyperband gave the architectures that led more trials and epochs, so this "
+            "ranks configurations found, not architectures at equal cost")
+    searches_size = True
+    verb = "races"
+
+    def check(self, cfg, role: str) -> None:
+        super().check(cfg, role)
+        if cfg.tuner != "hyperband":
+            raise CatdogError(f"the best strategy races architectures with Hyperband; set tuner "
+                              f"= \"hyperband\" (not {cfg.tuner!r}) or strategy = \"compare\"")
+        if cfg.repeats:
+            raise CatdogError("repeats measure an equal-budget comparison; a raced one gives "
+                              "the architectures unequal time, so use strategy = \"compare\" "
+                              "for repeats")
+        from catdog import models
+
+        for arch in cfg.archs:
+            if not models.get(arch).sizes_within(cfg.sizes):
+                lo, hi = models.get(arch).image_range
+                raise CatdogError(f"none of the image sizes {list(cfg.sizes)} is within "
+                                  f"{arch}'s range {lo}-{hi} px")
+
+    def plan(self, cfg, splits_at, spaces: dict, spent: float):
+        from catdog import plan as planning
+
+        t0 = time.monotonic()
+        speeds = measure_speeds(cfg, spaces, splits_at)
+        return planning.make_race_plan(speeds, max_epochs=cfg.epochs,
+                                       factor=cfg.hyperband_factor, budget=cfg.budget_seconds,
+                                       final_fit=cfg.final_fit,
+                                       measured_seconds=spent + time.monotonic() - t0)
+
+    def explain(self, plan, cfg) -> None:
+        if plan.max_epochs < cfg.epochs:
+            log.info("the budget holds fits of %d epochs, not the sweep file's %d",
+                     plan.max_epochs, cfg.epochs)
+
+    def state_folders(self, cfg) -> dict[str, str | None]:
+        return {PROJECT: None}
+
+    def total_trials(self, ctx) -> int:
+        return ctx.plan.planned_trials if ctx.plan else 0
+
+    def epochs_for(self, ctx, arch: str | None) -> int:
+        return ctx.plan.max_epochs if ctx.plan else ctx.cfg.epochs  # every trial's horizon
+
+    def eta(self, ctx, remaining: int) -> float:
+        if ctx.plan is None:
+            return ctx.mean_eta(remaining)
+        # A race's trials grow round by round (1 epoch, then 3, 9, 27): their mean so far says
+        # little about the rest, the plan does.
+        searched = time.monotonic() - ctx.search_started
+        return max(ctx.plan.search_seconds - searched, 0.0) + ctx.plan.final_seconds
+
+    def check_trial(self, ctx, arch: str, size: int, epochs: int, past: str | None) -> None:
+        """A trial starts only if it is expected to end within the search budget (its cost is
+        known only once the oracle has chosen it): at the speed its previous round trained
+        (PAST, a trial id), else the plan's, measured at the defaults."""
+        from catdog.search.tuner import TrialTimeLimit
+
+        if ctx.plan is None or ctx.plan.search_budget is None:
+            return
+        expected = ctx.plan.trial_seconds(arch, size, epochs)
+        if past in ctx.trial_speeds:
+            expected += epochs * (ctx.trial_speeds[past] - ctx.plan.seconds_per_epoch(arch, size))
+        if time.monotonic() - ctx.search_started + expected > ctx.plan.search_budget:
+            raise TrialTimeLimit(
+                f"the race's share of the {format_seconds(ctx.cfg.budget_seconds)} budget is "
+                f"used up (the next trial, {arch} at {size}px for {epochs} epochs, would take "
+                f"about {format_seconds(expected)})")
+
+    def report_trial(self, ctx, arch, trial, hp, shown, score, best, seconds) -> None:
+        # Trials come as the budget allows: the plan's count is a guess.
+        log.info("[%s] race trial %d (round %d, %d epochs) %s  val_accuracy %.4f  best %s %.4f  "
+                 "(%s; about %d planned, ETA %s)", arch, int(trial.trial_id) + 1,
+                 hp.values.get("tuner/round", 0), hp.values.get("tuner/epochs", 0), shown,
+                 score, arch, best, format_seconds(seconds), ctx.total_trials,
+                 format_seconds(ctx.eta(0)))
+
+    def search(self, ctx, spaces: dict, state_dir: Path):
+        import keras
+
+        from catdog.search.tuner import best_trial
+
+        cfg = ctx.cfg
+        arch_runs = {a: records.arch_run(ctx, a) for a in cfg.archs}
+        n = queries.retire(ctx.experiment_id, {tags.SWEEP_KEY: ctx.key,
+                                               tags.KIND: tags.KIND_TRIAL})
+        if n:
+            log.info("marked %d interrupted trial run(s) as KILLED", n)
+        space = joint_space(cfg, spaces)
+        keras.utils.set_random_seed(cfg.seed)
+        tuner = make_tuner(ctx, space, state_dir, arch_runs)
+        done_before = sum(1 for t in tuner.oracle.trials.values() if t.status == "COMPLETED")
+        ctx.trials_done += done_before
+        if done_before:
+            log.info("[race] resuming: %d trial(s) already done", done_before)
+        stopped = None
+        ctx.search_started = time.monotonic()
+        try:
+            tuner.search(epochs=ctx.epochs_for(None), verbose=0)
+        except TimeLimitReached as exc:
+            stopped = str(exc)
+            log.info("%s: the race stops here", exc)
+            for run_id in arch_runs.values():
+                runlog.set_tag(run_id, tags.TIME_LIMITED, tags.TRUE)
+        except BaseException as exc:
+            for run_id in arch_runs.values():
+                runs.terminate(run_id, runs.status_for(exc))
+            raise
+        config = json.dumps(tuner.oracle.hyperparameters.get_config(), indent=2, default=str)
+        results = {}
+        for arch, run_id in arch_runs.items():
+            results[arch] = records.finish_arch(ctx, best_trial(tuner.oracle, arch), config,
+                                                run_id, arch)
+            runlog.finish(run_id)
+        drawn = {a: sum(1 for t in tuner.oracle.trials.values() if t.status == "COMPLETED"
+                        and t.hyperparameters.values.get("arch") == a) for a in cfg.archs}
+        log.info("[race] trials per architecture: %s (%s searched)",
+                 ", ".join(f"{a} {k}" for a, k in drawn.items()),
+                 format_seconds(time.monotonic() - ctx.search_started))
+        return results, stopped
+
+
+def joint_space(cfg, spaces: dict):
+    """One search space for the race: `arch`, then per architecture (active only when drawn)
+    its `image_size` and its builder's hyperparameters, with the sweep file's fixed and narrowed
+    values from SPACES ({arch: HyperParameters}, see `sweepfile.search_spaces`).
+
+    Each architecture's names are scoped (`resnet/lr`): KerasTuner keeps one value per name,
+    and drops it when any hyperparameter of that name is inactive, so `lr` shared by every
+    family under different conditions would be lost. Trials log the plain names."""
+    import keras_tuner as kt
+
+    from catdog import models
+
+    joint = kt.HyperParameters()
+    joint.Choice("arch", list(cfg.archs))
+    for arch in cfg.archs:
+        entry = models.get(arch)
+        own = kt.HyperParameters()
+        own.merge(spaces[arch])
+        entry.search_space(min(entry.sizes_within(cfg.sizes)), hp=own)  # + the builder's own
+        with joint.conditional_scope("arch", [arch]), joint.name_scope(arch):
+            joint.Choice("image_size", entry.sizes_within(cfg.sizes), ordered=True)
+            for h in own.space:
+                config = h.get_config()
+                config.pop("conditions", None)
+                getattr(joint, type(h).__name__)(**config)  # Choice, Int, Float, Boolean, Fixed
+    return joint
+
+
+def measure_speeds(cfg, spaces: dict, splits_at) -> dict[str, dict[int, tuple[float, float]]]:
+    """Seconds per epoch and per-trial set-up of every (architecture, size) the race may draw."""
+    from catdog import models, plan
+
+    speeds: dict[str, dict[int, tuple[float, float]]] = {}
+    for arch in cfg.archs:
+        values = {k: v for k, v in spaces[arch].values.items() if not k.startswith("tuner/")}
+        for size in models.get(arch).sizes_within(cfg.sizes):
+            splits = splits_at(size)
+            speeds.setdefault(arch, {})[size] = plan.measure(arch, splits, size, values,
+                                                             cfg.pretrained, cfg.batch_size)
+            log.info("[%s] measured: %.1f s per epoch of %d images at %dpx", arch,
+                     speeds[arch][size][0], splits.sizes["train"], size)
+    return speeds
+
+
+def make_tuner(ctx, hyperparameters, directory: Path, arch_runs: dict[str, str]):
+    """A tracked KerasTuner Hyperband over the joint space."""
+    from catdog.search import tuner as tuning
+
+    epochs = ctx.epochs_for(None)
+    tuner = tuning.TrackedHyperband(
+        hypermodel=tuning.JointHyperModel(ctx, epochs), objective=tuning.objective(),
+        max_epochs=epochs, factor=ctx.cfg.hyperband_factor, seed=ctx.cfg.seed,
+        hyperparameters=hyperparameters, tune_new_entries=False, directory=str(directory),
+        project_name=PROJECT, overwrite=False, distribution_strategy=tuning.distribution())
+    tuner.ctx, tuner.arch, tuner.arch_runs = ctx, None, arch_runs
+    return tuner

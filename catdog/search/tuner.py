@@ -1,0 +1,234 @@
+"""The tracked tuner: KerasTuner's tuners with every trial a nested MLflow run, and the
+hypermodel that builds one architecture.
+
+KerasTuner's documented hooks are where catdog hooks in: `pre_create_trial` (may a trial start
+within the budget?), `run_trial` (the trial inside its own run, its fit logged epoch by epoch),
+and the hypermodel's `build`/`fit`. A strategy picks the tuner class (`TUNERS`) and may subclass
+the hypermodel (the race's builds whichever architecture the oracle drew).
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras_tuner as kt
+
+from catdog import metrics, models, runtime
+from catdog.log import format_seconds, get_logger
+from catdog.search.context import OBJECTIVE, SweepContext, TimeLimitReached
+from catdog import keys
+from catdog.tracking import queries, runlog, runs, store, tags
+from catdog.tracking.callbacks import fit_callbacks
+from catdog.tracking.record import record_fit
+
+log = get_logger(__name__)
+
+
+class ArchHyperModel(kt.HyperModel):
+    """One architecture's builder as a HyperModel; `fit` keeps the model for logging."""
+
+    def __init__(self, entry: models.Architecture, image_size: int, pretrained: bool,
+                 epochs: int):
+        super().__init__(name=entry.name)
+        self.entry, self.image_size, self.pretrained = entry, image_size, pretrained
+        self.epochs = epochs  # the schedule's horizon: Hyperband's longest fit
+        self.last_model, self.fit_seconds = None, 0.0
+
+    def build(self, hp):
+        return self.entry.build(hp, image_size=self.image_size, pretrained=self.pretrained)
+
+    def size(self, hp) -> int:
+        return self.image_size
+
+    def values(self, hp) -> dict:
+        """The trial's hyperparameters under the names the builder uses."""
+        return hp.values
+
+    def fit(self, hp, model, *args, **kwargs):
+        # Timed here, around model.fit alone, so a trial's overhead counts build and compile.
+        self.last_model = model
+        kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + \
+            models.schedule_callbacks(hp.values, self.epochs)
+        t0 = time.monotonic()
+        try:
+            return model.fit(*args, **kwargs)
+        finally:
+            self.fit_seconds = time.monotonic() - t0
+
+
+def plain(values: dict) -> dict:
+    """A joint search's trial values under the builder's names: its architecture's, unscoped
+    (see `JointHyperModel`)."""
+    prefix = f"{values['arch']}/"
+    return {"arch": values["arch"],
+            **{k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)},
+            **{k: v for k, v in values.items() if k.startswith("tuner/")}}
+
+
+class JointHyperModel(ArchHyperModel):
+    """A search over architectures and image sizes at once: `arch` is a hyperparameter, and each
+    architecture's own (its `image_size` among them) live under its name scope, active only when
+    it is drawn. Every trial builds the drawn architecture and trains on the split at the size
+    it drew."""
+
+    def __init__(self, ctx: SweepContext, epochs: int):
+        super().__init__(models.get(ctx.cfg.archs[0]), ctx.cfg.image_size, ctx.cfg.pretrained,
+                         epochs)
+        self.ctx = ctx
+
+    def build(self, hp):
+        arch = hp.get("arch")
+        with hp.conditional_scope("arch", [arch]), hp.name_scope(arch):
+            return models.get(arch).build(hp, image_size=hp.get("image_size"),
+                                          pretrained=self.pretrained)
+
+    def size(self, hp) -> int:
+        return int(self.values(hp)["image_size"])
+
+    def values(self, hp) -> dict:
+        return plain(hp.values)
+
+    def fit(self, hp, model, *args, **kwargs):
+        splits = self.ctx.splits_at(self.size(hp))
+        kwargs.pop("validation_data", None)
+        return super().fit(hp, model, splits.train, validation_data=splits.val, **kwargs)
+
+
+class StoreLost(store.StoreUnavailable, kt.errors.FatalError):
+    """KerasTuner counts an ordinary exception as a failed trial and moves on; losing the store
+    must stop the search instead, leaving the trial to be re-run on resume."""
+
+
+class TrialTimeLimit(TimeLimitReached, kt.errors.FatalError):
+    """Raised inside a trial, where KerasTuner would count an ordinary exception as a failed
+    trial and go on."""
+
+
+def best_trial(oracle, arch: str | None = None):
+    """The oracle's best completed trial, of ARCH only in a joint search (None: of any)."""
+    done = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None
+            and (arch is None or t.hyperparameters.values.get("arch") == arch)]
+    return max(done, key=lambda t: t.score, default=None)
+
+
+class Tracked:
+    """Mixed into a KerasTuner tuner: each trial runs inside a nested MLflow run."""
+
+    ctx: SweepContext
+    arch: str | None  # None in a joint search, whose trials each name their architecture
+    arch_runs: dict[str, str]
+
+    def arch_of(self, trial) -> str:
+        return self.arch or trial.hyperparameters.values["arch"]
+
+    def pre_create_trial(self):
+        self.ctx.strategy.before_trial(self)
+
+    def run_trial(self, trial, *args, **kwargs):
+        try:
+            return self._tracked_trial(trial, *args, **kwargs)
+        except store.StoreUnavailable as exc:
+            raise StoreLost(str(exc)) from exc
+
+    def _tracked_trial(self, trial, *args, **kwargs):
+        ctx, hp = self.ctx, trial.hyperparameters
+        arch, size = self.arch_of(trial), self.hypermodel.size(hp)
+        epochs = hp.values.get("tuner/epochs", kwargs.get("epochs", ctx.epochs_for(arch)))
+        initial = hp.values.get("tuner/initial_epoch", 0)
+        ctx.strategy.check_trial(ctx, arch, size, epochs - initial,
+                                 hp.values.get("tuner/trial_id"))
+        self._supersede(arch, trial.trial_id)
+        run_tags = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_TRIAL,
+                    tags.ARCH: arch, tags.TRIAL_ID: trial.trial_id,
+                    tags.TUNER_ID: self.tuner_id, **tags.environment_tags()}
+        t0 = time.monotonic()
+        with runs.active_run(experiment=ctx.cfg.experiment,
+                             parent_run_id=self.arch_runs[arch],
+                             run_name=f"{arch}-trial-{trial.trial_id}", tags=run_tags) as run:
+            runlog.log_params({**self.hypermodel.values(hp), **self._run_params(arch, size)})
+            stop_and_log, logger = fit_callbacks(run.info.run_id, f"{arch} t{trial.trial_id}",
+                                                 epochs, ctx.cfg.patience, initial)
+            kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + stop_and_log
+            results = super().run_trial(trial, *args, **kwargs)
+            fit_seconds = self.hypermodel.fit_seconds
+            ctx.trial_speeds[trial.trial_id] = logger.seconds_per_epoch
+            model = self.hypermodel.last_model
+            runlog.log_params({keys.PARAM_COUNT: model.count_params()})
+            score = metrics.history_summary(logger.history, OBJECTIVE, initial).get(
+                keys.best(OBJECTIVE), float("nan"))
+            best_before = self._best_score(arch)
+            # Only a trial that ties or beats its architecture's best logs its model: the
+            # final best trial always has one (ties too: whichever tied trial the oracle later
+            # calls best), and disk is not spent on models nobody will register.
+            keep = best_before is None or score >= best_before
+            record_fit(model, logger.history, logger.seconds_per_epoch,
+                       splits=ctx.splits_at(size), title=f"{arch} trial {trial.trial_id}",
+                       log_model=keep, objective=OBJECTIVE, initial_epoch=initial)
+            runtime.release_memory()
+            rss, peak = runtime.rss_mb()
+            runlog.log_metrics({"rss_mb": rss, "peak_rss_mb": peak, "fit_seconds": fit_seconds,
+                                "overhead_seconds": time.monotonic() - t0 - fit_seconds})
+        self._report(arch, trial, hp, score, best_before, time.monotonic() - t0)
+        return results
+
+    def _run_params(self, arch: str, size: int) -> dict:
+        return self.ctx.strategy.run_params(self.ctx, arch, size,
+                                            self.distribution_strategy or runtime.strategy())
+
+    def _supersede(self, arch: str, trial_id: str) -> None:
+        """A trial about to (re)run: earlier runs of it were interrupted; close them."""
+        queries.retire(self.ctx.experiment_id,
+                       {tags.SWEEP_KEY: self.ctx.key, tags.KIND: tags.KIND_TRIAL,
+                        tags.ARCH: arch, tags.TRIAL_ID: trial_id},
+                       (runs.RUNNING, runs.FINISHED))
+
+    def _best_score(self, arch: str) -> float | None:
+        if self.arch is None:  # a joint search: the best of this architecture's trials
+            best = best_trial(self.oracle, arch)
+            return best.score if best is not None else None
+        best = self.oracle.get_best_trials(1)  # a distributed worker's oracle has no .trials
+        return best[0].score if best and best[0].score is not None else None
+
+    def _report(self, arch, trial, hp, score, best_before, seconds) -> None:
+        ctx = self.ctx
+        ctx.trials_done += 1
+        ctx.trial_seconds.append(seconds)
+        best = score if best_before is None else max(score, best_before)
+        shown = {k: (round(v, 5) if isinstance(v, float) else v)
+                 for k, v in self.hypermodel.values(hp).items() if not k.startswith("tuner/")}
+        ctx.strategy.report_trial(ctx, arch, trial, hp, shown, score, best, seconds)
+
+
+class TrackedRandomSearch(Tracked, kt.RandomSearch):
+    pass
+
+
+class TrackedBayesianOptimization(Tracked, kt.BayesianOptimization):
+    pass
+
+
+class TrackedHyperband(Tracked, kt.Hyperband):
+    pass
+
+
+TUNERS = {"random": TrackedRandomSearch, "bayesian": TrackedBayesianOptimization,
+          "hyperband": TrackedHyperband}
+
+
+def objective():
+    return kt.Objective(OBJECTIVE, "max")
+
+
+def distribution():
+    """The tf.distribute strategy a tuner trains under: MirroredStrategy on GPUs, else none."""
+    return runtime.strategy() if runtime.gpus() else None
+
+
+def report_line(ctx: SweepContext, arch: str, trial, shown: dict, score: float, best: float,
+                seconds: float) -> str:
+    """The per-trial progress line of a search with a fixed number of trials, with its ETA."""
+    remaining = max(ctx.total_trials - ctx.trials_done, 0)
+    return (f"[{arch}] trial {int(trial.trial_id) + 1}/{ctx.cfg.trials} {shown}  "
+            f"val_accuracy {score:.4f}  best {best:.4f}  ({format_seconds(seconds)}; sweep "
+            f"{ctx.trials_done}/{ctx.total_trials}, ETA "
+            f"{format_seconds(ctx.eta(remaining)) if remaining else 'done'})")

@@ -1,0 +1,110 @@
+"""Strategies are plug-ins: a strategy defined here, in one class and one registry line, runs end
+to end through the plan, the search, the comparison, the final fit and the registration, with
+nothing else in catdog changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from catdog import compare, sweepfile
+from catdog.errors import CatdogError
+from catdog.search import records, strategies
+from catdog.search.strategies.base import Strategy
+
+
+class Defaults(Strategy):
+    """One trial per architecture at its builder's defaults: the cheapest honest baseline."""
+
+    name = "defaults"
+    note = "one trial per architecture at its defaults: a baseline, not a search"
+
+    def plan(self, cfg, splits_at, spaces, spent):
+        from catdog import plan
+
+        splits = splits_at(cfg.image_size)
+        speeds = {arch: plan.measure(arch, splits, cfg.image_size, {}, cfg.pretrained,
+                                     cfg.batch_size) for arch in cfg.archs}
+        return plan.make_plan(speeds, trials=1, epochs=cfg.epochs, budget=cfg.budget_seconds,
+                              repeats=0, final_fit=cfg.final_fit, measured_seconds=spent)
+
+    def search(self, ctx, spaces, state_dir):
+        import keras_tuner as kt
+
+        from catdog import models
+        from catdog.search import tuner as tuning
+
+        results = {}
+        for arch in ctx.cfg.archs:
+            run_id = records.arch_run(ctx, arch)
+            entry = models.get(arch)
+            fixed = kt.HyperParameters()
+            for name, value in entry.search_space(ctx.cfg.image_size).values.items():
+                fixed.Fixed(name, value)
+            tuner = tuning.TrackedRandomSearch(
+                hypermodel=tuning.ArchHyperModel(entry, ctx.cfg.image_size, False,
+                                                 ctx.epochs_for(arch)),
+                objective=tuning.objective(), max_trials=1, hyperparameters=fixed,
+                tune_new_entries=False, directory=str(state_dir), project_name=arch,
+                seed=ctx.cfg.seed)
+            tuner.ctx, tuner.arch, tuner.arch_runs = ctx, arch, {arch: run_id}
+            tuner.search(ctx.splits.train, validation_data=ctx.splits.val,
+                         epochs=ctx.epochs_for(arch), verbose=0)
+            best = tuner.oracle.get_best_trials(1)
+            results[arch] = records.finish_arch(ctx, best[0] if best else None, "{}", run_id,
+                                                arch)
+            from catdog.tracking import runlog
+
+            runlog.finish(run_id)
+        return results, None
+
+
+@pytest.fixture
+def defaults_strategy():
+    strategies.register(Defaults)  # the one registry line
+    yield strategies.get("defaults")
+    strategies.unregister("defaults")
+
+
+def test_a_strategy_in_one_class_runs_plan_search_compare_final_fit_and_register(
+        defaults_strategy, tiny_prepared, workdir, logs):
+    from catdog import choose
+    from catdog.register import register
+    from catdog.search import sweep
+    from catdog.tracking import runlog
+
+    cfg = sweepfile.load(None, archs=("baseline", "resnet"), tuner="random", trials=3,
+                         epochs=2, image_size=32, batch_size=8, strategy="defaults",
+                         data=str(tiny_prepared), budget="30m")
+    result = sweep.run(cfg)
+
+    parent = runlog.get(result.parent_run_id)
+    assert parent.data.params["search_strategy"] == "defaults"
+    assert set(result.archs) == {"baseline", "resnet"}
+    table = choose.table(result.parent_run_id)
+    assert list(table["trials"]) == [1, 1], "one trial per architecture"
+    assert table.attrs["strategy"] == "defaults"
+    assert result.final is not None and result.final["arch"] == table.iloc[0]["arch"]
+    assert json.loads(compare.render(table, "json"))["rows"][0]["arch"] == table.iloc[0]["arch"]
+    assert strategies.note("defaults") == Defaults.note
+
+    registered = register(result.parent_run_id)
+    assert registered.arch == table.iloc[0]["arch"]
+    assert registered.run_id == result.final["run_id"], "the final fit is what ships"
+    assert 0.0 <= registered.test["accuracy"] <= 1.0
+
+
+def test_an_unknown_strategy_is_one_sentence_naming_the_known_ones():
+    cfg = sweepfile.load(None, archs=("baseline",), strategy="fastest")
+    with pytest.raises(CatdogError, match=r"unknown strategy 'fastest'; choose one of compare, "
+                                          r"best"):
+        strategies.validate(cfg)
+
+
+def test_a_strategy_name_is_registered_once():
+    class Again(Strategy):
+        name = "compare"
+
+    with pytest.raises(CatdogError, match="registered twice"):
+        strategies.register(Again)
