@@ -2,13 +2,28 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# The exact versions every install uses (Python 3.11, linux x86_64, every extra): `make lock`
+# upgrades them.
+LOCK   := constraints.txt
+PIP    := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
 # The experiment `make sweep` runs is sized to this machine: gpu.toml where nvidia-smi lists a
 # GPU, else cpu.toml (a 45-minute budget, planned to this CPU's measured speed). EXP= overrides.
 GPUS    := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
-MACHINE_EXP = $(if $(filter-out 0,$(GPUS)),experiments/gpu.toml,experiments/cpu.toml)
+HAS_GPU := $(filter-out 0,$(GPUS))
+MACHINE_EXP = $(if $(HAS_GPU),experiments/gpu.toml,experiments/cpu.toml)
 EXP     ?= $(MACHINE_EXP)
+EXP_GIVEN := $(filter command line environment,$(origin EXP))
+# sweep-distributed needs a sweep a chief can hand out (the equal-budget `compare` strategy, not
+# cpu.toml's focus): gpu.toml on a GPU machine, else cpu-compare.toml. EXP= or DIST_EXP= overrides.
+DIST_EXP ?= $(if $(EXP_GIVEN),$(EXP),$(if $(HAS_GPU),experiments/gpu.toml,experiments/cpu-compare.toml))
+# Extras of catdog's own install: dev (pytest), and gpu (tensorflow[and-cuda]) where nvidia-smi
+# lists a GPU. The stamp names them, so a machine that gains a GPU installs the gpu extra.
+comma   := ,
+EXTRAS  := dev$(if $(HAS_GPU),$(comma)gpu,)
+STAMP   := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+PG_STAMP   := $(VENV)/.installed-postgres
+DOCS_STAMP := $(VENV)/.installed-docs
 ARCH    ?= bn_dropout
 DATA    ?=
 EPOCHS  ?= 10
@@ -28,26 +43,46 @@ STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 DATA_OPT = $(if $(DATA),--data $(DATA),)
 BACKEND_OPT = $(if $(BACKEND),--backend-store-uri '$(BACKEND)',)
 
-.PHONY: install test test-slow test-all train sweep sweep-distributed report ui serve bench data clean help
+.PHONY: install lock test test-slow test-all train sweep smoke sweep-distributed report ui serve \
+	bench data screenshots clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	$(PIP) -e ".[$(EXTRAS)]"
+	touch $@
 
-install: $(STAMP)  ## create .venv and install catdog with its dependencies
+# The extras only some targets need, each on top of the install above.
+$(PG_STAMP): $(STAMP)
+	$(PIP) -e ".[$(EXTRAS),postgres]"
+	touch $@
+
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) -e ".[$(EXTRAS),docs]"
+	touch $@
+
+install: $(STAMP)  ## create .venv and install catdog at the versions in constraints.txt (+ gpu extra on a GPU machine)
+
+# Resolved by uv for Python 3.11 on linux x86_64 whatever machine runs it; LOCK_OPTS= (empty)
+# keeps the current pins and only adds what a changed pyproject.toml needs.
+LOCK_OPTS ?= --upgrade
+lock:  ## upgrade constraints.txt to the newest versions pyproject.toml allows; make install then uses them
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --all-extras $(LOCK_OPTS) --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		--quiet -o $(LOCK)
 
 test: $(STAMP)  ## the default suite (slow tests excluded)
 	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
-test-slow: $(STAMP)  ## slow tests: subprocess resume, distributed sweep, model serving
+test-slow: $(PG_STAMP)  ## slow tests: subprocess resume, distributed sweep (PostgreSQL too), model serving
 	$(BIN)/python -m pytest -m slow -q --durations=15
 
-test-all: $(STAMP)  ## every test
+test-all: $(PG_STAMP)  ## every test
 	$(BIN)/python -m pytest -q --durations=15
 
 data: $(STAMP)  ## download the data (Kaggle with credentials, else PetImages) and prepare it
@@ -61,8 +96,11 @@ sweep: $(STAMP)  ## the main job, sized to this machine: make sweep [EXP=...] [D
 	@echo "make sweep: $(EXP) ($(if $(filter $(origin EXP),command line environment),chosen with EXP=,$(if $(filter-out 0,$(GPUS)),$(GPUS) GPU(s) found,no GPU found: the CPU-sized experiment; EXP=experiments/gpu.toml for a GPU machine)))"
 	$(BIN)/catdog sweep $(EXP) $(DATA_OPT) --register
 
-sweep-distributed: $(STAMP)  ## tracking server (BACKEND=postgresql://...) + KerasTuner chief + WORKERS workers on this machine
-	$(BIN)/catdog distributed $(EXP) $(DATA_OPT) --workers $(WORKERS) --oracle-port $(ORACLE_PORT) $(BACKEND_OPT)
+smoke: $(STAMP)  ## the smoke run: every from-scratch architecture, 10 minutes: make smoke [DATA=path]
+	$(BIN)/catdog sweep experiments/quick.toml $(DATA_OPT) --register
+
+sweep-distributed: $(PG_STAMP)  ## tracking server (BACKEND=postgresql://...) + KerasTuner chief + WORKERS workers: make sweep-distributed [DIST_EXP=...] [DATA=path] [HOST=...]
+	$(BIN)/catdog distributed $(DIST_EXP) $(DATA_OPT) --workers $(WORKERS) --host $(HOST) --oracle-port $(ORACLE_PORT) $(BACKEND_OPT)
 
 report: $(STAMP)  ## the latest sweep's report: one self-contained HTML file in reports/
 	$(BIN)/catdog report
@@ -74,9 +112,15 @@ ui: $(STAMP)  ## MLflow UI for the project's store on http://127.0.0.1:5000
 serve: $(STAMP)  ## serve models:/catdog@champion on http://127.0.0.1:5002 (POST /invocations)
 	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(STORE) MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false $(BIN)/mlflow models serve -m "models:/$(MODEL)@champion" --env-manager local -h $(HOST) -p $(SERVE_PORT)
 
-bench: $(STAMP)  ## performance benchmark on ../shared/data/dogs-vs-cats-mini (or DATA=)
+bench: $(STAMP)  ## the performance benchmark (python -m benchmarks): make bench [DATA=path]
 	$(BIN)/python -m benchmarks $(DATA_OPT)
 
-clean:  ## remove tuner state, caches and build files (keeps mlruns/ and data/)
-	rm -rf .tuner .pytest_cache build dist *.egg-info data/cache
+# SHOTS_STORE= the store of a finished sweep (default: the project's), SHOTS_OUT= the folder.
+SHOTS_STORE ?= $(STORE)
+SHOTS_OUT   ?= docs
+screenshots: $(DOCS_STAMP)  ## PNGs of the MLflow UI (runs tree, comparison) and the report, into docs/
+	$(BIN)/python docs/screenshots.py --store '$(SHOTS_STORE)' --out $(SHOTS_OUT)
+
+clean:  ## remove tuner state, test caches and build files (keeps mlruns/ and data/, caches included)
+	rm -rf .tuner .pytest_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -5,8 +5,8 @@ The notebook as written trains on all of the salader `train/` photos (here: the 
 and val splits together) and validates on `test/`, at 256 px for 10 epochs. Its target is its
 last epoch's val accuracy, and its time is the wall time from the start of its fit to the end of
 the first epoch that reached that accuracy. catdog's sweeps run as the user would run them, each
-as its own process with its own tracking store: `make sweep`'s CPU sweep file (cpu.toml, a
-race), then the equal-budget one (cpu-compare.toml). Each one's time runs from
+as its own process with its own tracking store: `make sweep`'s CPU sweep file (cpu.toml, the focus
+strategy), then the equal-budget one (cpu-compare.toml). Each one's time runs from
 the process's start (import, decoding, measuring the plan: all of it counts) to the end of the
 first trial epoch whose val accuracy reaches the target, read from the MLflow store while it
 runs; the sweep is then stopped with SIGTERM, as a user would, and its runs are closed KILLED.

@@ -66,7 +66,7 @@ def scratch_workdir() -> Iterator[Path]:
 
 def quick_subset(root: Path, work: Path, per_class: int) -> Path:
     """A small prepared dataset drawn from ROOT (salader layout -> prepare), for --quick."""
-    from catdog.data.images import LABELS
+    from catdog.data.sources import DOGS_VS_CATS as LABELS
     from catdog.data.prepare import load_manifest, prepare
 
     manifest = load_manifest(root).sort_values("path")

@@ -114,13 +114,21 @@ def _row(group: pd.DataFrame, repeats: pd.DataFrame, arch: str, metric: str) -> 
         "fit_verdict": best.get("fit_verdict") or "-",
         "best_epoch": int(best.get(keys.BEST_EPOCH, 0)),
         "gap_best": best.get("gap_best", np.nan), "gap_last": best.get("gap_last", np.nan),
-        "params": int(float(best.get(f"param.{keys.PARAM_COUNT}", -1))),
-        "image_size": int(float(best.get(f"param.{keys.IMAGE_SIZE}", 0))),
+        "params": _int(best.get(f"param.{keys.PARAM_COUNT}"), -1),
+        "image_size": _int(best.get(f"param.{keys.IMAGE_SIZE}"), 0),
         "sec_per_epoch": best.get(keys.SECONDS_PER_EPOCH, np.nan),
         "trials": len(group),
         "hyperparameters": _hyperparameters(best),
         "run_id": best["run_id"], "trial_id": best["trial_id"],
     }
+
+
+def _int(value, missing: int) -> int:
+    """A param read back as an int (MLflow keeps params as text; a run without it is NaN)."""
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return missing
 
 
 def _noise(table: pd.DataFrame) -> list[str]:
@@ -164,6 +172,16 @@ def final_run(parent, arch: str, trial_id: str):
                             tags.KIND: tags.KIND_FINAL, tags.ARCH: arch,
                             tags.TRIAL_ID: str(trial_id)}, (runs.FINISHED,))
     return found[-1] if found else None
+
+
+def accuracy_interval(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson interval of an accuracy measured on N images (SciPy): how far a test figure
+    could move on another draw of N photos."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(round(accuracy * n), n).proportion_ci(confidence_level=level,
+                                                          method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def champion(table: pd.DataFrame) -> Champion:

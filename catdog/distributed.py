@@ -25,6 +25,7 @@ with the same KERASTUNER_ORACLE_IP/PORT and MLFLOW_TRACKING_URI.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ import time
 import urllib.parse
 import urllib.request
 
+from catdog import runtime
 from catdog.errors import CatdogError
 from catdog.log import get_logger
 from catdog.tracking.store import DEFAULT_TRACKING_URI, answers, redacted
@@ -49,8 +51,8 @@ POLL_SECONDS = 1.0
 
 # ------------------------------------------------------------------------- the tracking server
 def with_driver(uri: str) -> str:
-    """A postgresql:// URI with the driver catdog installs, psycopg2, named: SQLAlchemy 2.1 would
-    otherwise look for psycopg 3."""
+    """A postgresql:// URI with the driver catdog's postgres extra installs, psycopg2, named:
+    SQLAlchemy 2.1 would otherwise look for psycopg 3."""
     plain = "postgresql://"
     return "postgresql+psycopg2://" + uri[len(plain):] if uri.startswith(plain) else uri
 
@@ -71,6 +73,10 @@ def check_database(uri: str, timeout: float = DB_TIMEOUT) -> None:
     except sqlalchemy.exc.ArgumentError:  # not echoed: it may hold a password
         raise CatdogError("--backend-store-uri is not a database URI such as "
                           "postgresql://user@127.0.0.1:5432/mlflow") from None
+    if url.get_driver_name() == "psycopg2" and importlib.util.find_spec("psycopg2") is None:
+        raise CatdogError(f"the tracking database {redacted(uri)} needs PostgreSQL's driver, "
+                          "psycopg2, which is not installed: `make sweep-distributed` installs it "
+                          "(the postgres extra: pip install -c constraints.txt -e \".[postgres]\")")
     timed = url.get_backend_name() in ("postgresql", "mysql")
     try:
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=(
@@ -93,7 +99,8 @@ def start_tracking_server(host: str, port: int,
            "--workers", "1"]
     with open(SERVER_LOG, "w") as out:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **runtime.quiet_env()})
 
 
 def wait_for_server(url: str, server: subprocess.Popen | None = None,
@@ -266,7 +273,10 @@ def launch(sweep_file: str | None = None, data: str | None = None, *, workers: i
 
     from catdog.search import strategies
 
-    strategies.validate(sweepfile.load(sweep_file, data=data), "chief")  # before any process
+    runtime.start()  # loading the sweep file imports Keras: quietly, as in the processes below
+    cfg = sweepfile.load(sweep_file, data=data)
+    strategies.validate(cfg, "chief")  # before any process
+    runtime.require_gpu(cfg.device, cfg.name)
     server = None
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith("http"):
@@ -286,7 +296,9 @@ def launch(sweep_file: str | None = None, data: str | None = None, *, workers: i
         args = [sys.executable, "-m", "catdog", "sweep"]
         args += [sweep_file] if sweep_file else []
         args += ["--data", data] if data else []
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "KERASTUNER_ORACLE_IP": host,
+        # Processes that share a GPU each take what they need, not all of its memory at once.
+        env = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", **os.environ, **runtime.quiet_env(),
+               "MLFLOW_TRACKING_URI": uri, "KERASTUNER_ORACLE_IP": host,
                "KERASTUNER_ORACLE_PORT": str(oracle_port)}
         sweep = Sweep(args, env, workers=workers, host=host, oracle_port=oracle_port,
                       max_restarts=max_restarts)

@@ -1,8 +1,8 @@
 """The held-out test split, touched only for models already chosen on validation.
 
 A sweep run's model is evaluated on its sweep's test split once: test metrics, confusion matrix
-and ROC, and the per-image predictions (`test_predictions.csv`: path, label, p_dog) are logged
-to that run. Every later question (`register`, `compare --test`, `report`, McNemar between two
+and ROC, and the per-image predictions (`test_predictions.csv`: path, true label, predicted
+label, and p_<class> for each of the dataset's classes) are logged to that run. Every later question (`register`, `compare --test`, `report`, McNemar between two
 models) reads those predictions back, so the numbers never change and anyone can redo the
 analysis from the CSV.
 """
@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 
 from catdog import metrics, pipeline
-from catdog.data.images import LABELS
 from catdog.data.prepare import load_manifest
+from catdog.data.prepared import classes as dataset_classes
 from catdog.errors import CatdogError
-from catdog.inference import THRESHOLD
 from catdog.log import get_logger
 from catdog import keys
 from catdog.tracking import artifacts, modelstore, runlog, runs, tags
@@ -50,29 +49,34 @@ def predictions_file(tta: bool) -> str:
 def test_predictions(run, parent, model=None, tta: bool = False) -> pd.DataFrame:
     """Per-image test predictions of a sweep run's model: read back if logged, else made once
     (and logged with the test metrics and plots; with test-time augmentation, as `test_tta_*`
-    metrics and their own file, so it is recorded which was used)."""
+    metrics and their own file, so it is recorded which was used). MODEL is a Keras model or an
+    `inference.Classifier`; the classes are the dataset's."""
     name = predictions_file(tta)
+    data_root = parent.data.params.get(keys.DATA)
+    classes = dataset_classes(data_root)
     if runlog.has_file(run.info.run_id, name):
-        return pd.read_csv(io.StringIO(runlog.read_text(run.info.run_id, name)))
+        return _complete(pd.read_csv(io.StringIO(runlog.read_text(run.info.run_id, name)),
+                                     dtype={keys.LABEL: str, keys.PREDICTED: str}), classes)
     if model is None:
         from catdog.inference import load_classifier
 
         model = load_classifier(logged_model_uri(run))
-    data_root = parent.data.params.get("data")
     splits = pipeline.load(data_root, int(run.data.params["image_size"]), 64, splits=("test",))
-    labels, probs = splits.predict(model, "test", tta)
+    labels, probs = splits.predict(getattr(model, "model", model), "test", tta)
     # The pipeline decodes a split in manifest order sorted by path: the same order here.
     manifest = load_manifest(data_root)
     test_rows = manifest[manifest["split"] == "test"].sort_values("path")
     frame = pd.DataFrame({"path": test_rows["path"].to_numpy(),
-                          "label": [LABELS[int(y)] for y in labels], "p_dog": probs.astype(float)})
-    if list(frame["label"]) != list(test_rows["label"]):
+                          keys.LABEL: [classes[int(y)] for y in labels],
+                          keys.PREDICTED: [classes[k] for k in metrics.predicted(probs)],
+                          **{keys.probability(c): probs[:, k] for k, c in enumerate(classes)}})
+    if list(frame[keys.LABEL]) != list(test_rows["label"]):
         raise CatdogError(f"the decoded test split of {data_root} does not match its manifest")
     log.info("evaluating run %s (%s) once on the %d held-out test images", run.info.run_id,
              run.data.tags.get(tags.ARCH), len(frame))
     with runs.reopened(run.info.run_id):
         artifacts.log_evaluation(labels, probs, "test_tta" if tta else "test",
-                                 run.data.tags.get(tags.ARCH, "model"))
+                                 run.data.tags.get(tags.ARCH, "model"), classes)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             frame.to_csv(path, index=False)
@@ -80,18 +84,45 @@ def test_predictions(run, parent, model=None, tta: bool = False) -> pd.DataFrame
     return frame
 
 
+def _complete(frame: pd.DataFrame, classes: tuple[str, ...]) -> pd.DataFrame:
+    """A logged predictions file as it is written now: files logged before class names were
+    recorded hold only the second class's probability (and no predicted label)."""
+    first, second = (keys.probability(c) for c in classes[:2])
+    if len(classes) == 2 and first not in frame and second in frame:
+        frame.insert(frame.columns.get_loc(second), first, 1.0 - frame[second])
+    if keys.PREDICTED not in frame:
+        frame.insert(2, keys.PREDICTED, [classes[k] for k in metrics.predicted(probabilities(frame))])
+    return frame
+
+
+def classes_of(frame: pd.DataFrame) -> list[str]:
+    """The classes of a predictions frame, in order: its p_<class> columns."""
+    prefix = keys.PROBABILITY_PREFIX
+    return [c[len(prefix):] for c in frame.columns if c.startswith(prefix)]
+
+
+def probabilities(frame: pd.DataFrame) -> np.ndarray:
+    """The (n, classes) probabilities of a predictions frame."""
+    return frame[[keys.probability(c) for c in classes_of(frame)]].to_numpy(float)
+
+
 def correct(frame: pd.DataFrame) -> np.ndarray:
-    return predicted_dog(frame) == (frame["label"].to_numpy() == LABELS[1])
+    """Per image: was the predicted class the true one?"""
+    classes = classes_of(frame)
+    predicted = np.array(classes, dtype=object)[metrics.predicted(probabilities(frame))]
+    return predicted == frame[keys.LABEL].astype(str).to_numpy()
 
 
-def predicted_dog(frame: pd.DataFrame) -> np.ndarray:
-    return frame["p_dog"].to_numpy() >= THRESHOLD
+def true_indices(frame: pd.DataFrame) -> np.ndarray:
+    """The true class of each image as an index into `classes_of(frame)`."""
+    index = {c: i for i, c in enumerate(classes_of(frame))}
+    return np.array([index[str(lbl)] for lbl in frame[keys.LABEL]])
 
 
 def test_metrics(frame: pd.DataFrame) -> dict:
-    y = (frame["label"].to_numpy() == LABELS[1]).astype(int)
-    return {k: v for k, v in metrics.summary(y, frame["p_dog"].to_numpy()).items()
-            if isinstance(v, float)}
+    """The figures of `metrics.summary` (the numbers only) over a predictions frame."""
+    summary = metrics.summary(true_indices(frame), probabilities(frame), classes_of(frame))
+    return {k: v for k, v in summary.items() if isinstance(v, float)}
 
 
 def runner_up_significance(table: pd.DataFrame, parent, champion=None,

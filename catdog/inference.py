@@ -3,6 +3,10 @@
 Every image goes through the same two steps as training: `check_image` (decode fully, convert
 grayscale/CMYK/RGBA/PNG to an RGB JPEG, as `prepare` did) and `decode_resize` (the pipeline's
 decode and resize). So a photo is seen by the model exactly as it was during training.
+
+A model comes with its class names (`Classifier`): logged with it since they were recorded, and
+for a binary model saved before that, read from its output layer's name. Every answer gives the
+label and one probability per class, in columns named `p_<class>` (`keys.probability`).
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from catdog import runtime
-from catdog.data.images import LABELS, check_image
+from catdog import keys, metrics, runtime
+from catdog.data.images import check_image
+from catdog.data.sources import DOGS_VS_CATS
 from catdog.errors import CatdogError
 from catdog.log import get_logger
 
@@ -25,20 +31,62 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 DEFAULT_MODEL = "models:/catdog@champion"
 
 
-def load_classifier(uri: str = DEFAULT_MODEL):
-    """A Keras model taking raw 0-255 RGB pixels, from a models:/ or runs:/ URI, a logged
-    model's URI, a local MLflow model folder, or a local .keras file."""
+@dataclass(frozen=True)
+class Classifier:
+    """A Keras model taking raw 0-255 RGB pixels, and its class names: output i is classes[i].
+    `named` is False when no names came with the model and its outputs are called 0, 1, ..."""
+
+    model: Any
+    classes: tuple[str, ...]
+    named: bool = True
+
+    @property
+    def image_size(self) -> int:
+        return image_size_of(self.model)
+
+
+def _units(keras_model) -> int:
+    return int(keras_model.output_shape[-1])
+
+
+def classes_of(keras_model, recorded=None) -> tuple[str, ...]:
+    """The class names of KERAS_MODEL: RECORDED with it when they were; for a binary model saved
+    before that, the Dogs-vs-Cats classes when its output layer is named after the second of
+    them, as catdog's models were; otherwise the output indices ("0", "1", ...)."""
+    units = _units(keras_model)
+    width = max(units, 2)
+    if recorded:
+        if len(recorded) != width:
+            raise CatdogError(f"the model has {width} outputs but {len(recorded)} class names were "
+                              "logged with it; log it again with its dataset's classes")
+        return tuple(recorded)
+    if units == 1 and keras_model.layers[-1].name == keys.probability(DOGS_VS_CATS[1]):
+        return DOGS_VS_CATS
+    return tuple(str(i) for i in range(width))
+
+
+def _classifier(keras_model, recorded=None) -> Classifier:
+    classes = classes_of(keras_model, recorded)
+    named = bool(recorded) or classes == DOGS_VS_CATS
+    if not named:
+        log.info("no class names came with this model; its outputs are called %s", ", ".join(classes))
+    return Classifier(keras_model, classes, named)
+
+
+def load_classifier(uri: str = DEFAULT_MODEL) -> Classifier:
+    """A model and its class names, from a models:/ or runs:/ URI, a logged model's URI, a local
+    MLflow model folder, or a local .keras file."""
     import keras
 
     from catdog.tracking import modelstore, store
 
     path = Path(uri)
     if path.suffix in (".keras", ".h5") and path.is_file():
-        return keras.saving.load_model(path, compile=False)
+        return _classifier(keras.saving.load_model(path, compile=False))
     if not re.match(r"^[a-z][a-z0-9+.-]*:/", uri) and not path.exists():
         raise CatdogError(f"model {uri} does not exist: pass a models:/, runs:/ URI or a path")
     store.configure()
-    return modelstore.load(uri)
+    return _classifier(*modelstore.load(uri))
 
 
 def image_size_of(model) -> int:
@@ -68,37 +116,35 @@ def to_pixels(raws: list[bytes], image_size: int) -> tuple[np.ndarray, list[str 
 
 @dataclass(frozen=True)
 class Classified:
-    label: str | None  # "cat" or "dog"; None when the image could not be used
-    p_dog: float | None
+    label: str | None  # the predicted class; None when the image could not be used
+    probabilities: dict[str, float] | None  # class -> probability, in class order
     error: str | None = None
 
 
-THRESHOLD = 0.5
-
-
 def probabilities(model, pixels: np.ndarray, tta: bool = False) -> np.ndarray:
-    """p(dog) for a batch of raw pixels; with test-time augmentation, the mean over the image
-    and its mirror image (the flip the models were trained with)."""
-    probs = model.predict(pixels, verbose=0).ravel()
+    """(n, classes) class probabilities for a batch of raw pixels; with test-time augmentation,
+    the mean over the image and its mirror image (the flip the models were trained with)."""
+    probs = model.predict(pixels, verbose=0)
     if tta:
-        probs = (probs + model.predict(pixels[:, :, ::-1, :], verbose=0).ravel()) / 2
-    return probs
+        probs = (probs + model.predict(pixels[:, :, ::-1, :], verbose=0)) / 2
+    return metrics.probability_matrix(probs)
 
 
-def classify(model, raws: list[bytes], image_size: int | None = None,
-             tta: bool = False) -> list[Classified]:
-    """The one probability -> label step, for `predict`, `evaluate` and the serving model: each
-    encoded image gets a label and p_dog, or the reason it could not be used."""
-    size = image_size or image_size_of(model)
-    pixels, errors = to_pixels(raws, size)
-    probs = iter(probabilities(model, pixels, tta)) if len(pixels) else iter(())
+def classify(classifier: Classifier, raws: list[bytes], tta: bool = False) -> list[Classified]:
+    """The one probabilities -> label step, for `predict`, `evaluate` and the serving model: each
+    encoded image gets a label and a probability per class, or the reason it could not be used."""
+    pixels, errors = to_pixels(raws, classifier.image_size)
+    probs = probabilities(classifier.model, pixels, tta) if len(pixels) else np.zeros((0, 2))
+    labels = iter(metrics.predicted(probs)) if len(pixels) else iter(())
+    rows = iter(probs)
     out = []
     for err in errors:
         if err:
             out.append(Classified(None, None, err))
         else:
-            p = float(next(probs))
-            out.append(Classified(LABELS[int(p >= THRESHOLD)], p, None))
+            row = next(rows)
+            out.append(Classified(classifier.classes[int(next(labels))],
+                                  {c: float(p) for c, p in zip(classifier.classes, row)}, None))
     return out
 
 
@@ -125,98 +171,128 @@ def _files(paths: list[str | Path]) -> list[Path]:
 class Prediction:
     path: str
     label: str | None
-    p_dog: float | None
+    probabilities: dict[str, float | None]  # class -> probability (None where `error` says why)
     error: str | None = None
+
+    def row(self) -> dict:
+        """path, label, p_<class> for each class, error: a flat record for JSON and CSV."""
+        return {"path": self.path, keys.LABEL: self.label,
+                **{keys.probability(c): p for c, p in self.probabilities.items()},
+                "error": self.error}
 
 
 def predict(paths: list[str | Path], model_uri: str = DEFAULT_MODEL,
             batch_size: int = 64, tta: bool = False) -> list[Prediction]:
-    """Label and dog probability per image; a file that cannot be read or decoded gets its reason
-    as `error` ("no such file or directory", "permission denied", "corrupt", ...)."""
+    """Label and class probabilities per image; a file that cannot be read or decoded gets its
+    reason as `error` ("no such file or directory", "permission denied", "corrupt", ...)."""
     files = _files(paths)
     if not files:
         raise CatdogError("no image files found in the given paths")
     runtime.start()
-    model = load_classifier(model_uri)
-    size = image_size_of(model)
+    classifier = load_classifier(model_uri)
     out: list[Prediction] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         raws, read_errors = zip(*map(_read, chunk))
-        for f, read_error, c in zip(chunk, read_errors, classify(model, list(raws), size, tta)):
+        for f, read_error, c in zip(chunk, read_errors, classify(classifier, list(raws), tta)):
             error = read_error or c.error
-            out.append(Prediction(str(f), None if error else c.label, None if error else c.p_dog, error))
+            probs = c.probabilities if not error else dict.fromkeys(classifier.classes)
+            out.append(Prediction(str(f), None if error else c.label, probs, error))
     return out
 
 
-def labelled_files(data: str | Path) -> list[tuple[Path, int]]:
-    """(file, label) pairs from cats/ and dogs/ folders, a salader root (its test/ split), or a
-    prepared dataset (its held-out test split)."""
+_EXPECTED = ("a labelled folder (<class>/* or <split>/<class>/*, as `catdog data prepare` reads "
+             "them; its test/ split when it has one) or a prepared dataset")
+
+
+def labelled_files(data: str | Path) -> list[tuple[Path, str]]:
+    """(file, class name) pairs: a prepared dataset's held-out test split, or a labelled folder
+    in any layout `prepare` reads (its test split when it has one)."""
     from catdog.data.prepare import is_prepared, load_manifest
+    from catdog.data.sources import detect, empty_folders, is_junk, open_source
 
     root = Path(data)
-    expected = ("a folder with cats/ and dogs/ sub-folders, a salader root (with test/cats and "
-                "test/dogs) or a prepared dataset")
     if not root.exists():
-        raise CatdogError(f"{root} does not exist; pass {expected}")
+        raise CatdogError(f"{root} does not exist; pass {_EXPECTED}")
     if not root.is_dir():
-        raise CatdogError(f"{root} is a file, not a folder; pass {expected}")
+        raise CatdogError(f"{root} is a file, not a folder; pass {_EXPECTED}")
     if is_prepared(root):
         m = load_manifest(root)
         m = m[m["split"] == "test"]
         if m.empty:
             raise CatdogError(f"the prepared dataset {root} has no test split to evaluate on; "
                               "prepare it again with --test-fraction above 0")
-        return [(Path(p), LABELS.index(lbl)) for p, lbl in zip(m["abspath"], m["label"])]
+        return [(Path(p), str(lbl)) for p, lbl in zip(m["abspath"], m["label"])]
     if not any(root.iterdir()):
-        raise CatdogError(f"{root} is empty; pass {expected}")
-    if (root / "test" / "cats").is_dir():
-        root = root / "test"
-    names = (("cats", "cat", "Cat"), ("dogs", "dog", "Dog"))
-    folders = [next((root / n for n in options if (root / n).is_dir()), None) for options in names]
-    if folders == [None, None]:
-        found = sorted(f"{p.name}/" for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        raise CatdogError(f"{data} is not a labelled folder (found {', '.join(found) or 'no sub-folders'}); "
-                          f"pass {expected}")
-    if None in folders:
-        have = next(f for f in folders if f is not None)
-        lacking = names[folders.index(None)]
-        raise CatdogError(f"{root} has a {have.name}/ folder but no {lacking[0]}/ folder; evaluation "
-                          "needs labelled images of both classes")
-    pairs = []
-    for label, folder in enumerate(folders):
-        files = _files([folder])
-        if not files:
-            raise CatdogError(f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                              "evaluation needs labelled images of both classes")
-        pairs += [(f, label) for f in files]
-    return pairs
+        raise CatdogError(f"{root} is empty; pass {_EXPECTED}")
+    with open_source(root) as (files, _read_member):
+        found = detect([f for f in files if not is_junk(f)], root, empty_folders(root))
+    members = [m for m in found.members if Path(m.path).suffix.lower() in IMAGE_SUFFIXES]
+    tested = [m for m in members if m.source_split == "test"]
+    members = tested or members
+    for name in found.classes:
+        if not any(m.label == name for m in members):
+            raise CatdogError(f"{root} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) of "
+                              f"class {name!r}; evaluation needs labelled images of every class")
+    return [(root / m.path, m.label) for m in members]
+
+
+def _class_index(names: set[str], classifier: Classifier, data) -> dict[str, int]:
+    """Each folder class of the data -> the model's class index: the same name, else the same
+    up to case, else up to a plural s (a cats/ folder holds the class cat). A model without class
+    names takes the folder's classes in sorted order, as Keras's `image_dataset_from_directory`
+    numbers them."""
+    classes = classifier.classes
+    if not classifier.named:
+        if len(names) != len(classes):
+            raise CatdogError(f"{data} has {len(names)} classes and the model {len(classes)} outputs,"
+                              " with no class names to match them by; evaluate it on a folder of"
+                              f" {len(classes)} classes")
+        return {name: i for i, name in enumerate(sorted(names))}
+
+    def plain(name: str) -> str:
+        return name.casefold().removesuffix("s")
+
+    out = {}
+    for name in sorted(names):
+        for same in (lambda c: c == name, lambda c: c.casefold() == name.casefold(),
+                     lambda c: plain(c) == plain(name)):
+            match = [i for i, c in enumerate(classes) if same(c)]
+            if len(match) == 1:
+                out[name] = match[0]
+                break
+        else:
+            raise CatdogError(f"{data} has images of class {name!r}, which the model does not know "
+                              f"(its classes: {', '.join(classes)}); evaluate it on folders named "
+                              "after its classes")
+    return out
 
 
 def evaluate(model_uri: str, data: str | Path, batch_size: int = 64, tta: bool = False) -> dict:
-    """Accuracy, loss, ROC AUC, per-class precision/recall and the confusion matrix (with
-    `tta`, of the mean prediction over each image and its mirror image)."""
-    from catdog import metrics
-
+    """Accuracy, loss, ROC AUC (one-vs-rest beyond two classes), macro F1, per-class precision and
+    recall and the confusion matrix (with `tta`, of the mean prediction over each image and its
+    mirror image)."""
     pairs = labelled_files(data)
     runtime.start()
-    model = load_classifier(model_uri)
-    size = image_size_of(model)
+    classifier = load_classifier(model_uri)
+    index = _class_index({name for _, name in pairs}, classifier, data)
+    if not classifier.named:  # its outputs are the folder's classes, in sorted order
+        classifier = Classifier(classifier.model, tuple(sorted(index)))
     labels, probs, skipped = [], [], []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         raws, read_errors = zip(*(_read(f) for f, _ in chunk))
-        for (f, y), read_error, c in zip(chunk, read_errors, classify(model, list(raws), size, tta)):
+        for (f, name), read_error, c in zip(chunk, read_errors, classify(classifier, list(raws), tta)):
             if read_error or c.error:
                 skipped.append({"path": str(f), "reason": read_error or c.error})
             else:
-                probs.append(c.p_dog)
-                labels.append(y)
+                probs.append(list(c.probabilities.values()))
+                labels.append(index[name])
     if not labels:
         reasons = Counter(s["reason"] for s in skipped)
         raise CatdogError(f"none of the {len(pairs)} images in {data} could be used ("
                           + ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common()) + ")")
-    result = metrics.summary(np.array(labels), np.array(probs))
-    result.update({"model": model_uri, "data": str(data), "image_size": size, "tta": tta,
-                   "skipped": skipped})
+    result = metrics.summary(np.array(labels), np.array(probs), classifier.classes)
+    result.update({"classes": list(classifier.classes), "model": model_uri, "data": str(data),
+                   "image_size": classifier.image_size, "tta": tta, "skipped": skipped})
     return result

@@ -5,6 +5,8 @@ them, and MLflow holds them as params and metrics (tag keys live in
 
 from __future__ import annotations
 
+import re
+
 # -- metrics
 OBJECTIVE = "val_accuracy"  # what every search maximises and every choice is made on
 VAL_ACCURACY = OBJECTIVE
@@ -18,6 +20,27 @@ OVERFIT_EPOCH = "overfit_epoch"
 def best(metric: str) -> str:
     """The summary metric holding a fit's best value of METRIC (e.g. best_val_accuracy)."""
     return f"best_{metric}"
+
+
+def per_class(metric: str, name: str) -> str:
+    """A per-class metric (precision_<class>, recall_<class>), with the characters MLflow does
+    not take in a metric name replaced by _."""
+    return f"{metric}_{re.sub(r'[^0-9A-Za-z_ ./:-]', '_', name)}"
+
+
+# -- the class names, in their fixed order (output i is class i): a prepared dataset's summary and
+# a logged model's metadata (and the serving model's config) hold them under this key
+CLASSES = "classes"
+
+# -- predictions: the per-image CSV, `catdog predict` and the serving model's output columns
+LABEL = "label"
+PREDICTED = "predicted"
+PROBABILITY_PREFIX = "p_"
+
+
+def probability(name: str) -> str:
+    """The column holding the probability of class NAME (p_<class>)."""
+    return f"{PROBABILITY_PREFIX}{name}"
 
 
 # -- a sweep's parent run
@@ -35,7 +58,8 @@ EPOCHS = "epochs"
 PARAM_COUNT = "param_count"
 RUN_PARAMS = frozenset({"arch", "tuner", IMAGE_SIZE, "batch_size", "seed", "precision",
                         "pretrained", "strategy", PARAM_COUNT, EPOCHS, "patience", "n_train",
-                        "n_val", "trained_on", "schedule_epochs", "repeat", "tta"})
+                        "n_val", "trained_on", "schedule_epochs", "repeat", "tta",
+                        "phases"})
 
 
 def hyperparameters(params: dict) -> dict:

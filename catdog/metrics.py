@@ -1,6 +1,8 @@
 """Metrics, all from scikit-learn and SciPy rather than written by hand:
 
-- binary classification figures (the same for training, evaluate and register);
+- classification figures for two classes or many (the same for training, evaluate and
+  register), from a (n, classes) probability matrix or, for two classes, the second class's
+  probability alone;
 - the best-epoch summary of a Keras history, and the fit verdict (under/good/overfitting) read
   from it, by the rules below;
 - the statistics of a comparison: mean, standard deviation and 95% confidence interval over
@@ -27,15 +29,41 @@ GOOD_FIT = "good fit"
 UNDERFITTING = "underfitting"
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """2x2 counts, rows = true (cat, dog), columns = predicted."""
+THRESHOLD = 0.5  # two classes: the second is predicted from this probability up
+
+
+def probability_matrix(y_prob, num_classes: int | None = None) -> np.ndarray:
+    """(n, classes) probabilities from a model's output: a softmax's rows as they are, a single
+    sigmoid (or a vector of them) as (1 - p, p)."""
+    y_prob = np.asarray(y_prob, dtype=float)
+    if y_prob.ndim == 1 or y_prob.shape[-1] == 1:
+        p = y_prob.reshape(-1)
+        return np.stack([1.0 - p, p], axis=1)
+    if num_classes is not None and y_prob.shape[1] != num_classes:
+        raise ValueError(f"{y_prob.shape[1]} probabilities per image for {num_classes} classes")
+    return y_prob
+
+
+def predicted(y_prob) -> np.ndarray:
+    """The class index each row predicts: for two classes, the second from THRESHOLD up (so a
+    tie goes to it, as it always did); for more, the most probable."""
+    probs = probability_matrix(y_prob)
+    if probs.shape[1] == 2:
+        return (probs[:, 1] >= THRESHOLD).astype(int)
+    return probs.argmax(axis=1)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 2) -> np.ndarray:
+    """num_classes x num_classes counts, rows = true class, columns = predicted, in class order."""
     from sklearn.metrics import confusion_matrix
 
-    return confusion_matrix(np.asarray(y_true, int), np.asarray(y_pred, int), labels=[0, 1])
+    return confusion_matrix(np.asarray(y_true, int), np.asarray(y_pred, int),
+                            labels=list(range(num_classes)))
 
 
 def roc_curve(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(false positive rates, true positive rates, AUC); AUC is NaN with only one class."""
+    """(false positive rates, true positive rates, AUC) of a score for the positive class (1);
+    AUC is NaN with only one class."""
     from sklearn import metrics as skm
 
     y_true = np.asarray(y_true, int).ravel()
@@ -45,25 +73,65 @@ def roc_curve(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.nd
     return fpr, tpr, float(skm.roc_auc_score(y_true, np.asarray(y_prob, float).ravel()))
 
 
-def summary(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict:
-    """Accuracy, log loss, ROC AUC, per-class precision/recall and the confusion matrix."""
+def roc_curves(y_true, y_prob, classes) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """One ROC curve per class: the second class's for two classes, else each class against the
+    rest (one-vs-rest)."""
+    probs, y_true = probability_matrix(y_prob), np.asarray(y_true, float).ravel().astype(int)
+    if probs.shape[1] == 2:
+        return {classes[1]: roc_curve(y_true, probs[:, 1])}
+    return {name: roc_curve((y_true == k).astype(int), probs[:, k]) for k, name in enumerate(classes)}
+
+
+def _auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC: of the second class's probability for two classes, else the mean one-vs-rest AUC
+    over the classes (NaN when a class is missing from y_true)."""
+    from sklearn import metrics as skm
+
+    if probs.shape[1] == 2:
+        return roc_curve(y_true, probs[:, 1])[2]
+    if len(np.unique(y_true)) < probs.shape[1]:
+        return float("nan")
+    return float(skm.roc_auc_score(y_true, probs / probs.sum(axis=1, keepdims=True),
+                                   multi_class="ovr", labels=list(range(probs.shape[1]))))
+
+
+def _log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
+    from sklearn import metrics as skm
+
+    if probs.shape[1] == 2:  # the second class's probability, as it always was computed
+        return float(skm.log_loss(y_true, np.clip(probs[:, 1], 1e-7, 1 - 1e-7), labels=[0, 1]))
+    # float32 softmax rows (and their TTA means) sum to 1 only to rounding: normalise them.
+    return float(skm.log_loss(y_true, probs / probs.sum(axis=1, keepdims=True),
+                              labels=list(range(probs.shape[1]))))
+
+
+def summary(y_true: np.ndarray, y_prob: np.ndarray, classes=None) -> dict:
+    """Accuracy, log loss, ROC AUC (one-vs-rest for more than two classes), macro F1, per-class
+    precision and recall (`precision_<class>`) and the confusion matrix. y_prob is (n, classes),
+    or for two classes the second class's probability; classes name them (default 0, 1, ...)."""
     from sklearn import metrics as skm
 
     y_true = np.asarray(y_true, dtype=float).ravel().astype(int)
-    y_prob = np.asarray(y_prob, dtype=float).ravel()
-    y_pred = (y_prob >= threshold).astype(int)
+    probs = probability_matrix(y_prob)
+    k = probs.shape[1]
+    classes = [str(c) for c in (classes if classes is not None else range(k))]
+    if len(classes) != k:
+        raise ValueError(f"{k} probabilities per image for {len(classes)} classes")
+    y_pred, labels = predicted(probs), list(range(k))
     out = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "loss": float(skm.log_loss(y_true, np.clip(y_prob, 1e-7, 1 - 1e-7), labels=[0, 1])),
-        "auc": roc_curve(y_true, y_prob)[2],
+        "loss": _log_loss(y_true, probs),
+        "auc": _auc(y_true, probs),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro",
+                                       zero_division=0)),
         "n": int(len(y_true)),
     }
-    precision = skm.precision_score(y_true, y_pred, labels=[0, 1], average=None, zero_division=0)
-    recall = skm.recall_score(y_true, y_pred, labels=[0, 1], average=None, zero_division=0)
-    for k, name in enumerate(("cat", "dog")):
-        out[f"precision_{name}"] = float(precision[k])
-        out[f"recall_{name}"] = float(recall[k])
-    out["confusion"] = confusion(y_true, y_pred).tolist()
+    precision = skm.precision_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    recall = skm.recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    for i, name in enumerate(classes):
+        out[keys.per_class("precision", name)] = float(precision[i])
+        out[keys.per_class("recall", name)] = float(recall[i])
+    out["confusion"] = confusion(y_true, y_pred, k).tolist()
     return out
 
 

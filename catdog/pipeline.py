@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog.data.images import LABELS
 from catdog.data.prepare import load_manifest, read_summary
+from catdog.data.prepared import classes as dataset_classes
 from catdog.errors import CatdogError
 from catdog.log import get_logger
 
@@ -41,7 +41,7 @@ _LOCK = threading.Lock()
 @dataclass(frozen=True)
 class Decoded:
     images: np.ndarray  # (n, size, size, 3) uint8, in RAM or a read-only memmap
-    labels: np.ndarray  # (n,) float32, 0 = cat, 1 = dog
+    labels: np.ndarray  # (n,) float32 class indices, in the dataset's class order
     paths: tuple[str, ...]
     on_disk: bool
 
@@ -60,12 +60,17 @@ class Splits:
     batch_size: int
     digest: str
     root: Path
+    classes: tuple[str, ...] = ()  # the dataset's, in order: label i is classes[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def decoded(self, split: str) -> Decoded:
         return decoded(self.root, split, self.image_size)
 
     def predict(self, model, split: str, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, dog probabilities) of an unshuffled split, in manifest order."""
+        """(labels, (n, classes) probabilities) of an unshuffled split, in manifest order."""
         dec = self.decoded(split)
         return dec.labels, predict(model, dec, self.batch_size, tta)
 
@@ -107,7 +112,8 @@ def _decode_split(root: Path, digest: str, split: str, size: int) -> Decoded:
     if rows.empty:
         raise CatdogError(f"the prepared dataset at {root} has no {split!r} images")
     paths = tuple(rows["abspath"].astype(str))
-    labels = rows["label"].map({name: i for i, name in enumerate(LABELS)}).to_numpy(np.float32)
+    index = {name: i for i, name in enumerate(dataset_classes(root))}
+    labels = rows["label"].map(index).to_numpy(np.float32)
     n = len(paths)
     nbytes = n * size * size * 3
 
@@ -172,16 +178,18 @@ def dataset(dec: Decoded, batch_size: int, *, shuffle: bool, seed: int = 0):
 
 
 def predict(model, dec: Decoded, batch_size: int, tta: bool = False) -> np.ndarray:
-    """The model's dog probability for every image of a decoded split, in its order; with
-    `tta`, the mean over each image and its mirror image."""
+    """The model's (n, classes) class probabilities for every image of a decoded split, in its
+    order; with `tta`, the mean over each image and its mirror image."""
     import tensorflow as tf
 
+    from catdog.metrics import probability_matrix
+
     ds = dataset(dec, batch_size, shuffle=False)
-    probs = model.predict(ds, verbose=0).ravel()
+    probs = model.predict(ds, verbose=0)
     if tta:
         flipped = ds.map(lambda x, y: (tf.reverse(x, axis=[2]), y))
-        probs = (probs + model.predict(flipped, verbose=0).ravel()) / 2
-    return probs
+        probs = (probs + model.predict(flipped, verbose=0)) / 2
+    return probability_matrix(probs)
 
 
 def load(root: str | Path, image_size: int, batch_size: int, *, seed: int = 0,
@@ -195,7 +203,7 @@ def load(root: str | Path, image_size: int, batch_size: int, *, seed: int = 0,
         out[split] = dataset(dec, batch_size, shuffle=(split == "train"), seed=seed)
         sizes[split] = len(dec.labels)
     return Splits(out["train"], out["val"], out["test"], sizes, image_size, batch_size,
-                  read_summary(root)["digest"], root)
+                  read_summary(root)["digest"], root, dataset_classes(root))
 
 
 @dataclass

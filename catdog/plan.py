@@ -12,10 +12,12 @@ The `compare` strategy gives every architecture the same share of the search bud
 comparison. Time an architecture leaves unused (early stopping, fewer epochs than planned) flows
 to the ones searched after it.
 
-The `best` strategy races them instead (`catdog.race`): one KerasTuner Hyperband search over the
+The `best` strategy races them instead (catdog/search/strategies/race.py): one KerasTuner Hyperband search over the
 architecture, the image size and each family's hyperparameters. Its plan measures every
 (architecture, size) pair and picks the longest fit (Hyperband's `max_epochs`) for which the
 most exploratory bracket and the winner's final fit are expected to end within the budget.
+
+The `focus` strategy plans its own screen and long fit (catdog/search/strategies/focus.py).
 """
 
 from __future__ import annotations
@@ -103,6 +105,13 @@ class Plan:
     def planned_trials(self) -> int:
         return sum(a.trials for a in self.archs.values())
 
+    @property
+    def minimum_seconds(self) -> float:
+        """The least a sweep can do here: the set-up, then one 1-epoch trial of the cheapest
+        architecture."""
+        return self.measured_seconds + min(a.trial_overhead + a.seconds_per_epoch
+                                           for a in self.archs.values())
+
     def seconds_per_epoch(self, arch: str, size: int) -> float:
         return self.archs[arch].seconds_per_epoch
 
@@ -155,7 +164,8 @@ def measure(arch: str, splits, image_size: int, hp_values: dict, pretrained: boo
     t0 = time.perf_counter()
     with runtime.strategy().scope():
         model = models.get(arch).build(models.fixed_hyperparameters(hp_values),
-                                       image_size=image_size, pretrained=pretrained)
+                                       image_size=image_size, pretrained=pretrained,
+                                       num_classes=splits.num_classes)
     model.fit(splits.train, epochs=1, steps_per_epoch=WARMUP_BATCHES, verbose=0)
     model.evaluate(splits.val, steps=1, verbose=0)
     setup = time.perf_counter() - t0
@@ -277,6 +287,12 @@ class RacePlan:
     def seconds_per_epoch(self, arch: str, size: int) -> float:
         return self.speeds[arch][str(size)][0]
 
+    @property
+    def minimum_seconds(self) -> float:
+        """The set-up, then one 1-epoch trial of the cheapest (architecture, size)."""
+        return self.measured_seconds + min(sum(s) for by_size in self.speeds.values()
+                                           for s in by_size.values())
+
     def trial_seconds(self, arch: str, size: int, epochs: int) -> float:
         per_epoch, overhead = self.speeds[arch][str(size)]
         return overhead + epochs * per_epoch
@@ -366,13 +382,12 @@ def make_race_plan(speeds: dict[str, dict[int, tuple[float, float]]], *, max_epo
                     chosen, factor, brackets, budget, final(chosen), measured_seconds)
 
 
-def load_or_make(path: Path, make) -> tuple[Plan | RacePlan, bool]:
-    """The plan saved at PATH (a resumed sweep), else a new one saved there: (plan, resumed)."""
+def load_or_make(path: Path, make, cls=Plan) -> tuple[Plan | RacePlan, bool]:
+    """The plan (of class CLS) saved at PATH (a resumed sweep), else a new one saved there:
+    (plan, resumed)."""
     if path.is_file():
         try:
-            text = path.read_text()
-            cls = RacePlan if json.loads(text).get("strategy") == "best" else Plan
-            return cls.from_json(text), True
+            return cls.from_json(path.read_text()), True
         except (ValueError, TypeError, KeyError):
             log.info("the saved plan %s is unreadable; planning again", path)
     plan = make()

@@ -46,15 +46,19 @@ def learning_curves(history: dict[str, list[float]], title: str = "",
     return fig
 
 
-def confusion_matrix(cm: np.ndarray, labels=("cat", "dog"), title: str = ""):
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+def confusion_matrix(cm: np.ndarray, labels, title: str = ""):
+    """Counts with true classes down and predicted ones across, in class order."""
+    n = len(labels)
+    side = max(4.2, 0.55 * n + 1.8)
+    fig, ax = plt.subplots(figsize=(side, side * 0.95))
     ax.imshow(cm, cmap="Blues")
+    size = 13 if n <= 4 else max(6, 13 - n // 2)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=13)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
+                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=size)
+    ax.set_xticks(range(n), labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
@@ -62,14 +66,21 @@ def confusion_matrix(cm: np.ndarray, labels=("cat", "dog"), title: str = ""):
     return fig
 
 
-def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str = ""):
+def roc(curves: dict, classes, title: str = ""):
+    """ROC curves, {class: (fpr, tpr, auc)}: the second class's for two classes (the first called
+    the second counts as a false positive), else each class against the rest."""
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
-    ax.plot(fpr, tpr, label=f"AUC {auc:.3f}")
+    for name, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{name} AUC {auc:.3f}" if len(curves) > 1 else f"AUC {auc:.3f}")
     ax.plot([0, 1], [0, 1], "--", c="grey", lw=1)
-    ax.set_xlabel("false positive rate (cats called dogs)")
-    ax.set_ylabel("true positive rate (dogs found)")
+    if len(classes) == 2:
+        ax.set_xlabel(f"false positive rate ({classes[0]} called {classes[1]})")
+        ax.set_ylabel(f"true positive rate ({classes[1]} found)")
+    else:
+        ax.set_xlabel("false positive rate (others called the class)")
+        ax.set_ylabel("true positive rate (the class found)")
     ax.set_title(title or "ROC")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8 if len(curves) > 1 else None)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

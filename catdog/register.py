@@ -31,6 +31,8 @@ class Registration:
     reason: str
     created: bool
     significance: dict | None = None  # McNemar against the runner-up architecture, on test
+    test_interval: tuple[float, float] | None = None  # 95% Wilson interval of test accuracy
+    tta: bool = False  # whether the test figures used flip TTA (chosen on validation)
 
 
 def should_promote(new_test: float, champion_test: float | None, same_split: bool,
@@ -51,9 +53,13 @@ def should_promote(new_test: float, champion_test: float | None, same_split: boo
 
 def register(sweep: str = "latest", arch: str | None = None, metric: str = keys.OBJECTIVE,
              name: str = "catdog", alias: str = "champion", force: bool = False,
-             experiment: str = "catdog", tta: bool = False) -> Registration:
+             experiment: str = "catdog", tta: bool | None = None) -> Registration:
     """Register the best model of a sweep, chosen by a validation metric; evaluate it once on
-    the held-out test split; move `alias` to it only if it beats the current holder there."""
+    the held-out test split; move `alias` to it only if it beats the current holder there.
+
+    TTA=None uses flip TTA only where the sweep found on validation that it helps (the run's
+    `catdog.tta` tag); True or False forces it. McNemar compares like with like: the best
+    trials of the champion and the runner-up, both trained on the train split."""
     from catdog import runtime
     from catdog.inference import load_classifier
     from catdog.serving import log_serving_model
@@ -68,9 +74,13 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = keys.
         log.info("registering the final fit of %s trial %s (retrained on train+val, run %s)",
                  best["arch"], best["trial_id"], run.info.run_id)
     digest = parent.data.tags.get(tags.DATASET_DIGEST, "")
+    if tta is None:
+        tta = run.data.tags.get(tags.TTA) == tags.TRUE
     model = load_classifier(modelstore.logged_model_uri(run))
-    test = heldout.test_metrics(heldout.test_predictions(run, parent, model, tta))
-    significance = heldout.runner_up_significance(table, parent, run if final else None, tta)
+    frame = heldout.test_predictions(run, parent, model, tta)
+    test = heldout.test_metrics(frame)
+    interval = choose.accuracy_interval(test["accuracy"], len(frame))
+    significance = heldout.runner_up_significance(table, parent, None, tta)
 
     mine = modelstore.versions_of_run(name, run.info.run_id)
     created = not mine
@@ -84,7 +94,8 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = keys.
         version_tags = {tags.ARCH: best["arch"], tags.RUN_ID: run.info.run_id,
                         tags.SWEEP_RUN_ID: parent.info.run_id, tags.DATASET_DIGEST: digest,
                         tags.metric(metric): f"{best[metric]:.6f}", tags.TTA: str(tta).lower(),
-                        **{tags.metric(f"test_{k}"): f"{v:.6f}" for k, v in test.items()}}
+                        **{tags.metric(f"test_{k}"): f"{v:.6f}" for k, v in test.items()},
+                        tags.metric("test_accuracy_ci95"): f"{interval[0]:.4f}-{interval[1]:.4f}"}
         if significance:
             version_tags[tags.metric("mcnemar_p_vs_runner_up")] = \
                 f"{significance['p_value']:.6g}"
@@ -100,14 +111,20 @@ def register(sweep: str = "latest", arch: str | None = None, metric: str = keys.
             modelstore.set_alias(name, alias, version.version)
     log.info("%s version %s (%s, run %s): %s%s", name, version.version, best["arch"],
              run.info.run_id, f"now {alias}: " if promoted else f"{alias} not moved: ", reason)
+    log.info("%s test accuracy %.4f on %d photos (95%% Wilson interval %.4f-%.4f)%s",
+             "its" if not final else "the final fit's", test["accuracy"], len(frame),
+             *interval, " with flip TTA, which helped on validation" if tta else "")
     if significance:
-        log.info("%s", heldout.describe(significance))
+        log.info("McNemar compares the best trials of %s and %s (both trained on the train "
+                 "split, chosen on validation)%s: %s", significance["a"], significance["b"],
+                 "; the model registered is the final fit of the first" if final else "",
+                 heldout.describe(significance))
         if not significance["significant"]:
             log.info("%s is not significantly better than the runner-up %s on the test split",
                      best["arch"], significance["b"])
     return Registration(name, str(version.version), run.info.run_id, best["arch"],
                         float(best[metric]), test, alias, promoted, reason, created,
-                        significance)
+                        significance, interval, tta)
 
 
 def _example_image(parent) -> bytes:

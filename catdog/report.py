@@ -27,7 +27,6 @@ import pandas as pd
 
 import catdog
 from catdog import choose, compare, heldout, metrics, plots
-from catdog.inference import THRESHOLD
 from catdog.log import format_seconds, get_logger
 from catdog.search import strategies
 from catdog import keys
@@ -71,15 +70,22 @@ def _thumbnail(path: Path) -> bytes:
     return buf.getvalue()
 
 
+def _confidence(frame: pd.DataFrame) -> pd.Series:
+    """How sure the model was of the class it predicted: that class's probability."""
+    return pd.Series(heldout.probabilities(frame).max(axis=1), index=frame.index)
+
+
 def _wrong_photos(frame: pd.DataFrame, root: Path) -> dict:
     """How many test photos the champion got wrong, and the ones it was surest about."""
-    wrong = frame[~heldout.correct(frame)].copy()
-    wrong["confidence"] = (wrong["p_dog"] - THRESHOLD).abs()
+    right = heldout.correct(frame)
+    wrong = frame[~right].assign(confidence=_confidence(frame)[~right])
+    called = heldout.classes_of(frame)
     photos = []
     for _, row in wrong.sort_values("confidence", ascending=False).head(WRONG_SHOWN).iterrows():
-        called = "cat" if row["label"] == "dog" else "dog"  # it is wrong
+        guess = called[int(np.argmax([row[keys.probability(c)] for c in called]))]
         photos.append({"src": _data_uri(_thumbnail(root / row["path"]), "image/jpeg"),
-                       "caption": f"a {row['label']} called {called} (p_dog {row['p_dog']:.3f})",
+                       "caption": f"a {row[keys.LABEL]} called {guess} "
+                                  f"({keys.probability(guess)} {row[keys.probability(guess)]:.3f})",
                        "path": str(row["path"])})
     return {"n_wrong": len(wrong), "photos": photos}
 
@@ -88,8 +94,7 @@ def _saliency(model, frame: pd.DataFrame, root: Path, size: int) -> bytes | None
     from catdog import saliency
     from catdog.inference import to_pixels
 
-    right = heldout.correct(frame)
-    conf = (frame["p_dog"] - THRESHOLD).abs()
+    right, conf = heldout.correct(frame), _confidence(frame)
     picks = (list(frame[right].assign(c=conf[right]).nlargest(SALIENCY_SHOWN, "c").index)
              + list(frame[~right].assign(c=conf[~right]).nlargest(SALIENCY_SHOWN, "c").index))
     if not picks:
@@ -99,10 +104,15 @@ def _saliency(model, frame: pd.DataFrame, root: Path, size: int) -> bytes | None
     if any(errors):
         return None
     maps, method = saliency.heatmaps(model, pixels)
-    captions = [f"{'right' if right[i] else 'WRONG'}: {lbl}\np_dog {p:.2f}"
-                for i, lbl, p in zip(picks, rows["label"], rows["p_dog"])]
+    classes = heldout.classes_of(frame)
+    captions = []
+    for i, (_, row) in zip(picks, rows.iterrows()):
+        guess = classes[int(np.argmax([row[keys.probability(c)] for c in classes]))]
+        captions.append(f"{'right' if right[i] else 'WRONG'}: {row[keys.LABEL]}\n"
+                        f"{keys.probability(guess)} {row[keys.probability(guess)]:.2f}")
     return plots.png_bytes(plots.saliency_grid(pixels, maps, captions,
-                                               f"{method}: where the champion looked"))
+                                               f"{method}: where the champion looked "
+                                               "(at the class it predicted)"))
 
 
 def gather_report(sweep: str = "latest", metric: str = keys.OBJECTIVE,
@@ -117,20 +127,21 @@ def gather_report(sweep: str = "latest", metric: str = keys.OBJECTIVE,
     parent, champion, champ_run = chosen.parent, chosen.row, chosen.run
     final = champ_run if chosen.final else None
     frame = heldout.test_predictions(champ_run, parent)
-    model = load_classifier(modelstore.logged_model_uri(champ_run))
+    model = load_classifier(modelstore.logged_model_uri(champ_run)).model
 
-    root = Path(parent.data.params["data"])
-    y = (frame["label"] == "dog").astype(int).to_numpy()
-    fpr, tpr, auc = metrics.roc_curve(y, frame["p_dog"].to_numpy())
-    test = metrics.summary(y, frame["p_dog"].to_numpy())
+    root = Path(parent.data.params[keys.DATA])
+    classes = heldout.classes_of(frame)
+    y, probs = heldout.true_indices(frame), heldout.probabilities(frame)
+    test = metrics.summary(y, probs, classes)
     confusion = np.asarray(test["confusion"])
     cam = _saliency(model, frame, root, int(champ_run.data.params["image_size"]))
     figures = {
         "comparison": _data_uri(_comparison_png(table)),
         "anytime": None if compare.anytime(parent).empty else _data_uri(_anytime_png(parent)),
         "confusion": _data_uri(plots.png_bytes(
-            plots.confusion_matrix(confusion, title="test confusion"))),
-        "roc": _data_uri(plots.png_bytes(plots.roc(fpr, tpr, auc, title="test ROC"))),
+            plots.confusion_matrix(confusion, classes, title="test confusion"))),
+        "roc": _data_uri(plots.png_bytes(plots.roc(metrics.roc_curves(y, probs, classes),
+                                                   classes, title="test ROC"))),
         "saliency": _data_uri(cam) if cam else None,
     }
     return {
@@ -139,6 +150,8 @@ def gather_report(sweep: str = "latest", metric: str = keys.OBJECTIVE,
         "final": ({"epochs": int(final.data.params["epochs"]), "run_id": final.info.run_id}
                   if final else None),
         "test": test, "n_test": len(frame), "budget": _budget_sentence(parent),
+        "per_class": [{"name": c, "precision": test[keys.per_class("precision", c)],
+                       "recall": test[keys.per_class("recall", c)]} for c in classes],
         "significance": heldout.describe(sig) if sig else None,
         "comparison_table": compare.human_view(table).to_html(
             index=False, classes="cmp", border=0, escape=True),

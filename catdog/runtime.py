@@ -17,6 +17,7 @@ from catdog.log import get_logger, verbose_requested
 log = get_logger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("any", "gpu")  # a sweep file's `device`: train on what TensorFlow sees, or on a GPU
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 _started = False
 _announced = False
@@ -44,6 +45,15 @@ def start(verbose: bool | None = None) -> None:
         _import_tensorflow_quietly()
     _started = True
     _quiet_python_logs(verbose)
+
+
+def quiet_env(verbose: bool | None = None) -> dict[str, str]:
+    """Environment for a child process (a distributed sweep's chief, workers and tracking server):
+    TensorFlow's C++ logging down to errors, as `start` sets it here, unless verbose or set."""
+    verbose = verbose_requested() if verbose is None else verbose
+    if verbose:
+        return {}
+    return {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
 
 
 def _import_tensorflow_quietly() -> None:
@@ -162,12 +172,77 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
+def nvidia_gpus() -> int:
+    """How many GPUs `nvidia-smi -L` lists (0 where it is missing or fails)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU") for line in out.splitlines())
+
+
+def cuda_libraries() -> bool:
+    """Whether the CUDA runtime and cuDNN this TensorFlow was built against can be found: NVIDIA's
+    wheels (the `gpu` extra, tensorflow[and-cuda]) or the system's own libraries."""
+    import ctypes
+    from importlib import metadata
+
+    import tensorflow as tf
+
+    info = tf.sysconfig.get_build_info()
+    if not info.get("is_cuda_build"):
+        return False
+    cuda = str(info.get("cuda_version", "12")).split(".")[0]
+    cudnn = str(info.get("cudnn_version", "9")).split(".")[0]
+    try:
+        for wheel in (f"nvidia-cuda-runtime-cu{cuda}", f"nvidia-cudnn-cu{cuda}"):
+            metadata.version(wheel)
+        return True
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        for lib in (f"libcudart.so.{cuda}", f"libcudnn.so.{cudnn}"):
+            ctypes.CDLL(lib)
+        return True
+    except OSError:
+        return False
+
+
+def require_gpu(device: str, sweep: str) -> None:
+    """Stop a sweep whose file asks for a GPU (`device = "gpu"`) when TensorFlow sees none, in one
+    sentence saying why and what to run, rather than let it train on the CPU for its whole budget.
+    Call it after `start`."""
+    if device not in DEVICES:
+        raise CatdogError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device != "gpu" or gpus():
+        return
+    listed = nvidia_gpus()
+    cpu_file = "or run a CPU sweep file (make sweep EXP=experiments/cpu.toml)"
+    if not listed:
+        why, fix = "nvidia-smi lists no GPU either", f"run it on a GPU machine, {cpu_file}"
+    elif not cuda_libraries():
+        why = f"although nvidia-smi lists {listed}, TensorFlow has no CUDA libraries"
+        fix = (f"run `make install` to add tensorflow[and-cuda] (pip install -c constraints.txt "
+               f"-e \".[gpu]\"), {cpu_file}")
+    else:
+        said = [ln.strip() for ln in _startup_log.splitlines()
+                if "cuda" in ln.lower() or "gpu" in ln.lower()]
+        why = (f"although nvidia-smi lists {listed} and the CUDA libraries are installed"
+               + (f"; TensorFlow said: {said[-1]}" if said else ""))
+        fix = f"`catdog --verbose sweep ...` shows TensorFlow's start-up lines, {cpu_file}"
+    raise CatdogError(f"sweep {sweep!r} needs a GPU (device = \"gpu\"), and TensorFlow sees none "
+                      f"({why}): {fix}")
+
+
 def resolve_precision(precision: str) -> str:
     """`auto`: fp16 on GPUs (tensor cores), fp32 on CPUs.
 
-    Not bf16 on CPUs, even with native bf16: `make bench` measured bf16 training at 0.97-1.06x
-    of fp32 for every architecture on an AVX-512-BF16 CPU (TF 2.21), although bf16 matmul ran
-    1.8x faster. Ask for `bf16` explicitly to try it on other hardware (e.g. AMX).
+    Not bf16 on CPUs, even with native bf16: `make bench` measured bf16 training at 0.77-1.03x
+    of fp32 per architecture at 128 px on an AVX-512-BF16 AMD EPYC (TF 2.21), although bf16
+    matmul ran 1.8x faster. Ask for `bf16` explicitly to try it on other hardware (e.g. AMX).
     """
     if precision not in PRECISIONS:
         raise CatdogError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")

@@ -1,7 +1,8 @@
 """Where a model looked: Grad-CAM on its last convolutional feature map, for the report.
 
 Grad-CAM (Selvaraju et al., 2017) weights the last 4-D feature map by the gradient of the
-predicted class's score, averaged over space. Models whose graph hides that map fall back to the
+predicted class's score, averaged over space: the probability of the class the model chose (for
+a binary model's single sigmoid p, p when it chose the second class and 1 - p when the first). Models whose graph hides that map fall back to the
 plain input gradient (vanilla saliency). Both need only the Keras model, so every architecture
 in the registry gets a map.
 """
@@ -26,12 +27,24 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return maps / np.where(top > 0, top, 1)
 
 
+def _predicted_score(p):
+    """Summed over the batch, each image's probability of the class it is predicted to be."""
+    import tensorflow as tf
+
+    from catdog.metrics import THRESHOLD
+
+    if p.shape[-1] == 1:
+        p = tf.reshape(p, (-1,))
+        return tf.reduce_sum(tf.where(p >= THRESHOLD, p, 1.0 - p))
+    return tf.reduce_sum(tf.reduce_max(p, axis=-1))
+
+
 GRAD_CAM = "Grad-CAM"
 INPUT_GRADIENT = "input-gradient saliency"
 
 
 def heatmaps(model, images: np.ndarray) -> tuple[np.ndarray, str]:
-    """(n, h, w) maps in 0-1 over raw 0-255 images (n, h, w, 3), for the class each is given,
+    """(n, h, w) maps in 0-1 over raw 0-255 images (n, h, w, 3), for the class each is predicted,
     and the method that drew them (Grad-CAM, or the input gradient where Grad-CAM cannot reach
     the feature map, e.g. inside a nested pretrained backbone)."""
     import keras
@@ -46,8 +59,7 @@ def heatmaps(model, images: np.ndarray) -> tuple[np.ndarray, str]:
         probe = keras.Model(model.inputs, [layer.output, model.output])
         with tf.GradientTape() as tape:
             feats, p = probe(x, training=False)
-            p = tf.reshape(p, (-1,))
-            score = tf.reduce_sum(tf.where(p >= 0.5, p, 1.0 - p))
+            score = _predicted_score(p)
         grads = tape.gradient(score, feats)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.reduce_sum(weights * feats, axis=-1)[..., None]
@@ -56,8 +68,7 @@ def heatmaps(model, images: np.ndarray) -> tuple[np.ndarray, str]:
     except (ValueError, TypeError, AttributeError):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            p = tf.reshape(model(x, training=False), (-1,))
-            score = tf.reduce_sum(tf.where(p >= 0.5, p, 1.0 - p))
+            score = _predicted_score(model(x, training=False))
         cam = tf.reduce_max(tf.abs(tape.gradient(score, x)), axis=-1).numpy()
         method = INPUT_GRADIENT
     return _normalise(cam), method

@@ -20,6 +20,7 @@ command line (None) never overrides the file.
     image_sizes = [64, 96, 128]        # best only: image size searched, within each family's range
     batch_size = 32
     seed = 1337
+    device = "gpu"                     # stop unless TensorFlow sees a GPU (default "any")
     pretrained = true                  # ImageNet weights for families that have them
     data = "path/to/zip-or-folder"     # or a prepared dataset
     [hp]                               # fixed (scalar), narrowed (list = choice,
@@ -44,7 +45,7 @@ from pydantic_core import PydanticCustomError
 
 from catdog.errors import CatdogError
 from catdog.plan import parse_budget
-from catdog.runtime import PRECISIONS
+from catdog.runtime import DEVICES, PRECISIONS
 
 Tuner = Literal["hyperband", "random", "bayesian"]
 TUNERS: tuple[str, ...] = get_args(Tuner)
@@ -67,6 +68,7 @@ class SweepConfig:
     seed: int = 1337
     patience: int = 3
     precision: str = "fp32"
+    device: str = "any"
     pretrained: bool = True
     hyperband_factor: int = 3
     data: str | None = None
@@ -76,9 +78,9 @@ class SweepConfig:
     def key(self, data_digest: str) -> str:
         """Identity of the sweep for resuming: everything that changes what a trial means."""
         # Repeats come after the search and do not change what a trial means: adding them to a
-        # finished sweep resumes it and runs only the repeats.
+        # finished sweep resumes it and runs only the repeats. `device` only checks the machine.
         ident = {k: v for k, v in asdict(self).items()
-                 if k not in ("data", "budget", "experiment", "repeats", "final_fit")}
+                 if k not in ("data", "budget", "experiment", "repeats", "final_fit", "device")}
         for k, default in (("strategy", "compare"), ("image_sizes", ())):
             if ident[k] == default:  # keys of sweeps started before these existed stay the same
                 del ident[k]
@@ -264,6 +266,7 @@ class SweepFile(BaseModel):
     patience: Annotated[Int, _check(lambda v: v >= 1, "patience must be at least 1, got "
                                                       "{value}")] = SweepConfig.patience
     precision: Literal[PRECISIONS] = SweepConfig.precision  # type: ignore[valid-type]
+    device: Literal[DEVICES] = SweepConfig.device  # type: ignore[valid-type]
     pretrained: Bool = SweepConfig.pretrained
     hyperband_factor: Annotated[Int, _check(lambda v: v >= 2, "hyperband_factor must be at least "
                                             "2, got {value}")] = SweepConfig.hyperband_factor

@@ -53,7 +53,8 @@ def train(arch: str, data: str | Path | None = None, *, image_size: int | None =
 
     hp = models.fixed_hyperparameters({**(hparams or {}), "lr": lr})
     with strategy.scope():
-        model = entry.build(hp, image_size=size, pretrained=pretrained)
+        model = entry.build(hp, image_size=size, pretrained=pretrained,
+                            num_classes=splits.num_classes)
 
     params = {**hp.values, **keys.run_settings(
         arch=arch, image_size=size, batch_size=batch_size, epochs=epochs, patience=patience,

@@ -62,6 +62,28 @@ def tiny_prepared(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    """A real 10-class set with no network: scikit-learn's 1,797 handwritten digits as 32 px
+    PNGs in the plain layout <class>/*, classes 0-9."""
+    from tests.imagegen import write_digits
+
+    return write_digits(tmp_path_factory.mktemp("digits") / "digits", size=32)
+
+
+@pytest.fixture(scope="session")
+def legacy_model(tmp_path_factory) -> Path:
+    """A binary model saved the old way (its last layer the sigmoid p_dog), as a .keras file."""
+    import keras
+
+    from tests.legacy import old_binary_model
+
+    path = tmp_path_factory.mktemp("legacy") / "old-binary-32.keras"
+    old_binary_model(32).save(path)
+    keras.backend.clear_session()
+    return path
+
+
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real photos not found at {REAL_DATA}: the smoke test needs "

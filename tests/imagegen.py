@@ -78,3 +78,18 @@ def zip_dir(src_dir: str | Path, zip_path: str | Path, extra_members: dict[str, 
         for name, data in (extra_members or {}).items():
             zf.writestr(zipfile.ZipInfo(name), data)
     return zip_path
+
+
+def write_digits(root: str | Path, size: int = 32) -> Path:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, classes 0-9) as PNG files
+    in the plain layout `<class>/<n>.png`, upscaled to SIZE px: a real 10-class set, no network."""
+    from sklearn.datasets import load_digits
+
+    root = Path(root)
+    digits = load_digits()
+    for n, (pixels, target) in enumerate(zip(digits.images, digits.target)):
+        folder = root / str(target)
+        folder.mkdir(parents=True, exist_ok=True)
+        gray = Image.frombytes("L", (8, 8), bytes(int(v * 255 / 16) for v in pixels.ravel()))
+        gray.resize((size, size), Image.Resampling.BILINEAR).save(folder / f"{n}.png")
+    return root

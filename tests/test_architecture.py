@@ -196,3 +196,37 @@ def test_keys_are_named_once(word):
             if isinstance(node, ast.Constant) and node.value == word:
                 literal.append(f"{name}:{node.lineno}")
     assert literal == []
+
+
+# Where Dogs-vs-Cats may be named: the layouts that detect its downloads, and the download's
+# defaults. Everything else takes its classes from the prepared dataset.
+DOGS_VS_CATS_HOMES = {"catdog.data.sources", "catdog.data.download"}
+DOGS_VS_CATS_WORDS = {"cat", "dog", "cats", "dogs"}
+
+
+def dogs_vs_cats_literals(tree: ast.AST) -> list[ast.Constant]:
+    """String constants (f-string parts included) that are a Dogs-vs-Cats class name or hold
+    `p_dog`, the old models' output."""
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and (node.value.strip().lower() in DOGS_VS_CATS_WORDS or "p_dog" in node.value.lower())]
+
+
+def test_the_dogs_vs_cats_check_finds_a_literal():
+    tree = ast.parse('LABELS = ("cat", "Dog")\nx = f"{1} p_dog"\n"""Dogs-vs-Cats, a dog\'s life"""\n')
+    assert [n.value for n in dogs_vs_cats_literals(tree)] == ["cat", "Dog", " p_dog"]
+
+
+def test_cats_and_dogs_are_named_only_where_their_downloads_are_read():
+    """No class name of Dogs-vs-Cats, and no `p_dog`, as a string of its own outside
+    DOGS_VS_CATS_HOMES; the report template is checked too."""
+    import re
+
+    literal = [f"{name}:{node.lineno} {node.value!r}" for name, path in modules().items()
+               if name not in DOGS_VS_CATS_HOMES
+               for node in dogs_vs_cats_literals(ast.parse(path.read_text()))]
+    for template in sorted((PACKAGE / "templates").glob("*")):
+        for n, line in enumerate(template.read_text().splitlines(), 1):
+            if re.search(r"p_dog|\b(cat|dog)s?\b", line, re.IGNORECASE):
+                literal.append(f"{template.name}:{n} {line.strip()!r}")
+    assert literal == []

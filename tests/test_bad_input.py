@@ -98,6 +98,24 @@ def other_animals(root: Path) -> None:
         write_jpeg(root / f"train/{animal}/{animal}.1.jpg", i)
 
 
+def horses_only(root: Path) -> None:
+    for i in range(3):
+        write_jpeg(root / f"train/horses/{i}.jpg", i)
+
+
+def classes_in_two_cases(root: Path) -> None:
+    for i, folder in enumerate(("train/horses", "train/zebras", "test/Horses", "test/zebras")):
+        for k in range(3):
+            write_jpeg(root / folder / f"{k}.jpg", 10 * i + k)
+
+
+def an_empty_class(root: Path) -> None:
+    for i, animal in enumerate(("horses", "zebras")):
+        for k in range(3):
+            write_jpeg(root / animal / f"{k}.jpg", 10 * i + k)
+    (root / "donkeys").mkdir()
+
+
 def only_system_files(root: Path) -> None:
     root.mkdir(parents=True)
     (root / ".DS_Store").write_bytes(b"\x00" * 16)
@@ -111,15 +129,20 @@ def only_system_files(root: Path) -> None:
         (lambda root: root.mkdir(parents=True), ["contains no files"]),
         (only_system_files, ["contains no files (hidden and system files aside)"]),
         (one_class, ["has cat images but no dog images in the salader layout", "catdog needs both classes"]),
-        (other_animals, ["not a Dogs-vs-Cats dataset", "found folders train/birds, train/horses", "salader ("]),
+        (other_animals, ["class 'birds' has 1 usable image in ", "too few to split into train, val and test",
+                          "(it needs at least 3)"]),
+        (horses_only, ["has images of one class only ('horses'", "needs at least two classes"]),
+        (classes_in_two_cases, ["has class folders 'Horses' and 'horses', which differ only in case"]),
+        (an_empty_class, ["the class folder donkeys in ", "is empty"]),
     ],
-    ids=["empty", "system-files-only", "cats-only", "horses-and-birds"],
+    ids=["empty", "system-files-only", "cats-only", "horses-and-birds", "horses-only", "case-clash",
+         "empty-class"],
 )
 def test_prepare_refuses_what_is_not_a_dataset(tmp_path, build, fragments, packed):
     source = tmp_path / "src"
     build(source)
     if packed:
-        source = zip_dir(source, tmp_path / "src.zip")
+        source = zip_dir(source, tmp_path / "src.zip", {"donkeys/": b""} if build is an_empty_class else None)
     message = assert_one_sentence(cli("data", "prepare", str(source), "--dest", str(tmp_path / "out")), *fragments)
     assert str(source) in message
     assert not (tmp_path / "out").exists()
@@ -202,21 +225,21 @@ def no_dog_images(root: Path) -> None:
 @pytest.mark.parametrize(
     "build, fragments",
     [
-        (None, ["does not exist; pass a folder with cats/ and dogs/ sub-folders"]),
+        (None, ["does not exist; pass a labelled folder (<class>/* or <split>/<class>/*"]),
         (lambda root: root.write_bytes(b"x"), ["is a file, not a folder"]),
-        (lambda root: root.mkdir(), ["is empty; pass a folder with cats/ and dogs/"]),
-        (lambda root: labelled(root, dogs=0), ["has a cats/ folder but no dogs/ folder", "both classes"]),
-        (animal_folders, ["is not a labelled folder (found birds/, horses/)"]),
-        (no_dog_images, ["dogs holds no image files (.bmp, "]),
+        (lambda root: root.mkdir(), ["is empty; pass a labelled folder"]),
+        (lambda root: labelled(root, dogs=0), ["has images of one class only ('cats'", "at least two classes"]),
+        (animal_folders, ["has images of class 'birds', which the model does not know (its classes: cat, dog)"]),
+        (no_dog_images, ["has no image files (.bmp, ", "of class 'dogs'"]),
     ],
     ids=["missing", "a-file", "empty", "cats-only", "horses-and-birds", "no-dog-images"],
 )
-def test_evaluate_refuses_what_is_not_labelled(tmp_path, build, fragments):
+def test_evaluate_refuses_what_is_not_labelled(tmp_path, build, fragments, legacy_model):
     data = tmp_path / "data"
     if build:
         build(data)
-    # The folder is checked before the model is loaded, so no model is needed to see the error.
-    result = cli("evaluate", "--model", str(tmp_path / "unused.keras"), "--data", str(data))
+    # The folder is checked before the model is loaded, so a model is needed only to match classes.
+    result = cli("evaluate", "--model", str(legacy_model), "--data", str(data))
     assert str(data) in assert_one_sentence(result, *fragments)
 
 
@@ -278,7 +301,8 @@ def test_predict_labels_good_files_and_names_each_bad_one(tmp_path, monkeypatch,
     assert table.exit_code == 1, (table.output, table.exception)
     rows = [line.split("\t") for line in table.stdout.splitlines()]
     assert [row[0] for row in rows] == [str(p) for p in good]
-    assert all(row[1] in ("cat", "dog") and row[2].startswith("p_dog=") for row in rows)
+    # No class names came with the bare .keras file: its outputs are called 0 and 1.
+    assert all(row[1] in ("0", "1") and row[2].startswith("p_0=") and row[3].startswith("p_1=") for row in rows)
     errors = [line for line in table.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: cannot read {path}: {why}" for path, why in bad.items()] + [
         "error: 5 of 7 images could not be read"
@@ -289,6 +313,6 @@ def test_predict_labels_good_files_and_names_each_bad_one(tmp_path, monkeypatch,
     predictions = {p["path"]: p for p in json.loads(as_json.stdout)}
     assert list(predictions) == paths
     for path, why in bad.items():
-        assert predictions[str(path)] == {"path": str(path), "label": None, "p_dog": None, "error": why}
+        assert predictions[str(path)] == {"path": str(path), "label": None, "p_0": None, "p_1": None, "error": why}
     for path in good:
-        assert predictions[str(path)]["label"] in ("cat", "dog") and predictions[str(path)]["error"] is None
+        assert predictions[str(path)]["label"] in ("0", "1") and predictions[str(path)]["error"] is None

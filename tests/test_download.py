@@ -220,6 +220,50 @@ def test_kaggle_download_moves_zip_into_dest(tmp_path, home, monkeypatch, petima
     assert "found Kaggle credentials" in logs.text and KEY not in logs.text
 
 
+def horses_zebras_zip(tmp_path: Path) -> bytes:
+    """A Kaggle-style dataset of two other classes, <wrapper>/<split>/<class>/*, as a zip."""
+    from tests.imagegen import write_jpeg
+
+    src = tmp_path / "horses-src"
+    for s, split in enumerate(("train", "test")):
+        for c, animal in enumerate(("horses", "zebras")):
+            for i in range(4 if split == "train" else 2):
+                write_jpeg(src / "horse2zebra" / split / animal / f"{i}.jpg", 100 * s + 10 * c + i)
+    return zip_dir(src, tmp_path / "horses.zip").read_bytes()
+
+
+def test_any_kaggle_dataset_downloads_and_prepares(tmp_path, home, monkeypatch, logs):
+    monkeypatch.setenv("KAGGLE_USERNAME", "whiskers")
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    asked = []
+
+    class Api(FakeKaggleApi):
+        def dataset_download_files(self, dataset, path, unzip, quiet):
+            asked.append(dataset)
+            super().dataset_download_files(dataset, path, unzip, quiet)
+
+    monkeypatch.setattr(download_mod, "_kaggle_api", lambda: Api(horses_zebras_zip(tmp_path)))
+    result = CliRunner().invoke(main, ["data", "download", "--dataset", "someone/horse2zebra",
+                                       "--dest", str(tmp_path / "data")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    path = Path(result.stdout.strip())
+    assert asked == ["someone/horse2zebra"] and path == tmp_path / "data" / "horse2zebra.zip"
+    prepared = json.loads(CliRunner().invoke(main, ["data", "prepare", str(path), "--dest",
+                                                    str(tmp_path / "prepared")]).stdout)
+    assert prepared["layout"] == "split_folders" and prepared["classes"] == ["horses", "zebras"]
+    assert prepared["counts"]["test"] == {"horses": 2, "zebras": 2}
+
+
+def test_another_kaggle_dataset_needs_credentials_not_petimages(tmp_path, home):
+    with pytest.raises(CatdogError, match=r"no Kaggle credentials"):
+        download(dataset="someone/horse2zebra", dest=tmp_path / "data")
+    with pytest.raises(CatdogError, match=r"drop --source petimages"):
+        download(source="petimages", dataset="someone/horse2zebra", dest=tmp_path / "data")
+    with pytest.raises(CatdogError, match=r"not a Kaggle dataset slug; pass owner/name"):
+        download(dataset="horse2zebra", dest=tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
 def test_kaggle_failure_never_shows_the_key(tmp_path, home, monkeypatch, logs):
     monkeypatch.setenv("KAGGLE_USERNAME", "whiskers")
     monkeypatch.setenv("KAGGLE_KEY", KEY)

@@ -49,18 +49,51 @@ def test_no_val_loss_gives_no_verdict():
 
 
 def test_summary_matches_scikit_learn():
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import f1_score, roc_auc_score
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     p = np.clip(y * 0.6 + rng.uniform(0, 0.5, 200), 0, 1)
-    s = metrics.summary(y, p)
+    s = metrics.summary(y, p, ("cat", "dog"))
+    assert s == metrics.summary(y, np.stack([1 - p, p], axis=1), ("cat", "dog")), \
+        "a sigmoid and its (1 - p, p) matrix give the same figures"
+    assert {"precision_cat", "recall_cat", "precision_dog", "recall_dog"} <= set(s)
+    assert s["macro_f1"] == pytest.approx(f1_score(y, p >= 0.5, average="macro"))
     assert s["auc"] == pytest.approx(roc_auc_score(y, p))
     assert s["accuracy"] == pytest.approx(np.mean((p >= 0.5) == y))
     assert sum(map(sum, s["confusion"])) == 200
     fpr, tpr, auc = metrics.roc_curve(y, p)
     assert fpr[0] == 0 and tpr[-1] == 1 and auc == pytest.approx(s["auc"])
     assert math.isnan(metrics.roc_curve(np.ones(5), np.full(5, 0.7))[2]), "one class: no AUC"
+
+
+def test_summary_of_many_classes_matches_scikit_learn():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    logits = rng.normal(size=(300, 4)) + 2.0 * np.eye(4)[y]
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    classes = ("ant", "bee", "c+d", "moth")
+    s = metrics.summary(y, p, classes)
+    pred = p.argmax(axis=1)
+    assert s["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert s["loss"] == pytest.approx(skm.log_loss(y, p))
+    assert s["auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr"))
+    assert s["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert s["confusion"] == skm.confusion_matrix(y, pred).tolist()
+    recall = skm.recall_score(y, pred, average=None)
+    assert [s[f"recall_{c}"] for c in ("ant", "bee", "c_d", "moth")] == pytest.approx(recall)
+    assert math.isnan(metrics.summary(y[y < 3], p[y < 3], classes)["auc"]), "a class missing: no AUC"
+    assert list(metrics.roc_curves(y, p, classes)) == list(classes)
+    # McNemar's right/wrong is the same question for any number of classes.
+    assert metrics.mcnemar(pred == y, pred == y)["p_value"] == 1.0
+
+
+def test_predicted_keeps_the_binary_threshold():
+    assert list(metrics.predicted(np.array([0.2, 0.5, 0.9]))) == [0, 1, 1]
+    assert list(metrics.predicted(np.array([[0.5, 0.5], [0.6, 0.4]]))) == [1, 0]
+    assert list(metrics.predicted(np.array([[0.2, 0.5, 0.3]]))) == [1]
 
 
 def test_mean_ci_is_the_student_t_interval():

@@ -32,6 +32,37 @@ def test_builds_and_trains_one_step(name):
 
 
 @pytest.mark.parametrize("name", models.names())
+def test_many_classes_get_a_softmax_head(name):
+    import keras
+
+    model = models.get(name).build(image_size=32, num_classes=3)
+    assert model.output_shape == (None, 3) and model.layers[-1].name == "probabilities"
+    assert model.loss == "sparse_categorical_crossentropy"
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model(x, training=False).numpy().sum(axis=1), 1, rtol=1e-5)
+    keras.backend.clear_session()
+
+
+def test_a_softmax_head_trains_on_class_indices():
+    import keras
+
+    model = models.get("baseline").build(image_size=32, num_classes=3)
+    x = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 2, 2, 1, 0], dtype="float32")  # class indices, as the pipeline gives them
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert set(logs) == {"loss", "accuracy"} and np.isfinite(logs["loss"])
+    keras.backend.clear_session()
+
+
+def test_two_classes_keep_the_one_sigmoid_head():
+    model = models.get("baseline").build(image_size=32, num_classes=2)
+    assert model.output_shape == (None, 1) and model.loss == "binary_crossentropy"
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    with pytest.raises(ValueError, match="at least two classes"):
+        models.get("baseline").build(image_size=32, num_classes=1)
+
+
+@pytest.mark.parametrize("name", models.names())
 def test_search_space_defaults_are_the_plain_run(name):
     hp = models.get(name).search_space()
     values = hp.values

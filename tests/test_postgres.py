@@ -52,7 +52,9 @@ def _as_owner(cmd: list[str]) -> list[str]:
 @pytest.fixture
 def postgres() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 with an empty database; its URI."""
-    import psycopg2
+    psycopg2 = pytest.importorskip(
+        "psycopg2", reason="psycopg2 is not installed: it is catdog's `postgres` extra, which "
+        "`make test-slow` installs (pip install -c constraints.txt -e \".[postgres]\")")
 
     bindir = _postgres_bin()
     if bindir is None:

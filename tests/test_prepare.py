@@ -22,7 +22,6 @@ import pytest
 from PIL import Image
 
 from catdog.data import (
-    LABELS,
     ImageCheck,
     check_image,
     is_prepared,
@@ -43,6 +42,7 @@ resolve_mod = importlib.import_module("catdog.data.resolve")
 REPO = Path(__file__).resolve().parents[1]
 
 N = 10  # generated images per label per split folder
+LABELS = ("cat", "dog")  # the classes the Dogs-vs-Cats layouts give
 
 # After the bad files below: kept cats = N (+N test for salader) + 2 converted; dogs = N (+N).
 EXPECTED_COUNTS = {
@@ -479,10 +479,10 @@ def test_non_dataset_dest_is_never_replaced(tmp_path):
 
 
 def test_unknown_layout(tmp_path):
-    # Like dogs-vs-cats-mini/test: class folders without a split folder above them.
+    # Loose photos, no class folders: nothing says what they are.
     for label in LABELS:
-        write_jpeg(tmp_path / "src" / f"{label}s" / f"{label}.1.jpg", seed=len(label))
-    with pytest.raises(CatdogError, match=r"salader .*petimages .*flat ") as excinfo:
+        write_jpeg(tmp_path / "src" / f"{label}.1.jpg", seed=len(label))
+    with pytest.raises(CatdogError, match=r"salader .*petimages .*flat .*<class>/\*") as excinfo:
         prepare(tmp_path / "src", tmp_path / "out")
     assert "\n" not in str(excinfo.value)
     assert not (tmp_path / "out").exists() and not temp_leftovers(tmp_path)

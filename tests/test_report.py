@@ -29,8 +29,9 @@ def _context(**changes) -> dict:
         "trials": "1", "repeats": 2, "data": "/data/<cats> & dogs", "champion": "bn<dropout>",
         "metric": "val_accuracy", "ranked_by": "mean of repeats",
         "final": {"epochs": 3, "run_id": "fin456"},
-        "test": {"accuracy": 0.91234, "loss": 0.2, "auc": 0.95, "precision_cat": 0.9,
-                 "recall_cat": 0.8, "precision_dog": 0.85, "recall_dog": 0.92},
+        "test": {"accuracy": 0.91234, "loss": 0.2, "auc": 0.95, "macro_f1": 0.9},
+        "per_class": [{"name": "cat<", "precision": 0.9, "recall": 0.8},
+                      {"name": "dog", "precision": 0.85, "recall": 0.92}],
         "n_test": 24, "budget": None, "significance": "a 0.9 vs b 0.8, McNemar exact p = 0.04",
         "comparison_table": '<table class="cmp"><tr><td>x &amp; y</td></tr></table>',
         "figures": {"comparison": PNG, "anytime": PNG, "confusion": PNG, "roc": PNG,
@@ -53,6 +54,7 @@ def test_report_template_renders_every_section_escaped():
         assert f"<h2>{heading}</h2>" in page, heading
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "/data/&lt;cats&gt; &amp; dogs" in page and "test/cat/&lt;1&gt;.jpg" in page
+    assert "cat&lt; 0.900/0.800 · dog 0.850/0.920" in page and "macro F1 0.9000" in page
     assert 'alt="a&#34;b learning curves"' in page and "key k&amp;v" in page
     assert '<td>x &amp; y</td>' in page, "the comparison table goes in as markup"
     assert page.count("<img") == 7 and "data-images-loaded" in page and "table.cmp" in page

@@ -70,7 +70,9 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
 
     preds = pd.read_csv(client.download_artifacts(reg["run_id"], "test_predictions.csv",
                                                   str(workdir)))
-    assert list(preds.columns) == ["path", "label", "p_dog"] and len(preds) == 24
+    assert list(preds.columns) == ["path", "label", "predicted", "p_cat", "p_dog"] and len(preds) == 24
+    assert (preds["p_cat"] + preds["p_dog"]).round(6).eq(1).all()
+    assert ((preds["p_dog"] >= 0.5) == (preds["predicted"] == "dog")).all()
     assert preds["label"].isin(["cat", "dog"]).all()
     assert ((preds["p_dog"] >= 0.5) == (preds["label"] == "dog")).mean() == pytest.approx(
         best_run.data.metrics["test_accuracy"])
@@ -102,7 +104,8 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
                         str(tiny_prepared.parent / "raw"), "--format", "json").stdout)
     assert 0 <= ev["accuracy"] <= 1 and 0 <= ev["auc"] <= 1
     assert sum(map(sum, ev["confusion"])) == ev["n"] == 24
-    assert {"precision_cat", "recall_cat", "precision_dog", "recall_dog"} <= set(ev)
+    assert {"precision_cat", "recall_cat", "precision_dog", "recall_dog", "macro_f1"} <= set(ev)
+    assert ev["classes"] == ["cat", "dog"]
     text = cli("evaluate", "--data", str(tiny_prepared.parent / "raw" / "test")).output
     assert "accuracy" in text and "confusion" in text
     tta = json.loads(cli("evaluate", "--data", str(tiny_prepared.parent / "raw"), "--tta",
@@ -123,6 +126,7 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
     assert preds["broken.jpg"]["error"] and preds["broken.jpg"]["label"] is None
     for name in ("gray.jpg", "big.jpg", "alpha.png"):
         assert preds[name]["label"] in ("cat", "dog") and 0 <= preds[name]["p_dog"] <= 1
+        assert preds[name]["p_cat"] == pytest.approx(1 - preds[name]["p_dog"])
     ok = cli("predict", str(folder / "big.jpg"), "--model", f"runs:/{reg['run_id']}/model")
     assert "big.jpg" in ok.output
     # compare --arch filters and refuses an unknown architecture, one line each.

@@ -1,9 +1,11 @@
 """`mlflow models serve -m models:/catdog@champion` on 127.0.0.1 answers the README's request:
-base64 image bytes in a `dataframe_records` JSON body."""
+base64 image bytes in a `dataframe_records` JSON body, with the label and a probability per class
+(p_<class>): for Dogs-vs-Cats, and for ten classes (scikit-learn's handwritten digits)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -38,11 +40,9 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-def test_served_champion_answers_a_base64_image(tiny_prepared, workdir):
-    cfg = sweepfile.load(None, archs=("baseline",), tuner="random", trials=1, epochs=1,
-                          image_size=32, batch_size=8, data=str(tiny_prepared))
-    sweep.run(cfg)
-    register()
+@contextlib.contextmanager
+def served_champion(workdir):
+    """`mlflow models serve -m models:/catdog@champion` on a free port: yields its URL."""
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns/mlflow.db",
            # mlflow starts `uvicorn` by name: the venv's bin must be on PATH, as `make serve` does
@@ -61,17 +61,47 @@ def test_served_champion_answers_a_base64_image(tiny_prepared, workdir):
                 assert server.poll() is None, server.stdout.read()[-3000:]
                 assert time.monotonic() < deadline, "server did not come up"
                 time.sleep(1)
-        photo = base64.b64encode(image_bytes(11, size=(120, 90))).decode()
-        png = base64.b64encode(image_bytes(12, mode="RGBA", fmt="PNG")).decode()
-        junk = base64.b64encode(b"not an image").decode()
-        status, answer = _post(f"http://127.0.0.1:{port}/invocations",
-                               {"dataframe_records": [{"image": photo}, {"image": png},
-                                                      {"image": junk}]})
-        assert status == 200, answer
-        rows = answer["predictions"]
-        assert [r["label"] in ("cat", "dog") for r in rows[:2]] == [True, True]
-        assert all(0 <= r["p_dog"] <= 1 for r in rows[:2])
-        assert rows[2]["label"] not in ("cat", "dog") and rows[2]["error"] == "not an image"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _ask(url: str, images: list[bytes]) -> list[dict]:
+    status, answer = _post(f"{url}/invocations", {"dataframe_records": [
+        {"image": base64.b64encode(raw).decode()} for raw in images]})
+    assert status == 200, answer
+    return answer["predictions"]
+
+
+def test_served_champion_answers_a_base64_image(tiny_prepared, workdir):
+    cfg = sweepfile.load(None, archs=("baseline",), tuner="random", trials=1, epochs=1,
+                          image_size=32, batch_size=8, data=str(tiny_prepared))
+    sweep.run(cfg)
+    register()
+    with served_champion(workdir) as url:
+        rows = _ask(url, [image_bytes(11, size=(120, 90)), image_bytes(12, mode="RGBA", fmt="PNG"),
+                          b"not an image"])
+    assert [r["label"] in ("cat", "dog") for r in rows[:2]] == [True, True]
+    assert all(0 <= r["p_dog"] <= 1 and abs(r["p_cat"] + r["p_dog"] - 1) < 1e-6 for r in rows[:2])
+    assert rows[2]["label"] not in ("cat", "dog") and rows[2]["error"] == "not an image"
+
+
+def test_served_ten_class_champion_names_its_classes(digits_folder, workdir):
+    from catdog.data import load_manifest, prepare
+
+    root = prepare(digits_folder, workdir / "digits").root
+    cfg = sweepfile.load(None, archs=("baseline",), tuner="random", trials=1, epochs=3,
+                          image_size=32, batch_size=32, data=str(root))
+    sweep.run(cfg)
+    register()
+    test = load_manifest(root).query("split == 'test'").head(30)
+    with served_champion(workdir) as url:
+        rows = _ask(url, [open(p, "rb").read() for p in test["abspath"]] + [b"junk"])
+    digits = [str(d) for d in range(10)]
+    assert all(set(r) == {"label", "error", *(f"p_{d}" for d in digits)} for r in rows)
+    assert all(r["label"] in digits and abs(sum(r[f"p_{d}"] for d in digits) - 1) < 1e-4
+               for r in rows[:-1])
+    right = sum(r["label"] == label for r, label in zip(rows, test["label"]))
+    assert right / len(test) >= 0.5, f"{right} of {len(test)} served answers right"
+    assert rows[-1]["error"] == "not an image" and rows[-1]["label"] not in digits

@@ -108,3 +108,49 @@ def test_a_strategy_name_is_registered_once():
 
     with pytest.raises(CatdogError, match="registered twice"):
         strategies.register(Again)
+
+
+def test_focus_screens_then_fits_the_winner_long_and_progressively_resized(tiny_prepared,
+                                                                           workdir, logs):
+    from catdog import choose
+    from catdog.search import sweep
+    from catdog.tracking import runlog
+
+    cfg = sweepfile.load(None, archs=("resnet", "xception"), tuner="random", trials=1,
+                         epochs=1, image_size=64, image_sizes=[64, 72], batch_size=8,
+                         strategy="focus", data=str(tiny_prepared),
+                         hp={"width": 16, "lr_schedule": "cosine"})
+    result = sweep.run(cfg)
+    assert result.final is None, "focus ships its validated long fit, not a train+val refit"
+    table = choose.table(result.parent_run_id)
+    long_run = runlog.get(result.archs[table.iloc[0]["arch"]]["run_id"])
+    assert long_run.data.tags["catdog.trial_id"] == "long"
+    assert long_run.data.params["image_size"] == "72", "it finishes at the larger size"
+    assert long_run.data.params["phases"].startswith("4@64px"), "half of 8 epochs at 64 px"
+    epochs = [step for step, _ in runlog.history(long_run.info.run_id, "val_accuracy")]
+    assert epochs == list(range(8)), "one history across the phases, every epoch validated"
+    assert long_run.data.tags["catdog.tta"] in ("true", "false")
+    assert {"val_accuracy_plain", "val_accuracy_tta"} <= set(long_run.data.metrics)
+    assert "long fit done" in logs.text
+
+
+def test_the_long_fits_clock_keeps_to_its_time():
+    import time
+
+    import keras
+    import numpy as np
+
+    from catdog.search.longfit import Clock, cosine
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    start = time.monotonic()
+    clock = Clock(cosine(0.1, 10), 1.0, 10, start, seconds=1000.0, end=start)
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=50, verbose=0, callbacks=[clock])
+    assert len(clock.durations) == 1, "it stops once the next epoch would end past its time"
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1, rel=1e-2), \
+        "hardly any of its time has passed: the rate is at the cosine's start"
+    late = Clock(cosine(0.1, 10), 0.5, 10, start - 1000.0, seconds=1000.0, end=None)
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0, callbacks=[late])
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1 * 0.01 * 0.5, rel=1e-2), \
+        "at the end of its time the rate is the cosine's floor, times the phase's scale"

@@ -103,8 +103,17 @@ def test_rerun_resumes_without_duplicates_and_fresh_starts_over(tiny_prepared, w
     assert not [r for r in _runs() if r.info.status == "RUNNING"]
 
 
-def test_budget_stops_between_trials(tiny_prepared, workdir):
-    result = sweep.run(_cfg(tiny_prepared, trials=5, budget="1s"))
+def _optimistic_speeds(monkeypatch):
+    """The plan believes every epoch takes 0.1 s and every trial 0.5 s more: the budget then
+    holds several trials, and the real, slower ones meet it between trials."""
+    from catdog import plan
+
+    monkeypatch.setattr(plan, "measure", lambda *a, **k: (0.1, 0.5))
+
+
+def test_budget_stops_between_trials(tiny_prepared, workdir, monkeypatch):
+    _optimistic_speeds(monkeypatch)
+    result = sweep.run(_cfg(tiny_prepared, trials=5, budget="20s", final_fit=False))
     assert result.stopped_early and "budget is used up" in result.stopped_early
     assert len(_runs("trial", result.key)) < 10, "the limit is checked before each new trial"
     archs = _runs("arch", result.key)

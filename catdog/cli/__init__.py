@@ -31,7 +31,8 @@ Also here, not as subcommands:
 @click.option("-v", "--verbose", is_flag=True,
               help=f"Debug lines, and TensorFlow's own start-up logs (or {VERBOSE_ENV}=1).")
 def main(verbose):
-    """Compare CNN architectures on Dogs-vs-Cats, every experiment tracked in MLflow."""
+    """Compare CNN architectures on your labelled images (Dogs-vs-Cats first), every experiment
+    tracked in MLflow."""
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # subprocesses (distributed workers) inherit it
     setup_logging()

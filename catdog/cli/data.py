@@ -1,4 +1,4 @@
-"""`catdog data download|prepare` and `catdog archs`: the photos, and the architectures."""
+"""`catdog data download|prepare` and `catdog archs`: the images, and the architectures."""
 
 from __future__ import annotations
 
@@ -6,24 +6,26 @@ import json
 
 import click
 
+from catdog import keys
 from catdog.cli.common import IMAGE_SIZE, _friendly, _tensorflow
-from catdog.data.download import SOURCES
+from catdog.data.download import DEFAULT_DATASET, SOURCES
 
 
 @click.group()
 def data():
-    """Get and prepare the photos."""
+    """Get and prepare the images."""
 
 
 @data.command("download")
 @click.option("--source", type=click.Choice(SOURCES), default=None,
-              help="Default: kaggle when credentials exist, else Microsoft's PetImages.")
-@click.option("--dataset", default="salader/dogs-vs-cats", show_default=True,
-              help="Kaggle dataset slug.")
+              help="Default: kaggle when credentials exist or --dataset names another dataset, "
+                   "else Microsoft's PetImages.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True,
+              help="Any Kaggle dataset, as owner/name.")
 @click.option("--dest", default="data", show_default=True, type=click.Path())
 @_friendly
 def data_download(source, dataset, dest):
-    """Download the photos (Kaggle API, or PetImages without an account)."""
+    """Download a dataset (any Kaggle one; Dogs-vs-Cats from PetImages without an account)."""
     from catdog.data.download import download
 
     click.echo(download(source=source, dataset=dataset, dest=dest))
@@ -40,13 +42,18 @@ def data_download(source, dataset, dest):
 @click.option("--overwrite", is_flag=True, help="Replace an existing prepared dataset.")
 @_friendly
 def data_prepare(source, dest, val_fraction, test_fraction, seed, overwrite):
-    """Validate, clean, de-duplicate and split a zip or folder (salader, PetImages or flat)."""
+    """Validate, clean, de-duplicate and split a zip or folder of labelled images.
+
+    Layouts: <split>/<class>/* or <class>/* with any class names (two or more), and the
+    Dogs-vs-Cats downloads (salader, PetImages, the competition's flat train/)."""
     from catdog.data import prepare, prepared_dir
 
     result = prepare(source, dest or prepared_dir(source), val_fraction=val_fraction,
                      test_fraction=test_fraction, seed=seed, overwrite=overwrite)
     click.echo(json.dumps({"root": str(result.root), "digest": result.digest,
-                           "counts": result.counts}, indent=2))
+                           "layout": result.summary["layout"],
+                           "classes": result.summary[keys.CLASSES], "counts": result.counts},
+                          indent=2))
 
 
 @click.command()

@@ -71,8 +71,9 @@ def report(sweep, out, metric, experiment):
 @click.option("--alias", default="champion", show_default=True)
 @click.option("--force", is_flag=True, help="Move the alias even if the model is not better.")
 @click.option("--experiment", default="catdog", show_default=True)
-@click.option("--tta", is_flag=True,
-              help="Test-time augmentation: average each test photo with its mirror image.")
+@click.option("--tta/--no-tta", default=None,
+              help="Test-time augmentation: average each test photo with its mirror image "
+                   "(default: where the sweep found on validation that it helps).")
 @_friendly
 @_tensorflow
 def register(sweep, arch, metric, name, alias, force, experiment, tta):
@@ -82,6 +83,7 @@ def register(sweep, arch, metric, name, alias, force, experiment, tta):
     r = run_register(sweep, arch, metric, name, alias, force, experiment, tta=tta)
     click.echo(json.dumps({"name": r.name, "version": r.version, "arch": r.arch,
                            "run_id": r.run_id, metric: r.val_metric, "test": r.test,
+                           "test_accuracy_ci95": r.test_interval, "tta": r.tta,
                            "alias": r.alias, "promoted": r.promoted, "reason": r.reason,
                            "new_version": r.created, "vs_runner_up": r.significance},
                           indent=2))
@@ -91,7 +93,8 @@ def register(sweep, arch, metric, name, alias, force, experiment, tta):
 @click.option("--model", "model_uri", default="models:/catdog@champion", show_default=True,
               help="models:/, runs:/ or a logged model's URI, or a local path.")
 @click.option("--data", required=True, type=click.Path(),
-              help="cats/ and dogs/ folders, a salader root (uses test/), or a prepared dataset.")
+              help="A labelled folder (<class>/* or <split>/<class>/*; uses test/ when there is "
+                   "one), or a prepared dataset (its test split).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.option("--tta", is_flag=True,
@@ -108,17 +111,27 @@ def evaluate(model_uri, data, fmt, tta):
     if fmt == "json":
         click.echo(json.dumps(r, indent=2))
         return
-    cm = r["confusion"]
-    click.echo(f"model     {r['model']}\ndata      {r['data']} ({r['n']} images, "
-               f"{len(r['skipped'])} unreadable skipped)\n"
-               f"accuracy  {r['accuracy']:.4f}\nloss      {r['loss']:.4f}\n"
-               f"roc_auc   {r['auc']:.4f}\n\n"
-               f"class  precision  recall\n"
-               f"cat    {r['precision_cat']:9.4f}  {r['recall_cat']:6.4f}\n"
-               f"dog    {r['precision_dog']:9.4f}  {r['recall_dog']:6.4f}\n\n"
-               f"confusion (rows true, cols predicted)\n"
-               f"        cat    dog\ncat  {cm[0][0]:6d} {cm[0][1]:6d}\n"
-               f"dog  {cm[1][0]:6d} {cm[1][1]:6d}")
+    click.echo(evaluation_table(r))
+
+
+def evaluation_table(r: dict) -> str:
+    """An evaluation as text: headline figures, precision and recall per class, the confusion
+    matrix (rows true, columns predicted)."""
+    classes = r["classes"]
+    width = max(6, *(len(c) for c in classes))
+    auc = "roc_auc   " if len(classes) == 2 else "roc_auc   (one-vs-rest) "
+    lines = [f"model     {r['model']}",
+             f"data      {r['data']} ({r['n']} images, {len(r['skipped'])} unreadable skipped)",
+             f"accuracy  {r['accuracy']:.4f}", f"loss      {r['loss']:.4f}",
+             f"{auc}{r['auc']:.4f}", f"macro_f1  {r['macro_f1']:.4f}", "",
+             f"{'class':<{width}}  precision  recall"]
+    lines += [f"{c:<{width}}  {r[keys.per_class('precision', c)]:9.4f}  "
+              f"{r[keys.per_class('recall', c)]:6.4f}" for c in classes]
+    lines += ["", "confusion (rows true, cols predicted)",
+              " " * width + "".join(f" {c:>{width}}" for c in classes)]
+    lines += [f"{c:<{width}}" + "".join(f" {n:>{width}d}" for n in row)
+              for c, row in zip(classes, r["confusion"])]
+    return "\n".join(lines)
 
 
 @click.command()
@@ -132,29 +145,32 @@ def evaluate(model_uri, data, fmt, tta):
 @_friendly
 @_tensorflow
 def predict(paths, model_uri, fmt, tta):
-    """Label images (files or folders) as cat or dog, with the probability of "dog".
+    """Label images (files or folders) with the model's classes, with a probability per class
+    (p_<class>).
 
     A file that cannot be read gets an error line of its own on stderr, the others are still
     labelled, and the exit status is 1."""
     import csv
     import io
-    from dataclasses import asdict
 
     from catdog.inference import predict as run_predict
 
     preds = run_predict(list(paths), model_uri, tta=tta)
+    rows = [p.row() for p in preds]
     if fmt == "json":
-        click.echo(json.dumps([asdict(p) for p in preds], indent=2))
+        click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["path", "label", "p_dog", "error"])
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(asdict(p) for p in preds)
+        writer.writerows(rows)
         click.echo(buf.getvalue().rstrip())
     else:
         for p in preds:
             if not p.error:
-                click.echo(f"{p.path}\t{p.label}\tp_dog={p.p_dog:.4f}")
+                probs = "\t".join(f"{keys.probability(c)}={v:.4f}"
+                                  for c, v in p.probabilities.items())
+                click.echo(f"{p.path}\t{p.label}\t{probs}")
     failed = [p for p in preds if p.error]
     for p in failed:  # json and csv carry the errors too; stderr names them in every format
         click.echo(f"error: cannot read {p.path}: {p.error}", err=True)

@@ -83,8 +83,9 @@ def _parse_overrides(pairs) -> dict:
               help="Time for the whole sweep, e.g. 45m or 2h: speeds are measured first and "
                    "trials and epochs planned to fit it.")
 @click.option("--strategy", type=click.Choice(strategies.names()), default=None,
-              help="compare: every architecture the same budget (the fair comparison); best: "
-                   "race them with Hyperband for the best model in the budget.")
+              help="focus: a short screen, then one long fit of the winner (the best model in "
+                   "the budget); compare: every architecture the same budget (the fair "
+                   "comparison); best: race them with Hyperband.")
 @click.option("--final-fit/--no-final-fit", default=None,
               help="Retrain the winner on train+val for its best epoch count (default: on).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None)
@@ -129,7 +130,8 @@ def sweep(sweep_file, fresh, dry_run, then_register, **options):
 
         r = run_register(result.parent_run_id, experiment=cfg.experiment)
         click.echo(f"registered {r.name} version {r.version} ({r.arch}, run {r.run_id}): test "
-                   f"accuracy {r.test['accuracy']:.4f}; {r.alias} "
+                   f"accuracy {r.test['accuracy']:.4f} (95% interval {r.test_interval[0]:.3f}"
+                   f"-{r.test_interval[1]:.3f}{', flip TTA' if r.tta else ''}); {r.alias} "
                    f"{'is now this version' if r.promoted else 'not moved'}: {r.reason}",
                    err=True)
 
@@ -153,8 +155,10 @@ def distributed(sweep_file, data, workers, host, oracle_port, tracking_port, bac
                 fresh):
     """One sweep as a tracking server, a KerasTuner chief and WORKERS workers on this machine.
 
-    A worker that dies during the first architecture's search is restarted and re-runs its
-    trial; later on, the sweep is stopped, and running the same command again resumes it."""
+    The sweep file's strategy must hand out trials (`compare`, e.g. experiments/cpu-compare.toml;
+    not a race). A worker that dies (it crashed or was killed) is restarted under its id and
+    re-runs its trial, in any architecture, at most twice; if it dies again the sweep stops, and
+    running the same command again resumes it."""
     from catdog.distributed import launch
 
     sys.exit(launch(sweep_file, data, workers=workers, host=host, oracle_port=oracle_port,

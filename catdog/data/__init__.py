@@ -1,4 +1,4 @@
-"""Getting the photos: download a source, check and split it into a prepared dataset, read it back."""
+"""Getting the images: download a source, check and split it into a prepared dataset, read it back."""
 
 from catdog.data.download import (
     PETIMAGES_URL,
@@ -7,18 +7,18 @@ from catdog.data.download import (
     http_download,
     kaggle_credentials,
 )
-from catdog.data.images import LABELS, ImageCheck, check_image
+from catdog.data.images import ImageCheck, check_image
 from catdog.data.prepare import prepare
-from catdog.data.prepared import PreparedDataset, is_prepared, load_manifest, read_summary
+from catdog.data.prepared import PreparedDataset, classes, is_prepared, load_manifest, read_summary
 from catdog.data.resolve import latest_prepared, prepared_dir, resolve_data
 
 __all__ = [
-    "LABELS",
     "PETIMAGES_URL",
     "ImageCheck",
     "PreparedDataset",
     "check_image",
     "check_kaggle_credentials",
+    "classes",
     "download",
     "http_download",
     "is_prepared",

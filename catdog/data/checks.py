@@ -2,7 +2,7 @@
 
 `check_all` runs every member through an image check (`images.check_image` in `prepare`) and
 stages the usable ones as RGB JPEGs; `dedupe` keeps one file per content hash, so a picture filed
-under both labels, or in both the train and test folders, cannot leak or confuse training.
+under two classes, or in both the train and test folders, cannot leak or confuse training.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def dedupe(good: list[Checked]) -> tuple[list[Checked], dict[int, str], list[dic
     kept, dropped, cross = [], {}, []
     for sha, group in groups.items():
         if len({r.member.label for r in group}) > 1:
-            # Same picture filed as cat and dog: no way to tell which label is right.
+            # Same picture filed under two classes: no way to tell which label is right.
             dropped.update((r.index, "duplicate with other label") for r in group)
             continue
         tests = [r for r in group if r.member.source_split == "test"]

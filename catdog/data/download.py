@@ -1,4 +1,5 @@
-"""Fetch the Dogs-vs-Cats photos: from Kaggle when credentials are set up, else Microsoft's PetImages zip.
+"""Fetch a dataset: any Kaggle dataset with the user's credentials, and by default the Dogs-vs-Cats
+photos, from Kaggle when credentials are set up, else Microsoft's PetImages zip.
 
 Downloads land in a temporary name and are renamed only once complete and verified, so a file
 under its final name is always whole. Credentials are checked before anything is fetched, and
@@ -29,6 +30,7 @@ PETIMAGES_URL = (
     "https://download.microsoft.com/download/3/E/1/3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip"
 )
 SOURCES = ("kaggle", "petimages")
+DEFAULT_DATASET = "salader/dogs-vs-cats"  # Dogs-vs-Cats, catdog's first and best-tested dataset
 _TIMEOUT = (15, 60)  # seconds to connect, seconds of silence while reading
 _PROGRESS_SECONDS = 2.0
 _LOCAL_COPY_HINT = "pass DATA=path/to/zip-or-folder to use a local copy instead"
@@ -247,18 +249,28 @@ def http_download(url: str, path: Path, *, chunk_size: int = 1 << 20) -> Path:
 # ---------------------------------------------------------------- entry point
 
 
-def download(source: str | None = None, dataset: str = "salader/dogs-vs-cats", dest: str | Path = "data") -> Path:
-    """Download the photos into DEST and return the zip's path.
+def download(source: str | None = None, dataset: str = DEFAULT_DATASET, dest: str | Path = "data") -> Path:
+    """Download a dataset into DEST and return the zip's path.
 
-    source: "kaggle" (DATASET via the Kaggle API), "petimages" (Microsoft's zip, URL overridable
-    with CATDOG_PETIMAGES_URL) or None to use Kaggle when its credentials are usable.
+    source: "kaggle" (DATASET, any Kaggle dataset slug owner/name, via the Kaggle API),
+    "petimages" (Microsoft's Dogs-vs-Cats zip, URL overridable with CATDOG_PETIMAGES_URL) or None:
+    Kaggle when its credentials are usable or another DATASET than the default is asked for.
     """
     dest = Path(dest)
+    other = dataset != DEFAULT_DATASET
+    if other and source == "petimages":
+        raise CatdogError(f"--dataset {dataset} is a Kaggle dataset, and PetImages is a download of its own;"
+                          f" drop --source petimages to fetch {dataset} from Kaggle")
+    if other and "/" not in dataset.strip("/"):
+        raise CatdogError(f"--dataset {dataset!r} is not a Kaggle dataset slug; pass owner/name, as in the"
+                          f" dataset's kaggle.com/datasets/owner/name address")
     if source is None:
         problem = _kaggle_auth_problem()
-        if problem is None:
+        if problem is None or other:
             source = "kaggle"
-            log.info("found Kaggle credentials (%s), downloading %s from Kaggle", _token_source() or "API key", dataset)
+            if problem is None:
+                log.info("found Kaggle credentials (%s), downloading %s from Kaggle",
+                         _token_source() or "API key", dataset)
         else:
             source = "petimages"
             log.info("%s, so using Microsoft's PetImages download instead", problem.split(";", 1)[0])

@@ -11,8 +11,6 @@ from io import BytesIO
 
 from PIL import Image, UnidentifiedImageError
 
-LABELS = ("cat", "dog")  # index 0 = cat, 1 = dog
-
 MIN_SIDE = 8
 # The largest image size catdog trains at (the CLI's --image-size limit): a larger photo is stored
 # downscaled to this on its longer side, so no step after `check_image` holds a 100 MP image.

@@ -1,12 +1,15 @@
-"""Turn a Dogs-vs-Cats download (zip or folder, in any of three layouts) into a prepared dataset.
+"""Turn a labelled image download (zip or folder, in any layout `sources` knows) into a prepared
+dataset.
 
 A prepared dataset is a folder that everything downstream reads instead of the raw download
 (its format: `catdog.data.prepared`):
 
     DEST/manifest.csv     path,label,split,sha256,width,height (path relative to DEST)
-    DEST/summary.json     counts, what was dropped/converted and why, split settings, digest
+    DEST/summary.json     classes, counts, what was dropped/converted and why, split settings, digest
     DEST/images/<split>/<label>/<name>.jpg   checked RGB JPEGs
 
+Its `classes` (sorted) are the one truth downstream of what the classes are and in which order:
+class i is the model's output i.
 Every file is decoded once; unusable files are dropped, non-RGB or non-JPEG files converted,
 photos over 1024 px a side downscaled (images.MAX_SIDE), exact duplicates removed, and a
 stratified seeded val (and, if the source has none, test) split drawn. The folder appears under
@@ -29,8 +32,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from catdog import keys
 from catdog.data.checks import Checked, check_all, dedupe
-from catdog.data.images import LABELS, check_image
+from catdog.data.images import check_image
 from catdog.data.prepared import (  # noqa: F401  (re-exported: imported from here across catdog)
     COLUMNS,
     MANIFEST,
@@ -45,7 +49,7 @@ from catdog.data.prepared import (  # noqa: F401  (re-exported: imported from he
     read_summary,
     write_images,
 )
-from catdog.data.sources import LAYOUTS, Member, detect, is_junk, open_source  # noqa: F401
+from catdog.data.sources import LAYOUTS, Found, Member, detect, empty_folders, is_junk, open_source  # noqa: F401
 from catdog.errors import CatdogError
 from catdog.log import get_logger
 
@@ -74,13 +78,39 @@ def _share(n: int, fraction: float) -> int:
     return min(n - 1, max(1, round(n * fraction)))
 
 
+def _check_class_sizes(
+    kept: list[Checked], classes: tuple[str, ...], source: Path, source_has_test: bool,
+    val_fraction: float, test_fraction: float,
+) -> None:
+    """One sentence for the first class with too few usable images to give every split one."""
+    for label in classes:
+        items = [r for r in kept if r.member.label == label]
+        if not items:
+            raise CatdogError(f"{source} has no usable {label} images; check that the download is complete")
+        tests = sum(r.member.source_split == "test" for r in items)
+        pool = len(items) - tests if source_has_test else len(items)
+        need = 1 + (val_fraction > 0) + (test_fraction > 0 and not source_has_test)
+        if pool < need:
+            where = "outside the test folder " if source_has_test else ""
+            raise CatdogError(
+                f"class {label!r} has {pool} usable image{'s' if pool != 1 else ''} {where}in {source},"
+                f" too few to split into train{', val' if val_fraction > 0 else ''}"
+                f"{' and test' if need == 3 else ''} (it needs at least {need}); add images or leave the class out")
+        if source_has_test and not tests:
+            raise CatdogError(
+                f"class {label!r} has no usable images in the test folder of {source}, so it could not be"
+                f" tested; add some there, or move every test image into the train folders")
+
+
 def _assign_splits(
-    kept: list[Checked], source_has_test: bool, val_fraction: float, test_fraction: float, seed: int
+    kept: list[Checked], classes: tuple[str, ...], source_has_test: bool, val_fraction: float,
+    test_fraction: float, seed: int,
 ) -> dict[int, str]:
-    """Stratified, seeded split: {index: split}. Deterministic because `kept` is in path order."""
+    """Stratified, seeded split: {index: split}. Deterministic because `kept` is in path order
+    and the classes in sorted order."""
     rng = random.Random(seed)
     splits = {}
-    for label in LABELS:
+    for label in classes:
         items = [r for r in kept if r.member.label == label]
         if source_has_test:
             test = [r for r in items if r.member.source_split == "test"]
@@ -120,24 +150,22 @@ def _build(
     tmp: Path,
     source: Path,
     read: Callable[[str], bytes],
-    found: tuple[str, list[Member], list[str], list[str]],
-    val_fraction: float,
-    test_fraction: float,
+    found: Found,
+    junk: list[str],
+    fractions: tuple[float, float],
     seed: int,
 ) -> tuple[dict, dict]:
     """Check, dedupe, split and write everything into `tmp`: (counts, summary)."""
-    layout, members, outside, junk = found
+    val_fraction, test_fraction = fractions
     staging = tmp / ".staging"
     staging.mkdir(parents=True)
     # check_image is looked up here, in this module, so a test or fault drill can substitute it.
-    checked = check_all(members, read, staging, check_image)
+    checked = check_all(found.members, read, staging, check_image)
     kept, dup_reasons, cross = dedupe([r for r in checked if r.ok])
-    for label in LABELS:
-        if not any(r.member.label == label for r in kept):
-            raise CatdogError(f"{source} has no usable {label} images; check that the download is complete")
     source_has_test = any(r.member.source_split == "test" for r in kept)
-    splits = _assign_splits(kept, source_has_test, val_fraction, test_fraction, seed)
-    rows, counts = write_images(tmp, staging, kept, splits)
+    _check_class_sizes(kept, found.classes, source, source_has_test, val_fraction, test_fraction)
+    splits = _assign_splits(kept, found.classes, source_has_test, val_fraction, test_fraction, seed)
+    rows, counts = write_images(tmp, staging, kept, splits, found.classes)
     shutil.rmtree(staging)
 
     dropped_files = sorted(
@@ -151,14 +179,15 @@ def _build(
     digest = hashlib.sha256(manifest).hexdigest()
     summary = {
         "source": str(source.resolve()),
-        "layout": layout,
+        "layout": found.layout,
+        keys.CLASSES: list(found.classes),
         "counts": counts,
         "dropped": dict(sorted(Counter(d["reason"] for d in dropped_files).items())),
         "dropped_files": dropped_files,
         "converted": len(converted),
         "converted_files": converted,
         "cross_split_duplicates": cross,
-        "not_in_layout": {"count": len(outside), "examples": outside[:10]},
+        "not_in_layout": {"count": len(found.outside), "examples": found.outside[:10]},
         "seed": seed,
         "val_fraction": val_fraction,
         "test_fraction": None if source_has_test else test_fraction,
@@ -203,8 +232,8 @@ def prepare(
 ) -> PreparedDataset:
     """Check, convert, dedupe and split SOURCE (zip or folder) into the prepared dataset DEST.
 
-    val_fraction is the share of the non-test images per label that goes to val. test_fraction
-    applies only when the source has no test split of its own (petimages, flat).
+    val_fraction is the share of the non-test images per class that goes to val. test_fraction
+    applies only when the source has no test split of its own (petimages, flat, `<class>/*`).
     """
     source, dest = Path(source), Path(dest)
     _check_arguments(source, val_fraction, test_fraction)
@@ -214,14 +243,15 @@ def prepare(
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     with open_source(source) as (files, read):
         junk = [f for f in files if is_junk(f)]
-        layout, members, outside = detect([f for f in files if not is_junk(f)], source)
-        log.info("preparing %s (%s layout, %d files) into %s", source, layout, len(members), dest)
-        if outside:
-            log.info("ignoring %d files outside the %s layout, e.g. %s", len(outside), layout, outside[0])
+        found = detect([f for f in files if not is_junk(f)], source, empty_folders(source))
+        log.info("preparing %s (%s layout, %d classes, %d files) into %s", source, found.layout,
+                 len(found.classes), len(found.members), dest)
+        if found.outside:
+            log.info("ignoring %d files outside the %s layout, e.g. %s", len(found.outside), found.layout,
+                     found.outside[0])
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run whose pid was reused
         try:
-            found = (layout, members, outside, junk)
-            counts, summary = _build(tmp, source, read, found, val_fraction, test_fraction, seed)
+            counts, summary = _build(tmp, source, read, found, junk, (val_fraction, test_fraction), seed)
             install(tmp, dest)
         except OSError as exc:  # sources are read inside check_all, which keeps its errors per file
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,7 @@
 """The prepared-dataset folder: how it is laid out, written, installed and read back.
 
     DEST/manifest.csv     path,label,split,sha256,width,height (path relative to DEST)
-    DEST/summary.json     counts, what was dropped/converted and why, split settings, digest
+    DEST/summary.json     classes, counts, what was dropped/converted and why, split settings, digest
     DEST/images/<split>/<label>/<name>.jpg   checked RGB JPEGs
 
 `prepare` builds one in a temporary folder and `install`s it under its final name only when
@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from catdog import keys
 from catdog.data.checks import Checked
-from catdog.data.images import LABELS
 from catdog.errors import CatdogError
 
 MANIFEST = "manifest.csv"
@@ -42,7 +42,7 @@ class PreparedDataset:
 
 
 def write_images(
-    tmp: Path, staging: Path, kept: list[Checked], splits: dict[int, str]
+    tmp: Path, staging: Path, kept: list[Checked], splits: dict[int, str], classes: tuple[str, ...]
 ) -> tuple[list[dict], dict[str, dict[str, int]]]:
     """Move each kept staged file to images/<split>/<label>/: (manifest rows, counts per split and label)."""
     rows, used = [], set()
@@ -66,7 +66,7 @@ def write_images(
             }
         )
     rows.sort(key=lambda row: (SPLITS.index(row["split"]), row["label"], row["path"]))
-    counts = {split: {label: 0 for label in LABELS} for split in SPLITS}
+    counts = {split: {label: 0 for label in classes} for split in SPLITS}
     for row in rows:
         counts[row["split"]][row["label"]] += 1
     return rows, counts
@@ -135,3 +135,12 @@ def read_summary(root: str | Path) -> dict:
     root = Path(root)
     _require_prepared(root)
     return json.loads((root / SUMMARY).read_text())
+
+
+def classes(root: str | Path) -> tuple[str, ...]:
+    """The dataset's class names in their fixed order: class i is a model's output i. Datasets
+    prepared before classes were recorded hold the sorted labels of their manifest."""
+    recorded = read_summary(root).get(keys.CLASSES)
+    if recorded:
+        return tuple(recorded)
+    return tuple(sorted(set(load_manifest(root)["label"])))

@@ -1,8 +1,13 @@
-"""Read a Dogs-vs-Cats download safely: a zip archive or a folder, in any of three layouts.
+"""Read a labelled image download safely: a zip archive or a folder, in one of five layouts.
 
 `open_source` lists a source's files and reads them one at a time, refusing archives with unsafe
 member paths or a zip-bomb's declared size, and capping what any one file may unpack to.
-`detect` finds which layout the files are in and which photos it holds.
+`detect` finds which layout the files are in, which classes it names and which photos it holds.
+
+Two layouts fit any labelled folder, with any class names and any number of classes (at least
+two): `<split>/<class>/*` and `<class>/*`, as Keras's `image_dataset_from_directory` reads them.
+The three Dogs-vs-Cats downloads (Kaggle's salader and competition zips, Microsoft's PetImages)
+keep layouts of their own, found first, so they are read exactly as before: classes cat and dog.
 """
 
 from __future__ import annotations
@@ -16,14 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from catdog.data.images import LABELS
 from catdog.errors import CatdogError
 
+# The classes the three Dogs-vs-Cats layouts give, in their fixed order.
+DOGS_VS_CATS = ("cat", "dog")
 LAYOUTS = {
     "salader": "train|test/cats|dogs/*",
     "petimages": "PetImages/Cat|Dog/*",
     "flat": "train/cat.N.jpg, train/dog.N.jpg",
+    "split_folders": "train|test/<class>/*",
+    "folders": "<class>/*",
 }
+DOGS_VS_CATS_LAYOUTS = ("salader", "petimages", "flat")
+# Source split folders of `split_folders`: a source's own val folder joins the pool that catdog
+# draws its stratified val split from; its test folder stays the test split.
+SPLIT_FOLDERS = {"train": "train", "test": "test", "val": "train", "valid": "train",
+                 "validation": "train"}
 
 # Zip bombs: a member declaring more than MAX_MEMBER_BYTES unpacked is dropped unread as "too large"
 # (no real photo comes near it), and reading stops as soon as one produces more, whatever its
@@ -47,6 +60,16 @@ class Member:
     path: str  # POSIX path inside the source
     label: str
     source_split: str  # "train" or "test", as the source lays it out
+
+
+@dataclass(frozen=True)
+class Found:
+    """What `detect` found: the layout, its classes (sorted), its photos and the files outside it."""
+
+    layout: str
+    classes: tuple[str, ...]
+    members: list[Member]
+    outside: list[str]
 
 
 def _unsafe(name: str) -> bool:
@@ -97,6 +120,23 @@ def _list_folder(source: Path) -> list[str]:
     return sorted(files)
 
 
+def empty_folders(source: Path) -> list[str]:
+    """Folders of SOURCE (relative, POSIX) with no file anywhere below them: an empty class folder
+    would otherwise vanish without a word. A zip lists them only when it has folder entries."""
+    if source.is_dir():
+        dirs = [Path(d).relative_to(source).as_posix() for d, _, _ in os.walk(source)]
+        files = _list_folder(source)
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as zf:
+            names = zf.namelist()
+        dirs = [n.rstrip("/") for n in names if n.endswith("/")]
+        files = [n for n in names if not n.endswith("/")]
+    else:
+        return []
+    full = {str(parent) for f in files for parent in PurePosixPath(f).parents}
+    return sorted(d for d in dirs if d not in (".", "") and d not in full)
+
+
 @contextmanager
 def open_source(source: Path) -> Iterator[tuple[list[str], Callable[[str], bytes]]]:
     """Yield the source's file paths (relative, POSIX, sorted) and a function reading one of them.
@@ -142,40 +182,93 @@ def _place(layout: str, parts: tuple[str, ...]) -> tuple[str, str] | None:
         return p[1], "train"
     if layout == "flat" and len(p) == 2 and p[0] == "train" and (m := _FLAT_NAME.match(p[1])):
         return m.group(1), "train"
+    # The plain layouts keep the folder's own spelling: it is the class's name.
+    if layout == "split_folders" and len(p) >= 3 and p[0] in SPLIT_FOLDERS:
+        return parts[1], SPLIT_FOLDERS[p[0]]
+    if layout == "folders" and len(p) >= 2 and p[0] not in SPLIT_FOLDERS:
+        return parts[0], "train"
     return None
 
 
-def detect(files: list[str], source: Path) -> tuple[str, list[Member], list[str]]:
-    """Find the layout at the top or inside one wrapper folder: (layout, its files, files outside it)."""
+def _class_folder(layout: str, parts: tuple[str, ...]) -> bool:
+    """Whether a folder at `parts` below the layout's root is where one class's photos go."""
+    if layout == "split_folders":
+        return len(parts) == 2 and parts[0].lower() in SPLIT_FOLDERS
+    return layout == "folders" and len(parts) == 1
+
+
+def _check_classes(found: Found, prefix: tuple[str, ...], empty: list[str], source: Path) -> None:
+    """One sentence for class names that differ only in case, or an empty class folder."""
+    by_fold: dict[str, list[str]] = {}
+    for name in found.classes:
+        by_fold.setdefault(name.casefold(), []).append(name)
+    clash = next((names for names in by_fold.values() if len(names) > 1), None)
+    if clash:
+        raise CatdogError(
+            f"{source} has class folders {' and '.join(repr(n) for n in clash)}, which differ only in"
+            f" case; rename them to one spelling so that each class has one name")
+    for folder in (f for f in empty if not is_junk(f)):
+        parts = PurePosixPath(folder).parts
+        if parts[: len(prefix)] == prefix and _class_folder(found.layout, parts[len(prefix):]):
+            raise CatdogError(f"the class folder {folder} in {source} is empty; put its images in it"
+                              f" or remove it")
+
+
+def _candidates(files: list[str], split_paths: list[tuple[str, ...]]):
+    """(layout, prefix, {file: (label, split)}) for each layout at the top and inside each
+    top-level folder: the Dogs-vs-Cats layouts first (in the order they were always tried), so
+    their downloads read as before, then the plain layouts."""
+    wrappers = sorted({parts[0] for parts in split_paths if len(parts) > 1})
+    prefixes = [()] + [(w,) for w in wrappers]
+    plain = [layout for layout in LAYOUTS if layout not in DOGS_VS_CATS_LAYOUTS]
+    order = [(layout, prefix) for prefix in prefixes for layout in DOGS_VS_CATS_LAYOUTS]
+    order += [(layout, prefix) for layout in plain for prefix in prefixes]
+    for layout, prefix in order:
+        placed = {
+            f: where
+            for f, parts in zip(files, split_paths, strict=True)
+            if parts[: len(prefix)] == prefix and (where := _place(layout, parts[len(prefix) :]))
+        }
+        yield layout, prefix, placed
+
+
+def detect(files: list[str], source: Path, empty: list[str] = ()) -> Found:
+    """Find the layout at the top or inside one wrapper folder: its classes, files and the files
+    outside it. EMPTY lists the source's empty folders (`empty_folders`)."""
     if not files:
         raise CatdogError(f"{source} contains no files (hidden and system files aside); pass the dataset zip or folder")
     split_paths = [PurePosixPath(f).parts for f in files]
-    wrappers = sorted({parts[0] for parts in split_paths if len(parts) > 1})
     one_class = []
-    for prefix in [()] + [(w,) for w in wrappers]:
-        for layout in LAYOUTS:
-            placed = {
-                f: where
-                for f, parts in zip(files, split_paths, strict=True)
-                if parts[: len(prefix)] == prefix and (where := _place(layout, parts[len(prefix) :]))
-            }
+    for layout, prefix, placed in _candidates(files, split_paths):
+        if layout in DOGS_VS_CATS_LAYOUTS:
             labels = {label for label, split in placed.values() if split == "train"}
-            if labels == set(LABELS):
-                members = [Member(f, *placed[f]) for f in files if f in placed]
-                return layout, members, [f for f in files if f not in placed]
-            if labels:
-                one_class.append((layout, labels.pop()))
+            complete = labels == set(DOGS_VS_CATS)
+        else:
+            labels = {label for label, _ in placed.values()}
+            complete = len(labels) >= 2 and not (set(map(str.lower, labels)) & set(SPLIT_FOLDERS))
+        if complete:
+            members = [Member(f, *placed[f]) for f in files if f in placed]
+            found = Found(layout, tuple(sorted(labels)), members, [f for f in files if f not in placed])
+            _check_classes(found, prefix, list(empty), source)
+            return found
+        if len(labels) == 1:
+            one_class.append((layout, labels.pop()))
     if one_class:
         layout, found = one_class[0]
-        missing = next(label for label in LABELS if label != found)
+        if layout in DOGS_VS_CATS_LAYOUTS:
+            missing = next(label for label in DOGS_VS_CATS if label != found)
+            raise CatdogError(
+                f"{source} has {found} images but no {missing} images in the {layout} layout ({LAYOUTS[layout]});"
+                f" catdog needs both classes, so check that the download is complete"
+            )
         raise CatdogError(
-            f"{source} has {found} images but no {missing} images in the {layout} layout ({LAYOUTS[layout]});"
-            f" catdog needs both classes, so check that the download is complete"
+            f"{source} has images of one class only ({found!r}, in the {layout} layout {LAYOUTS[layout]});"
+            f" catdog needs at least two classes, each in a folder of its own"
         )
     expected = ", ".join(f"{name} ({pattern})" for name, pattern in LAYOUTS.items())
     folders = sorted({"/".join(parts[:-1][:2]) for parts in split_paths if len(parts) > 1})
     found = f"folders {', '.join(folders[:6])}" + (", ..." if len(folders) > 6 else "") if folders else "no folders"
     raise CatdogError(
-        f"{source} is not a Dogs-vs-Cats dataset in a layout catdog knows (found {found}); expected one of"
+        f"{source} is not a labelled image dataset in a layout catdog knows (found {found}); expected one of"
         f" {expected}, optionally inside one top-level folder"
     )

@@ -1,5 +1,8 @@
 """Pieces every architecture shares: the raw-pixel input, augmentation, the head and compile.
 
+The head follows the task: one sigmoid unit for two classes (the probability of the second
+class), a softmax over N units for more; the loss and metrics follow the head.
+
 Keeping them here means every family has the same input contract (raw 0-255 RGB, rescaled by
 the model's first layer), the same augmentation hyperparameters and the same optimizer search
 space, so architectures are compared on what differs: their bodies.
@@ -31,13 +34,36 @@ def inputs_and_augment(hp, input_shape, seed: int | None = None):
     return inputs, x
 
 
-def binary_head(x):
-    # float32 output keeps the sigmoid and the loss stable under mixed precision.
-    x = layers.Dense(1, name="logit")(x)
-    return layers.Activation("sigmoid", dtype="float32", name="p_dog")(x)
+# The output layer's name. Models saved before class names were recorded call it after their
+# second class, so loading one never depends on this name.
+OUTPUT = "probabilities"
+
+
+def head(x, num_classes: int):
+    """The class probabilities: one sigmoid unit for two classes, else a softmax over them."""
+    if num_classes < 2:
+        raise ValueError(f"a classifier needs at least two classes, got {num_classes}")
+    # float32 output keeps the sigmoid/softmax and the loss stable under mixed precision.
+    if num_classes == 2:
+        x = layers.Dense(1, name="logit")(x)
+        return layers.Activation("sigmoid", dtype="float32", name=OUTPUT)(x)
+    x = layers.Dense(num_classes, name="logits")(x)
+    return layers.Activation("softmax", dtype="float32", name=OUTPUT)(x)
+
+
+def _loss_and_metrics(units: int):
+    if units == 1:
+        return "binary_crossentropy", [keras.metrics.BinaryAccuracy(name="accuracy"),
+                                       keras.metrics.AUC(name="auc")]
+    # Integer labels (the pipeline's class indices) against a softmax; the one-vs-rest ROC AUC
+    # comes from scikit-learn when a model is evaluated (`catdog.metrics.summary`).
+    return "sparse_categorical_crossentropy", [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
 def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
+    """The model from INPUTS to the `head`'s OUTPUTS, compiled with the loss and metrics that
+    head needs and the optimizer the hyperparameters choose."""
     model = keras.Model(inputs, outputs, name=name)
     optimizer = hp.Choice("optimizer", list(OPTIMIZERS), default="adam")
     lr = hp.Float("lr", 1e-4, 1e-2, sampling="log", default=1e-3)
@@ -50,11 +76,8 @@ def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
         opt = keras.optimizers.RMSprop(learning_rate=lr)
     else:
         opt = keras.optimizers.Adam(learning_rate=lr)
-    model.compile(
-        optimizer=opt,
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-    )
+    loss, metrics = _loss_and_metrics(int(outputs.shape[-1]))
+    model.compile(optimizer=opt, loss=loss, metrics=metrics)
     return model
 
 

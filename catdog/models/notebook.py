@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from keras import layers
 
-from catdog.models.common import binary_head, compile_model, inputs_and_augment
+from catdog.models.common import compile_model, head, inputs_and_augment
 from catdog.models.registry import register
 
 
-def _notebook_cnn(hp, input_shape, *, normalise: bool, name: str):
+def _notebook_cnn(hp, input_shape, num_classes: int, *, normalise: bool, name: str):
     inputs, x = inputs_and_augment(hp, input_shape)
     for i, filters in enumerate((32, 64, 128), start=1):
         x = layers.Conv2D(filters, 3, padding="valid", activation="relu", name=f"conv{i}")(x)
@@ -25,14 +25,14 @@ def _notebook_cnn(hp, input_shape, *, normalise: bool, name: str):
         x = layers.Dense(units, activation="relu", name=f"dense{units}")(x)
         if normalise:
             x = layers.Dropout(dropout, name=f"dropout{units}")(x)
-    return compile_model(hp, inputs, binary_head(x), name)
+    return compile_model(hp, inputs, head(x, num_classes), name)
 
 
 @register(family="notebook", description="The notebooks' 3-block CNN without normalisation")
-def baseline(hp, *, input_shape):
-    return _notebook_cnn(hp, input_shape, normalise=False, name="baseline")
+def baseline(hp, *, input_shape, num_classes):
+    return _notebook_cnn(hp, input_shape, num_classes, normalise=False, name="baseline")
 
 
 @register(family="notebook", description="The notebooks' CNN as written: BatchNorm after each conv, Dropout after each dense")
-def bn_dropout(hp, *, input_shape):
-    return _notebook_cnn(hp, input_shape, normalise=True, name="bn_dropout")
+def bn_dropout(hp, *, input_shape, num_classes):
+    return _notebook_cnn(hp, input_shape, num_classes, normalise=True, name="bn_dropout")

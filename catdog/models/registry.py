@@ -1,8 +1,11 @@
 """The architecture registry: a dict filled by the `register` decorator.
 
-An entry is a builder `def name(hp, *, input_shape) -> keras.Model` that declares its own search
-space with KerasTuner `hp` calls; the defaults of those calls form a sensible plain run, so one
-builder serves `catdog train` (fixed hyperparameters) and `catdog sweep` (searched ones).
+An entry is a builder `def name(hp, *, input_shape, num_classes) -> keras.Model` that declares its
+own search space with KerasTuner `hp` calls; the defaults of those calls form a sensible plain run,
+so one builder serves `catdog train` (fixed hyperparameters) and `catdog sweep` (searched ones).
+The class count comes from the prepared dataset (`pipeline.Splits.classes`); the builder hands it
+to `common.head`, which picks the head, loss and metrics for it. The search space does not depend
+on it.
 
 Families that start from pretrained weights register with `pretrained=True` and their builder
 takes a `pretrained` argument. As in timm, `build()` asks for weights only when told to, so
@@ -31,13 +34,21 @@ class Architecture:
     # The image sizes (px, smallest and largest) at which the family makes sense: a race that
     # searches the size (`strategy = "best"`) keeps to them.
     image_range: tuple[int, int] = (64, 256)
+    # For a pretrained family: (image size) -> (whether its weights can be had, and why), so a
+    # sweep can leave it out, saying why, rather than train a "pretrained" model from noise.
+    weights: Callable[[int], tuple[bool, str]] | None = None
+
+    def weights_available(self, image_size: int) -> tuple[bool, str]:
+        return self.weights(image_size) if self.weights else (True, "no weights needed")
 
     def sizes_within(self, sizes) -> list[int]:
         lo, hi = self.image_range
         return [s for s in sizes if lo <= s <= hi]
 
-    def build(self, hp=None, *, image_size: int | None = None, pretrained: bool = False):
-        """Build and compile the model; `hp=None` means every hyperparameter at its default.
+    def build(self, hp=None, *, image_size: int | None = None, pretrained: bool = False,
+              num_classes: int = 2):
+        """Build and compile the model for NUM_CLASSES classes; `hp=None` means every
+        hyperparameter at its default.
 
         `pretrained=True` loads pretrained weights for the families that have them (falling back
         to random weights, with a warning, when they cannot be downloaded); other families ignore
@@ -48,7 +59,7 @@ class Architecture:
         hp = hp if hp is not None else kt.HyperParameters()
         size = image_size or self.default_image_size
         extra = {"pretrained": pretrained} if self.pretrained else {}
-        return self.builder(hp, input_shape=(size, size, 3), **extra)
+        return self.builder(hp, input_shape=(size, size, 3), num_classes=num_classes, **extra)
 
     def search_space(self, image_size: int | None = None, hp=None):
         """The HyperParameters this builder declares, with their defaults, without training
@@ -73,7 +84,8 @@ _REGISTRY: dict[str, Architecture] = {}
 
 
 def register(*, family: str, description: str, default_image_size: int = 128,
-             pretrained: bool = False, image_range: tuple[int, int] = (64, 256)):
+             pretrained: bool = False, image_range: tuple[int, int] = (64, 256),
+             weights: Callable[[int], tuple[bool, str]] | None = None):
     """Decorator: add a builder to the registry under its function name."""
 
     def wrap(fn: Builder) -> Builder:
@@ -81,7 +93,7 @@ def register(*, family: str, description: str, default_image_size: int = 128,
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
         _REGISTRY[name] = Architecture(name, family, description, default_image_size, fn,
-                                       pretrained, image_range)
+                                       pretrained, image_range, weights)
         return fn
 
     return wrap

@@ -6,9 +6,9 @@ from keras import layers
 
 from catdog.models.common import (
     batch_norm,
-    binary_head,
     compile_model,
     conv_bn_relu,
+    head,
     inputs_and_augment,
 )
 from catdog.models.registry import register
@@ -28,7 +28,7 @@ def _basic_block(x, filters: int, strides: int, name: str):
 
 
 @register(family="resnet", description="Small ResNet: strided stem, 3-4 stages of basic residual blocks")
-def resnet(hp, *, input_shape):
+def resnet(hp, *, input_shape, num_classes):
     stages = hp.Int("stages", 3, 4, default=4)
     blocks = hp.Int("blocks_per_stage", 1, 2, default=1)
     width = hp.Choice("width", [16, 32, 64], default=32)
@@ -42,4 +42,4 @@ def resnet(hp, *, input_shape):
             x = _basic_block(x, width * 2**s, strides, name=f"stage{s + 1}_block{b + 1}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    return compile_model(hp, inputs, binary_head(x), "resnet")
+    return compile_model(hp, inputs, head(x, num_classes), "resnet")

@@ -1,4 +1,4 @@
-"""Transfer learning: an ImageNet backbone from keras.applications with a new binary head.
+"""Transfer learning: an ImageNet backbone from keras.applications with a new head.
 
 With `pretrained=True` (what `catdog train` and `catdog sweep` ask for) the weights come from
 ImageNet when they can be downloaded (Keras caches them in ~/.keras/models); offline, the
@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from catdog.log import get_logger
-from catdog.models.common import binary_head, compile_model, inputs_and_augment
+from catdog.models.common import compile_model, head, inputs_and_augment
 from catdog.models.registry import register
 
 log = get_logger(__name__)
@@ -36,10 +36,44 @@ def _backbone(name: str, input_shape, pretrained: bool):
     return cls(include_top=False, weights=None, input_shape=input_shape), "none"
 
 
+MOBILENET_SIZES = (96, 128, 160, 192, 224)  # Keras keeps one MobileNetV2 file for each
+WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+PROBE_TIMEOUT_S = 5.0
+
+
+def weights_file(image_size: int) -> str:
+    """The file name keras.applications.MobileNetV2 (alpha 1.0, no top) loads its ImageNet
+    weights from at IMAGE_SIZE: one per size it knows, else the 224 px file."""
+    rows = image_size if image_size in MOBILENET_SIZES else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+
+
+def weights_available(image_size: int) -> tuple[bool, str]:
+    """Whether the default backbone's ImageNet weights can be had here: cached in Keras's folder
+    ($KERAS_HOME/models, else ~/.keras/models), or downloadable now (a HEAD request)."""
+    import os
+    import urllib.request
+    from pathlib import Path
+
+    name = weights_file(image_size)
+    folder = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+    if (folder / name).is_file():
+        return True, f"cached in {folder}"
+    try:
+        request = urllib.request.Request(WEIGHTS_URL + name, method="HEAD")
+        with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S):
+            return True, "downloadable"
+    except Exception as exc:  # offline, a proxy, DNS: all mean "not now"
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        return False, (f"its ImageNet weights ({name}) are not in {folder} and cannot be "
+                       f"downloaded ({reason})")
+
+
 # ImageNet backbones were trained at 224 px and lose much below 96 px.
 @register(family="transfer", default_image_size=160, pretrained=True, image_range=(96, 224),
+          weights=weights_available,
           description="ImageNet backbone (MobileNetV2 or EfficientNetB0) with a new head; fine-tune depth searched")
-def transfer(hp, *, input_shape, pretrained: bool = False):
+def transfer(hp, *, input_shape, num_classes, pretrained: bool = False):
     name = hp.Choice("backbone", list(_BACKBONES), default="mobilenet_v2")
     fine_tune = hp.Int("fine_tune", 0, 60, step=20, default=0)
     dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.2)
@@ -56,4 +90,4 @@ def transfer(hp, *, input_shape, pretrained: bool = False):
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    return compile_model(hp, inputs, binary_head(x), "transfer")
+    return compile_model(hp, inputs, head(x, num_classes), "transfer")

@@ -7,16 +7,16 @@ from keras import layers
 
 from catdog.models.common import (
     batch_norm,
-    binary_head,
     compile_model,
     conv_bn_relu,
+    head,
     inputs_and_augment,
 )
 from catdog.models.registry import register
 
 
 @register(family="xception", description="Small Xception: separable convs with residuals (keras.io from-scratch model)")
-def xception(hp, *, input_shape):
+def xception(hp, *, input_shape, num_classes):
     width = hp.Choice("width", [16, 32, 64], default=32)
     dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.25)
     inputs, x = inputs_and_augment(hp, input_shape)
@@ -38,4 +38,4 @@ def xception(hp, *, input_shape):
     x = layers.Activation("relu", name="exit_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    return compile_model(hp, inputs, binary_head(x), "xception")
+    return compile_model(hp, inputs, head(x, num_classes), "xception")

@@ -3,6 +3,7 @@ the objective every search maximises; and the signal that the budget is used up.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,18 @@ class SweepContext:
     deadline: float | None = None  # time.monotonic() at which the budget runs out
     sized: SizedSplits | None = None
     trial_speeds: dict[str, float] = field(default_factory=dict)  # trial id -> s/epoch
+
+    @functools.cached_property
+    def classes(self) -> tuple[str, ...]:
+        """The prepared dataset's class names, in order: every model the sweep builds has a head
+        for them (read from the dataset, so a distributed chief, without pixels, knows them too)."""
+        from catdog.data import classes
+
+        return classes(self.data_root)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     @property
     def owner(self) -> bool:

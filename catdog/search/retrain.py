@@ -75,7 +75,7 @@ def final_fit(ctx: SweepContext) -> dict | None:
     strategy = runtime.strategy()
     with strategy.scope():
         model = models.get(arch).build(models.fixed_hyperparameters(values), image_size=size,
-                                       pretrained=cfg.pretrained)
+                                       pretrained=cfg.pretrained, num_classes=ctx.num_classes)
     log.info("final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images at %dpx) for "
              "%d epochs", arch, trial_id, top[keys.OBJECTIVE], train_val.n, size, epochs)
     t0 = time.monotonic()
@@ -92,7 +92,7 @@ def final_fit(ctx: SweepContext) -> dict | None:
                   callbacks=[logger, _replayed_rates(source, values, horizon)])
         runlog.log_metrics({keys.SECONDS_PER_EPOCH: logger.seconds_per_epoch})
         artifacts.log_keras_model(model, ctx.splits_at(size).decoded("val").images[:1]
-                                  .astype("float32"))
+                                  .astype("float32"), ctx.classes)
     run = runlog.get(run.info.run_id)
     frame = heldout.test_predictions(run, runlog.get(ctx.parent_run_id), model)
     accuracy = heldout.test_metrics(frame)["accuracy"]
@@ -147,7 +147,7 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
         strategy = runtime.strategy()
         with strategy.scope():
             model = entry.build(models.fixed_hyperparameters(values), image_size=cfg.image_size,
-                                pretrained=cfg.pretrained)
+                                pretrained=cfg.pretrained, num_classes=ctx.num_classes)
         with runs.active_run(experiment=cfg.experiment, parent_run_id=arch_run_id,
                              run_name=f"{arch}-repeat-{r}",
                              tags={**where, **tags.environment_tags()}) as run:

@@ -2,8 +2,8 @@
 
 MLflow holds three levels: one parent run per sweep, one child per architecture, one nested run
 per trial (its hyperparameters as params, per-epoch metrics, its learning curves). The strategy
-(`catdog.search.strategies`) decides how the budget is spent: equal shares per architecture
-(`compare`) or a race (`best`). After the search come the repeats and the final fit
+(`catdog.search.strategies`) decides how the budget is spent: a screen then one long fit
+(`focus`), equal shares per architecture (`compare`) or a race (`best`). After the search come the repeats and the final fit
 (`catdog.search.retrain`): the winner retrained on train+val, the model `register` promotes.
 
 Resuming: tuner state lives in `.tuner/<sweep key>/` (git-ignored). Running the same sweep again
@@ -19,6 +19,7 @@ tracking server. Only a distributable strategy runs so (see `context.role`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import time
@@ -59,7 +60,7 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False, confirm=None) -> Swe
     trials and epochs to the budget. `confirm(plan)`, if given, may decline to start once the
     plan is known (the CLI asks at a terminal when there is no budget)."""
     t0 = time.monotonic()
-    strategy, spaces = _guards(cfg)
+    cfg, strategy, spaces = _guards(cfg)
     with contextlib.ExitStack() as held:
         ctx = _open(cfg, strategy, fresh, held)
         ctx.plan = _plan(ctx, spaces, confirm, time.monotonic() - t0)
@@ -69,23 +70,52 @@ def run(cfg: sweepfile.SweepConfig, *, fresh: bool = False, confirm=None) -> Swe
                 results, stopped = strategy.search(ctx, spaces, TUNER_ROOT / ctx.key)
                 retrain.repeat_all(ctx, results)
                 final = retrain.final_fit(ctx) if ctx.role == "local" and cfg.final_fit \
-                    and any(results.values()) else None
+                    and strategy.final_fit and any(results.values()) else None
+                seconds = _finish(ctx, stopped, t0)
         except BaseException as exc:
             if ctx.owner:
                 runs.terminate(ctx.parent_run_id, runs.status_for(exc))
             log.info("sweep %s stopped (%s); run the same command again to resume", ctx.key,
                      runs.status_for(exc))
             raise
-        seconds = _finish(ctx, stopped, t0)
     return SweepResult(ctx.key, ctx.parent_run_id, results, stopped, seconds, final)
 
 
 def _guards(cfg):
-    """What fails before any data is read: the store, the strategy's settings, the spaces."""
+    """What fails before any data is read: the store, the strategy's settings, the spaces; and
+    the pretrained families whose weights cannot be had, left out with a sentence saying why."""
     store.configure()  # a store that does not answer fails now, not after decoding the data
     runtime.start()
+    if role() != "chief":  # the chief serves the oracle; it trains nothing
+        runtime.require_gpu(cfg.device, cfg.name)
     strategy = strategies.validate(cfg, role())
-    return strategy, sweepfile.search_spaces(cfg)
+    cfg = _with_weights(cfg)
+    return cfg, strategy, sweepfile.search_spaces(cfg)
+
+
+def _with_weights(cfg):
+    """CFG without the pretrained architectures whose weights are neither cached nor
+    downloadable: training them from random weights would not be what they promise."""
+    from catdog import models
+
+    if not cfg.pretrained:
+        return cfg
+    kept = []
+    for arch in cfg.archs:
+        entry = models.get(arch)
+        sizes = entry.sizes_within(sorted({cfg.image_size, *cfg.sizes})) or \
+            [entry.default_image_size]
+        found = [entry.weights_available(size) for size in sizes] if entry.pretrained else []
+        ok, why = next(((o, w) for o, w in found if not o), (True, ""))
+        if ok:
+            kept.append(arch)
+        else:
+            log.info("leaving %s out of this sweep: %s; the others train from scratch", arch,
+                     why)
+    if not kept:
+        raise CatdogError(f"no architecture of {', '.join(cfg.archs)} can run here: their "
+                          "pretrained weights cannot be had; add one that trains from scratch")
+    return replace(cfg, archs=tuple(kept)) if len(kept) < len(cfg.archs) else cfg
 
 
 def _open(cfg, strategy, fresh: bool, held: contextlib.ExitStack) -> SweepContext:
@@ -125,11 +155,17 @@ def _plan(ctx: SweepContext, spaces: dict, confirm, spent: float):
     cfg = ctx.cfg
     path = TUNER_ROOT / ctx.key / "plan.json"
     make = lambda: ctx.strategy.plan(cfg, ctx.sized.at, spaces, spent)  # noqa: E731
-    saved, resumed = planning.load_or_make(path, make)
+    saved, resumed = planning.load_or_make(path, make, ctx.strategy.plan_type)
     if resumed and saved.budget != cfg.budget_seconds:
         path.unlink()
-        saved, resumed = planning.load_or_make(path, make)
+        saved, resumed = planning.load_or_make(path, make, ctx.strategy.plan_type)
     log.info("%s plan:\n%s", "resumed" if resumed else "the", saved.describe())
+    if saved.budget is not None and saved.budget < saved.minimum_seconds:
+        path.unlink()
+        raise CatdogError(f"a budget of {format_seconds(saved.budget)} cannot hold one trial "
+                          "here (setting up and the cheapest 1-epoch trial take about "
+                          f"{format_seconds(saved.minimum_seconds)}); give it at least "
+                          f"--budget {math.ceil(saved.minimum_seconds / 60)}m")
     ctx.strategy.explain(saved, cfg)
     if confirm is not None and not confirm(saved):
         raise NotStarted("sweep not started; give it a budget (--budget 45m) to plan it to the "

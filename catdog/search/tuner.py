@@ -28,14 +28,16 @@ class ArchHyperModel(kt.HyperModel):
     """One architecture's builder as a HyperModel; `fit` keeps the model for logging."""
 
     def __init__(self, entry: models.Architecture, image_size: int, pretrained: bool,
-                 epochs: int):
+                 epochs: int, num_classes: int = 2):
         super().__init__(name=entry.name)
         self.entry, self.image_size, self.pretrained = entry, image_size, pretrained
         self.epochs = epochs  # the schedule's horizon: Hyperband's longest fit
+        self.num_classes = num_classes  # the dataset's (SweepContext.num_classes)
         self.last_model, self.fit_seconds = None, 0.0
 
     def build(self, hp):
-        return self.entry.build(hp, image_size=self.image_size, pretrained=self.pretrained)
+        return self.entry.build(hp, image_size=self.image_size, pretrained=self.pretrained,
+                                num_classes=self.num_classes)
 
     def size(self, hp) -> int:
         return self.image_size
@@ -73,14 +75,15 @@ class JointHyperModel(ArchHyperModel):
 
     def __init__(self, ctx: SweepContext, epochs: int):
         super().__init__(models.get(ctx.cfg.archs[0]), ctx.cfg.image_size, ctx.cfg.pretrained,
-                         epochs)
+                         epochs, ctx.num_classes)
         self.ctx = ctx
 
     def build(self, hp):
         arch = hp.get("arch")
         with hp.conditional_scope("arch", [arch]), hp.name_scope(arch):
             return models.get(arch).build(hp, image_size=hp.get("image_size"),
-                                          pretrained=self.pretrained)
+                                          pretrained=self.pretrained,
+                                          num_classes=self.num_classes)
 
     def size(self, hp) -> int:
         return int(self.values(hp)["image_size"])
@@ -208,7 +211,25 @@ class TrackedBayesianOptimization(Tracked, kt.BayesianOptimization):
 
 
 class TrackedHyperband(Tracked, kt.Hyperband):
-    pass
+    def _build_hypermodel(self, hp):
+        """A promoted configuration continues from its checkpoint, optimizer state included.
+
+        KerasTuner's Hyperband loads the checkpoint into a model whose optimizer is not built
+        yet, so Keras skips the saved optimizer variables (and warns "Skipping variable loading
+        for optimizer") and Adam restarts its moments mid-fit. Building the optimizer first
+        lets `load_weights` restore them."""
+        from keras_tuner.src import backend as kt_backend
+        from keras_tuner.src import utils as kt_utils
+
+        model = kt.Tuner._build_hypermodel(self, hp)  # built and compiled, nothing loaded
+        if "tuner/trial_id" in hp.values:
+            trial_id = hp.values["tuner/trial_id"]
+            if kt_backend.config.multi_backend():
+                model.build_from_config(
+                    kt_utils.load_json(self._get_build_config_fname(trial_id)))
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(self._get_checkpoint_fname(trial_id))
+        return model
 
 
 TUNERS = {"random": TrackedRandomSearch, "bayesian": TrackedBayesianOptimization,

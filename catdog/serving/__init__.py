@@ -1,4 +1,4 @@
-"""The registered model: a pyfunc that takes encoded image bytes and answers cat or dog.
+"""The registered model: a pyfunc that takes encoded image bytes and answers with a class.
 
 - `model.py`: the `ImageClassifier` pyfunc, its signature, and `log_serving_model`, which logs it
   (with the Keras model inside) for `catdog register`.

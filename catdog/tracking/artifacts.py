@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catdog import keys
 from catdog.tracking import tags
 
 MODEL_PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "pandas")
@@ -28,24 +29,23 @@ def log_figure(fig, name: str) -> None:
 
 
 def log_evaluation(y_true: np.ndarray, y_prob: np.ndarray, prefix: str, title: str,
-                   headline: bool = True) -> dict:
-    """Log metrics, a confusion matrix and a ROC curve for one split to the active run.
+                   classes, leave_out=()) -> dict:
+    """Log metrics, a confusion matrix and ROC curves for one split to the active run.
 
-    `headline=False` leaves out accuracy/loss/AUC, for the val split whose per-epoch history
-    already carries those names.
+    LEAVE_OUT names metrics not to log, e.g. those the val split's per-epoch history already
+    carries under the same names.
     """
     import mlflow
 
     from catdog import metrics, plots
 
-    result = metrics.summary(y_true, y_prob)
-    headlines = ("accuracy", "loss", "auc")
+    result = metrics.summary(y_true, y_prob, classes)
     mlflow.log_metrics({f"{prefix}_{k}": v for k, v in result.items()
-                        if isinstance(v, float) and (headline or k not in headlines)})
-    fpr, tpr, auc = metrics.roc_curve(np.asarray(y_true, float), np.asarray(y_prob, float))
-    log_figure(plots.confusion_matrix(np.asarray(result["confusion"]),
+                        if isinstance(v, float) and k not in leave_out})
+    log_figure(plots.confusion_matrix(np.asarray(result["confusion"]), classes,
                                       title=f"{title}: {prefix} confusion"), f"{prefix}_confusion.png")
-    log_figure(plots.roc(fpr, tpr, auc, title=f"{title}: {prefix} ROC"), f"{prefix}_roc.png")
+    log_figure(plots.roc(metrics.roc_curves(y_true, y_prob, classes), classes,
+                         title=f"{title}: {prefix} ROC"), f"{prefix}_roc.png")
     return result
 
 
@@ -62,8 +62,12 @@ def log_dataset(root: Path, digest: str, context: str = "training") -> None:
     mlflow.set_tag(tags.DATASET_DIGEST, digest)
 
 
-def log_keras_model(model, sample: np.ndarray, name: str = "model"):
-    """Log a Keras model with a tensor signature (raw 0-255 float32 pixels) and an input example."""
+CLASSES = keys.CLASSES  # the logged model's metadata key for its class names, in output order
+
+
+def log_keras_model(model, sample: np.ndarray, classes=None, name: str = "model"):
+    """Log a Keras model with a tensor signature (raw 0-255 float32 pixels), an input example
+    and its class names (CLASSES in the model's metadata: output i is class i)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -71,10 +75,11 @@ def log_keras_model(model, sample: np.ndarray, name: str = "model"):
 
     sample = np.asarray(sample, dtype=np.float32)[:1]
     signature = infer_signature(sample, np.asarray(model.predict(sample, verbose=0), np.float32))
+    metadata = {CLASSES: [str(c) for c in classes]} if classes else None
     # MLflow validates the example with a default-verbosity predict(): keep its bar off stdout.
     with keras_input_example_folder(), contextlib.redirect_stdout(io.StringIO()):
         return mlflow.keras.log_model(model, name=name, signature=signature, input_example=sample,
-                                      pip_requirements=model_requirements())
+                                      pip_requirements=model_requirements(), metadata=metadata)
 
 
 def model_requirements() -> list[str]:

@@ -28,24 +28,28 @@ def logged_model_uri(run) -> str:
     return f"models:/{found[0].model_id}"
 
 
-def load(uri: str):
-    """The Keras model behind URI: a Keras flavour model, or the `keras_model` of catdog's
-    serving model (a pyfunc)."""
+def load(uri: str) -> tuple[object, tuple[str, ...] | None]:
+    """The Keras model behind URI (a Keras flavour model, or the `keras_model` of catdog's
+    serving model, a pyfunc) and the class names logged with it (None for models logged before
+    class names were)."""
     import mlflow
 
     from catdog.tracking import store
+    from catdog.tracking.artifacts import CLASSES
 
     try:
-        flavors = mlflow.models.get_model_info(uri).flavors
+        info = mlflow.models.get_model_info(uri)
     except Exception as exc:
         raise CatdogError(f"could not find model {uri} in {store.tracking_uri()} "
                           f"({type(exc).__name__}); run `catdog register` first or check the URI"
                           ) from None
-    if "keras" in flavors:
-        return mlflow.keras.load_model(uri)
+    recorded = (info.metadata or {}).get(CLASSES)
+    classes = tuple(str(c) for c in recorded) if recorded else None
+    if "keras" in info.flavors:
+        return mlflow.keras.load_model(uri), classes
     model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     if hasattr(model, "keras_model"):
-        return model.keras_model
+        return model.keras_model, classes
     raise CatdogError(f"model {uri} is neither a Keras model nor a catdog serving model")
 
 

@@ -50,6 +50,11 @@ def record_fit(model, history: dict[str, list[float]], seconds_per_epoch: float,
     if not log_model:
         return FitRecord(summary, verdict, None)
     labels, probs = splits.predict(model, "val")
-    artifacts.log_evaluation(labels, probs, "val", title, headline=False)
+    # What the per-epoch history already holds (for two classes: accuracy, loss and AUC) is not
+    # logged a second time; a softmax model's one-vs-rest AUC comes only from here.
+    artifacts.log_evaluation(labels, probs, "val", title, splits.classes,
+                             leave_out={k for k in ("accuracy", "loss", "auc")
+                                        if history.get(f"val_{k}")})
     sample = splits.decoded("val").images[:1].astype(np.float32)
-    return FitRecord(summary, verdict, artifacts.log_keras_model(model, sample).model_uri)
+    return FitRecord(summary, verdict,
+                     artifacts.log_keras_model(model, sample, splits.classes).model_uri)

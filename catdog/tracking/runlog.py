@@ -21,6 +21,13 @@ def get(run_id: str):
     return _client().get_run(run_id)
 
 
+def active_id() -> str:
+    """The id of the active run (inside `runs.active_run`)."""
+    import mlflow
+
+    return mlflow.active_run().info.run_id
+
+
 def status(run_id: str) -> str:
     return get(run_id).info.status
 

@@ -18,7 +18,7 @@ import importlib
 
 from catdog.errors import CatdogError
 
-MODULES = ("equal_budget", "race")  # the files of this package that register strategies
+MODULES = ("equal_budget", "race", "focus")  # the files of this package that register strategies
 
 _REGISTRY: dict[str, object] = {}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from catdog.log import get_logger
 from catdog import keys
+from catdog.plan import Plan
 
 log = get_logger(__name__)
 
@@ -20,6 +21,8 @@ class Strategy:
     searches_size = False  # whether image size is searched (the parent logs `image_sizes`)
     distributable = False  # whether `catdog distributed` can run it (KerasTuner workers)
     verb = "runs"  # what it does, in its sentences: "the best strategy races ..."
+    plan_type = Plan  # the class of its plan, saved as plan.json beside the tuner state
+    final_fit = True  # whether the sweep's final fit on train+val may follow its search
 
     # -- before any data is read
     def check(self, cfg, role: str) -> None:

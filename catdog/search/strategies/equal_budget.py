@@ -150,7 +150,7 @@ def make_tuner(ctx, arch: str, arch_run_id: str, hyperparameters, directory: Pat
     cls = tuning.TUNERS[ctx.cfg.tuner]
     epochs = ctx.epochs_for(arch)
     common = dict(hypermodel=tuning.ArchHyperModel(models.get(arch), ctx.cfg.image_size,
-                                                   ctx.cfg.pretrained, epochs),
+                                                   ctx.cfg.pretrained, epochs, ctx.num_classes),
                   objective=tuning.objective(), seed=ctx.cfg.seed,
                   hyperparameters=hyperparameters, tune_new_entries=True,
                   directory=str(directory), project_name=arch, overwrite=overwrite,

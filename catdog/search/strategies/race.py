@@ -29,6 +29,7 @@ from pathlib import Path
 
 from catdog.errors import CatdogError
 from catdog.log import format_seconds, get_logger
+from catdog.plan import RacePlan
 from catdog.search import records
 from catdog.search.context import TimeLimitReached
 from catdog.search.strategies import register
@@ -47,6 +48,7 @@ class Race(Strategy):
             "ranks configurations found, not architectures at equal cost")
     searches_size = True
     verb = "races"
+    plan_type = RacePlan
 
     def check(self, cfg, role: str) -> None:
         super().check(cfg, role)
