@@ -110,6 +110,7 @@ def test_a_strategy_name_is_registered_once():
         strategies.register(Again)
 
 
+@pytest.mark.slow
 def test_focus_screens_then_fits_the_winner_long_and_progressively_resized(tiny_prepared,
                                                                            workdir, logs):
     from catdog import choose

@@ -70,6 +70,7 @@ def test_offline_the_sweep_leaves_transfer_out_in_one_sentence(keras_home, offli
         "without --pretrained nothing is needed"
 
 
+@pytest.mark.slow
 def test_with_cached_weights_focus_plans_transfer_and_fits_frozen_then_fine_tuned(
         keras_home, offline, tiny_prepared, workdir, logs):
     from catdog.search import sweep
