@@ -118,7 +118,7 @@ def find_sweep(store: str, experiment: str, sweep: str | None) -> tuple[str, str
 def write_report(store: str, experiment: str, sweep: str, folder: Path) -> Path:
     """`catdog report` for the sweep, as a user runs it; the path of its HTML file."""
     out = folder / "report.html"
-    subprocess.run([sys.executable, "-m", "catdog", "report", "--sweep", sweep, "--experiment",
+    subprocess.run([sys.executable, "-I", "-m", "catdog", "report", "--sweep", sweep, "--experiment",
                     experiment, "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, **QUIET, "MLFLOW_TRACKING_URI": store})
     return out

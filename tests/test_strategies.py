@@ -133,6 +133,10 @@ def test_focus_screens_then_fits_the_winner_long_and_progressively_resized(tiny_
     assert long_run.data.tags["catdog.tta"] in ("true", "false")
     assert {"val_accuracy_plain", "val_accuracy_tta"} <= set(long_run.data.metrics)
     assert "long fit done" in logs.text
+    import mlflow
+
+    assert not [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")
+                if r.info.status == "RUNNING"], "the reopened architecture run ends too"
 
 
 def test_the_long_fits_clock_keeps_to_its_time():

@@ -88,10 +88,29 @@ def run(ctx: SweepContext) -> tuple[str, dict]:
              top[keys.OBJECTIVE], epochs, format_seconds(seconds),
              ", ".join(f"{p.epochs} at {p.size}px"
                        + (f" {p.overrides}" if p.overrides else "") for p in phases))
-    arch_run = records.arch_run(ctx, arch)
+    arch_run = records.arch_run(ctx, arch)  # reopened: it ends FINISHED, or with the error
+    try:
+        record, tta = _tracked_fit(ctx, entry, values, phases, epochs, size, seconds, where,
+                                   arch_run, top["run_id"])
+    except BaseException as exc:
+        runs.terminate(arch_run, runs.status_for(exc))
+        raise
+    run = queries.search(ctx.experiment_id, where, (runs.FINISHED,))[-1]
+    _mark_best(ctx, arch, run.info.run_id, arch_run)
+    runlog.finish(arch_run)
+    log.info("long fit done: best val_accuracy %.4f at epoch %d; flip TTA %s on validation",
+             record.summary.get(keys.best(keys.OBJECTIVE), float("nan")),
+             record.summary.get(keys.BEST_EPOCH, 0), "helps" if tta else "does not help")
+    runtime.release_memory()
+    return arch, _result(run, values)
+
+
+def _tracked_fit(ctx, entry, values, phases, epochs, size, seconds, where, arch_run, source):
+    """The long fit in its own trial run under ARCH_RUN; its record and whether TTA helps."""
+    arch = entry.name
     with runs.active_run(experiment=ctx.cfg.experiment, parent_run_id=arch_run,
                          run_name=f"{arch}-long", tags={**where, **tags.environment_tags(),
-                                                         tags.SOURCE_RUN_ID: top["run_id"]}):
+                                                         tags.SOURCE_RUN_ID: source}):
         ends = _phase_ends(ctx.plan.long_speeds[arch], phases, seconds) \
             if ctx.deadline is not None else None
         model, history, per_epoch = _fit(ctx, entry, values, phases, epochs, ends)
@@ -104,13 +123,7 @@ def run(ctx: SweepContext) -> tuple[str, dict]:
         record = record_fit(model, history, per_epoch, splits=splits,
                             title=f"{arch} long fit", log_model=True)
         tta = _tta_helps(model, splits)
-    run = queries.search(ctx.experiment_id, where, (runs.FINISHED,))[-1]
-    _mark_best(ctx, arch, run.info.run_id, arch_run)
-    log.info("long fit done: best val_accuracy %.4f at epoch %d; flip TTA %s on validation",
-             record.summary.get(keys.best(keys.OBJECTIVE), float("nan")),
-             record.summary.get(keys.BEST_EPOCH, 0), "helps" if tta else "does not help")
-    runtime.release_memory()
-    return arch, _result(run, values)
+    return record, tta
 
 
 def _phase_ends(speeds: dict[str, float], phases: list[Phase], seconds: float) -> list[float]:
