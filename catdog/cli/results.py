@@ -14,6 +14,10 @@ from catdog.compare import FORMATS as COMPARE_FORMATS
 from catdog.search import strategies
 
 
+TTA = click.option("--tta", is_flag=True,
+                   help="Test-time augmentation: average each photo with its mirror image.")
+
+
 @click.command()
 @click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
 @click.option("--arch", "archs", multiple=True, help="Architectures to show side by side.")
@@ -97,8 +101,7 @@ def register(sweep, arch, metric, name, alias, force, experiment, tta):
                    "one), or a prepared dataset (its test split).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@click.option("--tta", is_flag=True,
-              help="Test-time augmentation: average each photo with its mirror image.")
+@TTA
 @_friendly
 @_tensorflow
 def evaluate(model_uri, data, fmt, tta):
@@ -140,8 +143,7 @@ def evaluation_table(r: dict) -> str:
 @click.option("--model", "model_uri", default="models:/catdog@champion", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
-@click.option("--tta", is_flag=True,
-              help="Test-time augmentation: average each photo with its mirror image.")
+@TTA
 @_friendly
 @_tensorflow
 def predict(paths, model_uri, fmt, tta):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from catdog import choose, keys, models, runtime
+from catdog import choose, keys, metrics, models, runtime
 from catdog.log import format_seconds, get_logger
 from catdog.search import records
 from catdog.search.context import SweepContext
@@ -228,10 +228,7 @@ class BestWeights(keras.callbacks.Callback):
 
 
 def _accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
-    probs = np.asarray(probs)
-    guess = probs.argmax(axis=1) if probs.ndim == 2 and probs.shape[1] > 1 else \
-        (probs.ravel() >= 0.5).astype(int)
-    return float(np.mean(guess == np.asarray(labels)))
+    return float(np.mean(metrics.predicted(probs) == np.asarray(labels)))
 
 
 def _tta_helps(model, splits) -> bool:
