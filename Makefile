@@ -76,14 +76,18 @@ lock:  ## upgrade constraints.txt to the newest versions pyproject.toml allows; 
 		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
 		--quiet -o $(LOCK)
 
-test: $(STAMP)  ## the default suite (slow tests excluded)
-	$(BIN)/python -m pytest -m "not slow" -q --durations=15
+# Tests run in TEST_WORKERS processes (pytest-xdist): a test's tiny models spend most of their
+# time in Python (tracing, MLflow, plots), on one core, so two processes use both.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal,)
+test: $(STAMP)  ## the default suite (slow tests excluded) in TEST_WORKERS=2 processes
+	$(BIN)/python -m pytest -m "not slow" -q --durations=25 $(XDIST)
 
 test-slow: $(PG_STAMP)  ## slow tests: subprocess resume, distributed sweep (PostgreSQL too), model serving
-	$(BIN)/python -m pytest -m slow -q --durations=15
+	$(BIN)/python -m pytest -m slow -q --durations=25 $(XDIST)
 
 test-all: $(PG_STAMP)  ## every test
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=25 $(XDIST)
 
 data: $(STAMP)  ## download the data (Kaggle with credentials, else PetImages) and prepare it
 	$(BIN)/catdog data download

@@ -4,9 +4,9 @@ budget, and say so before the first trial.
 
     budget = "45m"      # in a sweep file, or `catdog sweep --budget 45m`
 
-The measurement trains a few batches of each architecture at the sweep's image size with its
-default hyperparameters (the first batches compile the graph and are not counted). The plan is
-saved beside the tuner state, so a resumed sweep keeps the trial counts it started with.
+The measurement (`catdog.speed`) trains a few batches of each architecture at the sweep's image
+size with its default hyperparameters, in the precision it will train in. The plan is saved
+beside the tuner state, so a resumed sweep keeps the trial counts it started with.
 
 The `compare` strategy gives every architecture the same share of the search budget: the fair
 comparison. Time an architecture leaves unused (early stopping, fewer epochs than planned) flows
@@ -25,8 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,12 +34,6 @@ from catdog.log import format_seconds, get_logger
 
 log = get_logger(__name__)
 
-# Per trial, beyond its epochs: building, compiling and tracing the model, and logging its
-# curves, confusion matrix and (for a new best) the model itself. Measured on this 2-core CPU:
-# 8-15 s at 64-128 px; the probe's own compile time is added to it.
-TRIAL_OVERHEAD_S = 8.0
-WARMUP_BATCHES = 2
-TIMED_BATCHES = 6
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhd]))+\s*$")
@@ -82,6 +75,7 @@ class Plan:
     repeats_seconds: float
     final_seconds: float
     measured_seconds: float  # what the speed measurement itself took
+    precisions: dict[str, str] = field(default_factory=dict)  # arch -> the one it trains in
 
     @property
     def search_seconds(self) -> float:
@@ -137,7 +131,7 @@ class Plan:
         total = self.summary(now)
         if self.budget is not None:
             total += f" (budget {format_seconds(self.budget)})"
-        return "\n".join(lines + [total])
+        return "\n".join(lines + precision_line(self.precisions) + [total])
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "archs": {k: asdict(v) for k, v in self.archs.items()}},
@@ -150,37 +144,10 @@ class Plan:
         return cls(**raw)
 
 
-def measure(arch: str, splits, image_size: int, hp_values: dict, pretrained: bool,
-            batch_size: int) -> tuple[float, float]:
-    """(seconds per epoch, seconds of set-up per trial) of ARCH here, from a few real batches.
-
-    Timed through `model.fit` and `model.evaluate` on the sweep's own datasets, so the input
-    pipeline's share of the cores is counted: timing `train_on_batch` on batches already in
-    memory guessed ResNet's epoch at 12 s on this 2-core CPU, and it took 21 s."""
-    import keras
-
-    from catdog import models, runtime
-
-    t0 = time.perf_counter()
-    with runtime.strategy().scope():
-        model = models.get(arch).build(models.fixed_hyperparameters(hp_values),
-                                       image_size=image_size, pretrained=pretrained,
-                                       num_classes=splits.num_classes)
-    model.fit(splits.train, epochs=1, steps_per_epoch=WARMUP_BATCHES, verbose=0)
-    model.evaluate(splits.val, steps=1, verbose=0)
-    setup = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    model.fit(splits.train, epochs=1, steps_per_epoch=TIMED_BATCHES, verbose=0)
-    per_batch = (time.perf_counter() - t1) / TIMED_BATCHES
-    t2 = time.perf_counter()
-    model.evaluate(splits.val, steps=TIMED_BATCHES, verbose=0)
-    per_val_batch = (time.perf_counter() - t2) / TIMED_BATCHES
-    del model
-    keras.backend.clear_session()
-    runtime.release_memory()
-    steps = math.ceil(splits.sizes["train"] / batch_size)
-    val_steps = math.ceil(splits.sizes["val"] / batch_size)
-    return per_batch * steps + per_val_batch * val_steps, setup + TRIAL_OVERHEAD_S
+def precision_line(precisions: dict[str, str]) -> list[str]:
+    if not precisions:
+        return []
+    return [f"{'precision':<12} " + ", ".join(f"{a} {p}" for a, p in precisions.items())]
 
 
 FINAL_COST = 1.15  # a final-fit epoch over train+val (1.25x the images, no validation pass)
@@ -265,6 +232,7 @@ class RacePlan:
     budget: float | None
     final_seconds: float
     measured_seconds: float
+    precisions: dict[str, str] = field(default_factory=dict)  # arch -> the one it trains in
 
     @property
     def search_seconds(self) -> float:
@@ -316,6 +284,7 @@ class RacePlan:
             lines.append(f"bracket {b['bracket']:<4} {format_seconds(b['seconds']):>9}  {rounds}")
         if self.final_seconds:
             lines.append(f"{'final fit':<12} {format_seconds(self.final_seconds):>9}")
+        lines += precision_line(self.precisions)
         total = self.summary(now)
         if self.budget is not None:
             total += f" (budget {format_seconds(self.budget)}; trials: as many as the time " \

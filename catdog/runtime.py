@@ -238,17 +238,27 @@ def require_gpu(device: str, sweep: str) -> None:
 
 
 def resolve_precision(precision: str) -> str:
-    """`auto`: fp16 on GPUs (tensor cores), fp32 on CPUs.
+    """`auto` outside a sweep's plan: fp16 on GPUs (tensor cores), fp32 on CPUs.
 
-    Not bf16 on CPUs, even with native bf16: `make bench` measured bf16 training at 0.77-1.03x
-    of fp32 per architecture at 128 px on an AVX-512-BF16 AMD EPYC (TF 2.21), although bf16
-    matmul ran 1.8x faster. Ask for `bf16` explicitly to try it on other hardware (e.g. AMX).
+    A sweep with `precision = "auto"` on a CPU with native bf16 times each architecture in both
+    and keeps bf16 only where it pays (`precision_candidates`, `catdog.speed.measure_fastest`):
+    bf16 training measured 0.77-1.03x of fp32 on an AVX-512-BF16 AMD EPYC, and up to 1.8x on an
+    Intel Xeon with AMX, depending on the architecture.
     """
     if precision not in PRECISIONS:
         raise CatdogError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return precision
     return "fp16" if gpus() else "fp32"
+
+
+def precision_candidates(precision: str) -> tuple[str, ...]:
+    """The precisions a sweep's plan times for PRECISION, the first the fallback: `auto` on a
+    CPU with native bf16 (AVX512-BF16 or AMX) times fp32 and bf16; otherwise just the one."""
+    resolved = resolve_precision(precision)
+    if precision == "auto" and resolved == "fp32" and cpu_has_bf16():
+        return ("fp32", "bf16")
+    return (resolved,)
 
 
 def set_precision(precision: str) -> str:

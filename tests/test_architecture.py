@@ -21,7 +21,7 @@ LAYERS = [
     ("catdog", "catdog.errors", "catdog.log"),
     ("catdog.data",),
     ("catdog.models", "catdog.pipeline", "catdog.metrics", "catdog.plots", "catdog.runtime",
-     "catdog.plan", "catdog.saliency"),
+     "catdog.plan", "catdog.speed", "catdog.saliency"),
     ("catdog.sweepfile", "catdog.tracking"),
     ("catdog.inference", "catdog.serving", "catdog.train"),
     ("catdog.heldout", "catdog.choose", "catdog.compare"),

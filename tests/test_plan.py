@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from catdog import plan
+from catdog import plan, speed
 from catdog.errors import CatdogError
 
 
@@ -72,3 +72,74 @@ def test_a_saved_plan_is_reused_and_an_unreadable_one_replaced(tmp_path):
     path.write_text("{not json")
     _, resumed = plan.load_or_make(path, make)
     assert not resumed and len(made) == 2
+
+
+# ----------------------------------------------------------- precision = "auto": measured per arch
+def _policy_speeds(monkeypatch, bf16_seconds: float):
+    """`measure` that reads the dtype policy it is timed under: fp32 10 s an epoch, bf16 as
+    given (the real measurement trains a few batches; its choice is what is tested here)."""
+    import keras
+
+    seen = []
+
+    def fake(arch, splits, size, values, pretrained, batch_size):
+        name = keras.mixed_precision.global_policy().name
+        seen.append(name)
+        return (bf16_seconds if name == "mixed_bfloat16" else 10.0, 5.0)
+
+    monkeypatch.setattr(speed, "measure", fake)
+    return seen
+
+
+@pytest.mark.parametrize("bf16_seconds, chosen", [(5.0, "bf16"), (9.5, "fp32"), (12.0, "fp32")])
+def test_auto_keeps_bf16_only_where_it_trains_faster(monkeypatch, bf16_seconds, chosen):
+    import keras
+
+    seen = _policy_speeds(monkeypatch, bf16_seconds)
+    per_epoch, overhead, precision = speed.measure_fastest("resnet", None, 96, {}, False, 32,
+                                                          ("fp32", "bf16"))
+    assert seen == ["float32", "mixed_bfloat16"], "both timed, each under its own policy"
+    assert precision == chosen
+    assert per_epoch == (bf16_seconds if chosen == "bf16" else 10.0) and overhead == 5.0
+    assert keras.mixed_precision.global_policy().name == "float32", "fp32 again afterwards"
+
+
+def test_auto_times_bf16_only_on_a_cpu_that_has_it(monkeypatch):
+    from catdog import runtime
+
+    monkeypatch.setattr(runtime, "gpus", lambda: [])
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert runtime.precision_candidates("auto") == ("fp32",)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.precision_candidates("auto") == ("fp32", "bf16")
+    assert runtime.precision_candidates("fp32") == ("fp32",), "an explicit choice is kept"
+    monkeypatch.setattr(runtime, "gpus", lambda: ["GPU:0"])
+    assert runtime.precision_candidates("auto") == ("fp16",), "tensor cores: fp16, untimed"
+
+
+def test_a_sweeps_trials_train_and_record_the_precision_the_plan_chose(tiny_prepared, workdir,
+                                                                        monkeypatch):
+    import mlflow
+
+    from catdog import runtime, sweepfile
+    from catdog.search import sweep
+    from catdog.search.tuner import ArchHyperModel
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    _policy_speeds(monkeypatch, bf16_seconds=0.05)  # bf16 "faster" here: it is chosen
+    built = []
+    original = ArchHyperModel.build
+    monkeypatch.setattr(ArchHyperModel, "build",
+                        lambda self, hp: built.append(original(self, hp)) or built[-1])
+    cfg = sweepfile.load(None, archs=("baseline",), tuner="random", trials=1, epochs=1,
+                         image_size=32, batch_size=8, data=str(tiny_prepared), budget="10m",
+                         final_fit=False, precision="auto")
+    result = sweep.run(cfg)
+    assert built and built[-1].layers[1].dtype_policy.name == "mixed_bfloat16"
+    trial, = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string=f"tags.`catdog.kind` = 'trial' and "
+                                              f"tags.`catdog.sweep_key` = '{result.key}'")
+    assert trial.data.params["precision"] == "bf16"
+    parent = mlflow.get_run(result.parent_run_id)
+    assert parent.data.params["precision"] == "auto", "the sweep's setting, as asked"
+    runtime.set_precision("fp32")

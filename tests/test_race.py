@@ -162,9 +162,9 @@ def test_a_budget_that_cannot_hold_one_trial_is_refused_naming_one_that_would(ti
 
 
 def test_race_stops_at_its_budget_cleanly(tiny_prepared, workdir, monkeypatch):
-    from catdog import plan
+    from catdog import speed
 
-    monkeypatch.setattr(plan, "measure", lambda *a, **k: (0.1, 0.5))  # an optimistic plan
+    monkeypatch.setattr(speed, "measure", lambda *a, **k: (0.1, 0.5))  # an optimistic plan
     result = sweep.run(_cfg(tiny_prepared, budget="15s", final_fit=False, archs=("baseline",),
                             image_sizes=[64]))
     assert result.stopped_early and "race's share" in result.stopped_early
@@ -181,10 +181,10 @@ def test_race_stops_at_its_budget_cleanly(tiny_prepared, workdir, monkeypatch):
 @pytest.mark.slow
 def test_a_race_stopped_by_its_budget_resumes_without_duplicates(tiny_prepared, workdir,
                                                                   monkeypatch):
-    from catdog import plan
+    from catdog import speed
 
     with monkeypatch.context() as patched:
-        patched.setattr(plan, "measure", lambda *a, **k: (0.1, 0.5))  # an optimistic plan
+        patched.setattr(speed, "measure", lambda *a, **k: (0.1, 0.5))  # an optimistic plan
         stopped = sweep.run(_cfg(tiny_prepared, budget="15s", final_fit=False))
     assert stopped.stopped_early and len(_runs("trial", stopped.key)) < 6
     done = sweep.run(_cfg(tiny_prepared, final_fit=False))  # the budget is not in the key

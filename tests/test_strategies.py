@@ -21,10 +21,10 @@ class Defaults(Strategy):
     note = "one trial per architecture at its defaults: a baseline, not a search"
 
     def plan(self, cfg, splits_at, spaces, spent):
-        from catdog import plan
+        from catdog import plan, speed
 
         splits = splits_at(cfg.image_size)
-        speeds = {arch: plan.measure(arch, splits, cfg.image_size, {}, cfg.pretrained,
+        speeds = {arch: speed.measure(arch, splits, cfg.image_size, {}, cfg.pretrained,
                                      cfg.batch_size) for arch in cfg.archs}
         return plan.make_plan(speeds, trials=1, epochs=cfg.epochs, budget=cfg.budget_seconds,
                               repeats=0, final_fit=cfg.final_fit, measured_seconds=spent)

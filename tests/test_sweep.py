@@ -46,16 +46,16 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
     trials = _runs("trial", result.key)
     by_arch = {a.info.run_id: a.data.tags["catdog.arch"] for a in archs}
     assert len(trials) == len(ARCHS) * 2, "exactly the budgeted number of trial runs"
+    from catdog import models
+    from catdog.models import fixed_hyperparameters
+
+    declared = {a: models.get(a).search_space().values for a in ARCHS}
     for t in trials:
         assert t.info.status == "FINISHED"
         assert by_arch[t.data.tags["mlflow.parentRunId"]] == t.data.tags["catdog.arch"]
         assert {"lr", "optimizer", "augment", "arch", "image_size"} <= set(t.data.params)
-        from catdog import models
-        from catdog.models import fixed_hyperparameters
-
         own = {k: json.loads(v) if k not in ("optimizer", "lr_schedule") else v
-               for k, v in t.data.params.items()
-               if k in models.get(t.data.tags["catdog.arch"]).search_space().values}
+               for k, v in t.data.params.items() if k in declared[t.data.tags["catdog.arch"]]}
         built = models.get(t.data.tags["catdog.arch"]).build(fixed_hyperparameters(own),
                                                              image_size=32)
         assert int(t.data.params["param_count"]) == built.count_params(), "this trial's model"
@@ -106,9 +106,9 @@ def test_rerun_resumes_without_duplicates_and_fresh_starts_over(tiny_prepared, w
 def _optimistic_speeds(monkeypatch):
     """The plan believes every epoch takes 0.1 s and every trial 0.5 s more: the budget then
     holds several trials, and the real, slower ones meet it between trials."""
-    from catdog import plan
+    from catdog import speed
 
-    monkeypatch.setattr(plan, "measure", lambda *a, **k: (0.1, 0.5))
+    monkeypatch.setattr(speed, "measure", lambda *a, **k: (0.1, 0.5))
 
 
 def test_budget_stops_between_trials(tiny_prepared, workdir, monkeypatch):

@@ -67,7 +67,11 @@ class Architecture:
         import keras
         import keras_tuner as kt
 
-        hp = hp if hp is not None else kt.HyperParameters()
+        if hp is None:  # the declared space alone: built once per size, then copied
+            key = (self.name, image_size or 32)
+            if key not in _SPACES:
+                _SPACES[key] = self.search_space(image_size, kt.HyperParameters()).get_config()
+            return kt.HyperParameters.from_config(_SPACES[key])
         self.build(hp, image_size=image_size or 32)
         keras.backend.clear_session()
         return hp
@@ -81,6 +85,7 @@ class Architecture:
 
 
 _REGISTRY: dict[str, Architecture] = {}
+_SPACES: dict[tuple[str, int], dict] = {}  # (arch, size) -> its declared HyperParameters
 
 
 def register(*, family: str, description: str, default_image_size: int = 128,

@@ -72,6 +72,20 @@ class SweepContext:
     sized: SizedSplits | None = None
     trial_speeds: dict[str, float] = field(default_factory=dict)  # trial id -> s/epoch
 
+    def precision(self, arch: str) -> str:
+        """The precision ARCH trains in: the plan's measured choice (`precision = "auto"` on a
+        CPU with bf16), else the sweep's precision resolved for this machine."""
+        from catdog import runtime
+
+        chosen = getattr(self.plan, "precisions", None) or {}
+        return chosen.get(arch) or runtime.resolve_precision(self.cfg.precision)
+
+    def use_precision(self, arch: str) -> str:
+        """Build ARCH's next model in its precision (Keras's global dtype policy)."""
+        from catdog import runtime
+
+        return runtime.set_precision(self.precision(arch))
+
     @functools.cached_property
     def classes(self) -> tuple[str, ...]:
         """The prepared dataset's class names, in order: every model the sweep builds has a head

@@ -114,7 +114,7 @@ def _tracked_fit(ctx, entry, values, phases, epochs, size, seconds, where, arch_
         ends = _phase_ends(ctx.plan.long_speeds[arch], phases, seconds) \
             if ctx.deadline is not None else None
         model, history, per_epoch = _fit(ctx, entry, values, phases, epochs, ends)
-        runlog.log_params({**values, **trial_settings(ctx.cfg, arch, runtime.strategy(), epochs,
+        runlog.log_params({**values, **trial_settings(ctx, arch, runtime.strategy(), epochs,
                                                       size),
                            keys.PARAM_COUNT: model.count_params(),
                            "phases": "; ".join(f"{p.epochs}@{p.size}px x{p.lr_scale:g} "
@@ -179,6 +179,7 @@ def _fit(ctx, entry, values: dict, phases: list[Phase], epochs: int,
     for i, phase in enumerate(phases):
         previous = model
         hp = models.fixed_hyperparameters({**values, **phase.overrides})
+        ctx.use_precision(entry.name)
         with runtime.strategy().scope():
             model = entry.build(hp, image_size=phase.size, pretrained=ctx.cfg.pretrained,
                                 num_classes=ctx.num_classes)

@@ -73,6 +73,7 @@ def final_fit(ctx: SweepContext) -> dict | None:
     train_val = pipeline.combined(ctx.data_root, ("train", "val"), size, cfg.batch_size,
                                   seed=cfg.seed)
     strategy = runtime.strategy()
+    ctx.use_precision(arch)
     with strategy.scope():
         model = models.get(arch).build(models.fixed_hyperparameters(values), image_size=size,
                                        pretrained=cfg.pretrained, num_classes=ctx.num_classes)
@@ -83,7 +84,7 @@ def final_fit(ctx: SweepContext) -> dict | None:
                          run_name=f"{arch}-final",
                          tags={**where, tags.SOURCE_RUN_ID: source.info.run_id,
                                **tags.environment_tags()}) as run:
-        runlog.log_params({**values, **trial_settings(cfg, arch, strategy, epochs, size),
+        runlog.log_params({**values, **trial_settings(ctx, arch, strategy, epochs, size),
                            **keys.run_settings(trained_on="train+val", n_train=train_val.n,
                                                schedule_epochs=horizon,
                                                param_count=model.count_params())})
@@ -145,6 +146,7 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
         keras.utils.set_random_seed(seed)
         t0 = time.monotonic()
         strategy = runtime.strategy()
+        ctx.use_precision(arch)
         with strategy.scope():
             model = entry.build(models.fixed_hyperparameters(values), image_size=cfg.image_size,
                                 pretrained=cfg.pretrained, num_classes=ctx.num_classes)
@@ -152,7 +154,7 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
                              run_name=f"{arch}-repeat-{r}",
                              tags={**where, **tags.environment_tags()}) as run:
             epochs = ctx.epochs_for(arch)
-            runlog.log_params({**values, **trial_settings(cfg, arch, strategy, epochs),
+            runlog.log_params({**values, **trial_settings(ctx, arch, strategy, epochs),
                                **keys.run_settings(seed=seed, repeat=r,
                                                    param_count=model.count_params())})
             callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", epochs,

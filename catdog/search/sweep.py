@@ -134,7 +134,7 @@ def _open(cfg, strategy, fresh: bool, held: contextlib.ExitStack) -> SweepContex
         else:
             resume.check_state_matches_store(state_dir, strategy.state_folders(cfg),
                                                  exp_id, key)
-    cfg = replace(cfg, precision=runtime.set_precision(cfg.precision))
+    runtime.set_precision(cfg.precision)  # per architecture once planned (ctx.precision)
     splits = None
     if who != "chief":  # the chief only serves the oracle; it never touches pixels
         runtime.announce_devices()

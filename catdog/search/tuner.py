@@ -28,14 +28,16 @@ class ArchHyperModel(kt.HyperModel):
     """One architecture's builder as a HyperModel; `fit` keeps the model for logging."""
 
     def __init__(self, entry: models.Architecture, image_size: int, pretrained: bool,
-                 epochs: int, num_classes: int = 2):
+                 epochs: int, num_classes: int = 2, precision: str = "fp32"):
         super().__init__(name=entry.name)
         self.entry, self.image_size, self.pretrained = entry, image_size, pretrained
         self.epochs = epochs  # the schedule's horizon: Hyperband's longest fit
         self.num_classes = num_classes  # the dataset's (SweepContext.num_classes)
+        self.precision = precision  # the plan's choice for this architecture
         self.last_model, self.fit_seconds = None, 0.0
 
     def build(self, hp):
+        runtime.set_precision(self.precision)
         return self.entry.build(hp, image_size=self.image_size, pretrained=self.pretrained,
                                 num_classes=self.num_classes)
 
@@ -80,6 +82,7 @@ class JointHyperModel(ArchHyperModel):
 
     def build(self, hp):
         arch = hp.get("arch")
+        self.ctx.use_precision(arch)
         with hp.conditional_scope("arch", [arch]), hp.name_scope(arch):
             return models.get(arch).build(hp, image_size=hp.get("image_size"),
                                           pretrained=self.pretrained,

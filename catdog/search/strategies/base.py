@@ -81,7 +81,22 @@ class Strategy:
 
     def run_params(self, ctx, arch: str, size: int, distribution) -> dict:
         """How a trial of ARCH ran, logged beside its hyperparameters."""
-        return trial_settings(ctx.cfg, arch, distribution, self.epochs_for(ctx, arch), size)
+        return trial_settings(ctx, arch, distribution, self.epochs_for(ctx, arch), size)
+
+
+def measure(cfg, arch: str, splits, size: int, values: dict,
+            precision: str | None = None) -> tuple[float, float, str]:
+    """(seconds per epoch, set-up per trial, precision) of ARCH at SIZE here, in PRECISION, or
+    in the fastest that the sweep's precision allows (`speed.measure_fastest`)."""
+    from catdog import runtime, speed
+
+    candidates = (precision,) if precision else runtime.precision_candidates(cfg.precision)
+    per_epoch, overhead, chosen = speed.measure_fastest(arch, splits, size, values,
+                                                        cfg.pretrained, cfg.batch_size,
+                                                        candidates)
+    log.info("[%s] measured: %.1f s per epoch of %d images at %dpx in %s", arch, per_epoch,
+             splits.sizes["train"], size, chosen)
+    return per_epoch, overhead, chosen
 
 
 def searching() -> str:
@@ -91,13 +106,15 @@ def searching() -> str:
     return " or ".join(n for n in strategies.names() if strategies.get(n).searches_size)
 
 
-def trial_settings(cfg, arch: str, distribution, epochs: int,
+def trial_settings(ctx, arch: str, distribution, epochs: int,
                    image_size: int | None = None) -> dict:
-    """How a trial, repeat or final fit of ARCH ran, as params (`keys.RUN_PARAMS`)."""
+    """How a trial, repeat or final fit of ARCH ran, as params (`keys.RUN_PARAMS`): its
+    precision is the one the plan chose for ARCH."""
     from catdog import models, runtime
 
+    cfg = ctx.cfg
     return keys.run_settings(
         arch=arch, tuner=cfg.tuner, image_size=image_size or cfg.image_size,
-        batch_size=cfg.batch_size, epochs=epochs, seed=cfg.seed, precision=cfg.precision,
+        batch_size=cfg.batch_size, epochs=epochs, seed=cfg.seed, precision=ctx.precision(arch),
         strategy=runtime.strategy_name(distribution),
         pretrained=cfg.pretrained if models.get(arch).pretrained else None)

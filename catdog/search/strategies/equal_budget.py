@@ -18,7 +18,7 @@ from catdog.log import format_seconds, get_logger
 from catdog.search import records
 from catdog.search.context import TimeLimitReached
 from catdog.search.strategies import register
-from catdog.search.strategies.base import Strategy
+from catdog.search.strategies.base import Strategy, measure
 from catdog.tracking import queries, runlog, runs, tags
 
 log = get_logger(__name__)
@@ -35,17 +35,18 @@ class EqualBudget(Strategy):
 
         t0 = time.monotonic()
         splits = splits_at(cfg.image_size)
-        speeds = {}
+        speeds, precisions = {}, {}
         for arch in cfg.archs:
             values = {k: v for k, v in spaces[arch].values.items() if not k.startswith("tuner/")}
-            speeds[arch] = planning.measure(arch, splits, cfg.image_size, values,
-                                            cfg.pretrained, cfg.batch_size)
-            log.info("[%s] measured: %.1f s per epoch of %d images at %dpx", arch,
-                     speeds[arch][0], splits.sizes["train"], cfg.image_size)
-        return planning.make_plan(speeds, trials=cfg.trials, epochs=cfg.epochs,
+            per_epoch, overhead, precisions[arch] = measure(cfg, arch, splits, cfg.image_size,
+                                                            values)
+            speeds[arch] = (per_epoch, overhead)
+        plan = planning.make_plan(speeds, trials=cfg.trials, epochs=cfg.epochs,
                                   budget=cfg.budget_seconds, repeats=cfg.repeats,
                                   final_fit=cfg.final_fit,
                                   measured_seconds=spent + time.monotonic() - t0)
+        plan.precisions = precisions
+        return plan
 
     def explain(self, plan, cfg) -> None:
         short = [a.arch for a in plan.archs.values()
@@ -150,7 +151,8 @@ def make_tuner(ctx, arch: str, arch_run_id: str, hyperparameters, directory: Pat
     cls = tuning.TUNERS[ctx.cfg.tuner]
     epochs = ctx.epochs_for(arch)
     common = dict(hypermodel=tuning.ArchHyperModel(models.get(arch), ctx.cfg.image_size,
-                                                   ctx.cfg.pretrained, epochs, ctx.num_classes),
+                                                   ctx.cfg.pretrained, epochs, ctx.num_classes,
+                                                   ctx.precision(arch)),
                   objective=tuning.objective(), seed=ctx.cfg.seed,
                   hyperparameters=hyperparameters, tune_new_entries=True,
                   directory=str(directory), project_name=arch, overwrite=overwrite,

@@ -35,6 +35,7 @@ from pathlib import Path
 from catdog.log import format_seconds, get_logger
 from catdog.plan import ArchPlan, Plan
 from catdog.search.strategies import register
+from catdog.search.strategies.base import measure
 from catdog.search.strategies.equal_budget import EqualBudget
 
 log = get_logger(__name__)
@@ -99,19 +100,19 @@ class Focus(EqualBudget):
         from catdog import plan as planning
 
         t0 = time.monotonic()
-        speeds, long_speeds = {}, {}
+        speeds, long_speeds, precisions = {}, {}, {}
         for arch in cfg.archs:
             values = {k: v for k, v in spaces[arch].values.items() if not k.startswith("tuner/")}
             for size in [cfg.image_size] + _finish_sizes(cfg, arch):
-                splits = splits_at(size)
-                per_epoch, overhead = planning.measure(arch, splits, size, values,
-                                                       cfg.pretrained, cfg.batch_size)
-                log.info("[%s] measured: %.1f s per epoch of %d images at %dpx", arch,
-                         per_epoch, splits.sizes["train"], size)
+                # The precision is chosen at the screen's size and kept for the larger ones.
+                per_epoch, overhead, precisions[arch] = measure(cfg, arch, splits_at(size), size,
+                                                                values, precisions.get(arch))
                 if size == cfg.image_size:
                     speeds[arch] = (per_epoch, overhead)
                 long_speeds.setdefault(arch, {})[str(size)] = per_epoch
-        return make_plan(cfg, speeds, long_speeds, spent + time.monotonic() - t0)
+        plan = make_plan(cfg, speeds, long_speeds, spent + time.monotonic() - t0)
+        plan.precisions = precisions
+        return plan
 
     def search(self, ctx, spaces: dict, state_dir: Path):
         results, stopped = super().search(ctx, spaces, state_dir)  # the screen
@@ -140,7 +141,8 @@ def make_plan(cfg, speeds: dict[str, tuple[float, float]],
     if cfg.budget_seconds is None:
         long_seconds = max(LONG_FACTOR * cfg.epochs * max(by.values())
                            for by in long_speeds.values())
-        return FocusPlan(plans, None, 0.0, long_seconds, measured, long_speeds, cfg.image_size)
+        return FocusPlan(plans, None, 0.0, long_seconds, measured, long_speeds=long_speeds,
+                         screen_size=cfg.image_size)
     available = max(cfg.budget_seconds - measured, 0.0)
     share = available * SCREEN_SHARE / n
     for a in plans.values():
@@ -151,5 +153,5 @@ def make_plan(cfg, speeds: dict[str, tuple[float, float]],
                                                           + a.epochs * a.seconds_per_epoch))))
     screen = sum(a.seconds for a in plans.values())
     long_seconds = max(available - screen, 0.0)
-    return FocusPlan(plans, cfg.budget_seconds, 0.0, long_seconds, measured, long_speeds,
-                     cfg.image_size)
+    return FocusPlan(plans, cfg.budget_seconds, 0.0, long_seconds, measured,
+                     long_speeds=long_speeds, screen_size=cfg.image_size)

@@ -33,7 +33,7 @@ from catdog.plan import RacePlan
 from catdog.search import records
 from catdog.search.context import TimeLimitReached
 from catdog.search.strategies import register
-from catdog.search.strategies.base import Strategy
+from catdog.search.strategies.base import Strategy, measure
 from catdog.tracking import queries, runlog, runs, tags
 
 log = get_logger(__name__)
@@ -71,11 +71,13 @@ class Race(Strategy):
         from catdog import plan as planning
 
         t0 = time.monotonic()
-        speeds = measure_speeds(cfg, spaces, splits_at)
-        return planning.make_race_plan(speeds, max_epochs=cfg.epochs,
+        speeds, precisions = measure_speeds(cfg, spaces, splits_at)
+        plan = planning.make_race_plan(speeds, max_epochs=cfg.epochs,
                                        factor=cfg.hyperband_factor, budget=cfg.budget_seconds,
                                        final_fit=cfg.final_fit,
                                        measured_seconds=spent + time.monotonic() - t0)
+        plan.precisions = precisions
+        return plan
 
     def explain(self, plan, cfg) -> None:
         if plan.max_epochs < cfg.epochs:
@@ -197,20 +199,20 @@ def joint_space(cfg, spaces: dict):
     return joint
 
 
-def measure_speeds(cfg, spaces: dict, splits_at) -> dict[str, dict[int, tuple[float, float]]]:
-    """Seconds per epoch and per-trial set-up of every (architecture, size) the race may draw."""
-    from catdog import models, plan
+def measure_speeds(cfg, spaces: dict, splits_at) -> tuple[dict, dict[str, str]]:
+    """Seconds per epoch and per-trial set-up of every (architecture, size) the race may draw,
+    and each architecture's precision (chosen at its smallest size)."""
+    from catdog import models
 
     speeds: dict[str, dict[int, tuple[float, float]]] = {}
+    precisions: dict[str, str] = {}
     for arch in cfg.archs:
         values = {k: v for k, v in spaces[arch].values.items() if not k.startswith("tuner/")}
         for size in models.get(arch).sizes_within(cfg.sizes):
-            splits = splits_at(size)
-            speeds.setdefault(arch, {})[size] = plan.measure(arch, splits, size, values,
-                                                             cfg.pretrained, cfg.batch_size)
-            log.info("[%s] measured: %.1f s per epoch of %d images at %dpx", arch,
-                     speeds[arch][size][0], splits.sizes["train"], size)
-    return speeds
+            per_epoch, overhead, precisions[arch] = measure(cfg, arch, splits_at(size), size,
+                                                            values, precisions.get(arch))
+            speeds.setdefault(arch, {})[size] = (per_epoch, overhead)
+    return speeds, precisions
 
 
 def make_tuner(ctx, hyperparameters, directory: Path, arch_runs: dict[str, str]):
