@@ -82,18 +82,16 @@ def notebook_time(root: Path, settings: Settings, work: Path) -> dict:
 
 def _first_reaching(uri: str, target: float) -> dict | None:
     """The earliest trial epoch in the store at URI with val accuracy >= TARGET, if any."""
-    import mlflow
+    from catdog.tracking import queries, tags
 
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
     best = None
-    for run in client.search_runs(ids, "tags.`catdog.kind` = 'trial'") if ids else ():
-        for m in client.get_metric_history(run.info.run_id, "val_accuracy"):
+    for run, points in queries.histories({tags.KIND: tags.KIND_TRIAL}, "val_accuracy", uri):
+        for m in points:
             if m.value >= target and (best is None or m.timestamp < best["timestamp"]):
                 best = {"timestamp": m.timestamp, "val_accuracy": m.value, "epoch": m.step + 1,
                         "arch": run.data.params.get("arch"),
                         "image_size": run.data.params.get("image_size"),
-                        "trial_id": run.data.tags.get("catdog.trial_id")}
+                        "trial_id": run.data.tags.get(tags.TRIAL_ID)}
     return best
 
 

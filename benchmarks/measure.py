@@ -254,12 +254,10 @@ def versus_notebook(root: Path, settings: Settings, pipe: dict) -> dict:
 # ------------------------------------------------------------------------------- 5. sweep
 def sweep_costs(root: Path, settings: Settings) -> dict:
     """A tracked random-search sweep; per-trial RSS, time outside fit, and decodes per image."""
-    import mlflow
-
     from catdog import pipeline, sweepfile
     from catdog.search import sweep
     from catdog.data.prepare import read_summary
-    from catdog.tracking import queries, store, tags
+    from catdog.tracking import queries, runlog, store, tags
 
     archs = ["baseline", "bn_dropout"]
     cfg = sweepfile.load(None, archs=archs, tuner="random", trials=settings.sweep_trials,
@@ -275,9 +273,7 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
     decodes = sum(pipeline.DECODES[(digest, s, cfg.image_size)] - before[s] for s in before)
 
     store.configure()
-    client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(cfg.experiment)
-    runs = queries.search(exp.experiment_id,
+    runs = queries.search(store.experiment_id(cfg.experiment),
                           {tags.SWEEP_KEY: result.key, tags.KIND: tags.KIND_TRIAL})
     trials = []
     for run in (r for r in runs if r.info.status == "FINISHED"):
@@ -285,7 +281,7 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
         fit, overhead = m.get("fit_seconds", float("nan")), m.get("overhead_seconds", float("nan"))
         # fit_seconds wraps KerasTuner's run_trial, which also builds and compiles the model;
         # the epochs themselves (training + validation) are what EpochLogger timed.
-        epochs = sum(x.value for x in client.get_metric_history(run.info.run_id, "epoch_seconds"))
+        epochs = sum(v for _, v in runlog.history(run.info.run_id, "epoch_seconds"))
         trials.append({"arch": run.data.tags.get(tags.ARCH),
                        "trial_id": run.data.tags.get(tags.TRIAL_ID),
                        "peak_rss_mb": m.get("peak_rss_mb", float("nan")),

@@ -96,23 +96,20 @@ def project_of(store: str) -> Path:
 
 
 def find_sweep(store: str, experiment: str, sweep: str | None) -> tuple[str, str, dict]:
-    """(experiment id, the sweep's run id, {run id: run name} of the sweep and its children)."""
-    import mlflow
+    """(experiment id, the sweep's run id, {run id: run name} of the sweep and its children),
+    read through catdog's door to MLflow."""
+    from catdog.errors import CatdogError
+    from catdog.tracking import queries
 
-    client = mlflow.MlflowClient(store)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        sys.exit(f"no experiment {experiment!r} in {store}: run a sweep first (make sweep)")
-    if sweep is None:
-        found = client.search_runs([exp.experiment_id], f"tags.`{tags.KIND}` = '{tags.KIND_SWEEP}'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
-        if not found:
-            sys.exit(f"no sweep in experiment {experiment!r} of {store}: run one first")
-        sweep = found[0].info.run_id
-    children = client.search_runs([exp.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{sweep}'", max_results=1000)
-    names = {sweep: client.get_run(sweep).info.run_name}
-    return exp.experiment_id, sweep, names | {r.info.run_id: r.info.run_name for r in children}
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    try:
+        parent = queries.find_sweep(sweep or "latest", experiment)
+    except CatdogError as exc:
+        sys.exit(str(exc))
+    exp_id, sweep = parent.info.experiment_id, parent.info.run_id
+    children = queries.search(exp_id, {"mlflow.parentRunId": sweep})
+    return exp_id, sweep, {sweep: parent.info.run_name} | {r.info.run_id: r.info.run_name
+                                                           for r in children}
 
 
 def write_report(store: str, experiment: str, sweep: str, folder: Path) -> Path:

@@ -141,20 +141,19 @@ def test_sweep_compare_register_evaluate_predict(finished_sweep, tiny_prepared, 
     assert "alexnet" in bad.output and "baseline, bn_dropout" in bad.output
     assert cli("register", "--metric", "test_accuracy", code=2).output.count("\n") == 1
 
-
-def test_alias_does_not_move_to_a_worse_model(finished_sweep, workdir):
-    client = mlflow.MlflowClient()
-    first = json.loads(cli("register", "--arch", "baseline").stdout)
-    assert first["promoted"]
-    # Make the champion unbeatable on the same test split; the next model must not replace it.
-    client.set_model_version_tag("catdog", first["version"], "catdog.test_accuracy", "1.0")
-    second = json.loads(cli("register", "--arch", "bn_dropout").stdout)
+    # The alias does not move to a worse model: make the champion unbeatable on the same test
+    # split, and the runner-up architecture's model is registered but not promoted, unless forced.
+    champion = reg["version"]
+    client.set_model_version_tag("catdog", champion, "catdog.test_accuracy", "1.0")
+    other = sig["b"]
+    second = json.loads(cli("register", "--arch", other).stdout)
     assert second["new_version"] and not second["promoted"]
     assert "does not beat" in second["reason"]
-    assert str(client.get_model_version_by_alias("catdog", "champion").version) == first["version"]
-    forced = json.loads(cli("register", "--arch", "bn_dropout", "--force").stdout)
+    assert str(client.get_model_version_by_alias("catdog", "champion").version) == champion
+    forced = json.loads(cli("register", "--arch", other, "--force").stdout)
     assert forced["promoted"] and forced["version"] == second["version"]
-    assert str(client.get_model_version_by_alias("catdog", "champion").version) == second["version"]
+    assert str(client.get_model_version_by_alias("catdog", "champion").version) == \
+        second["version"]
 
 
 def test_register_refuses_a_test_metric_from_python_too(workdir):

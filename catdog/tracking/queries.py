@@ -37,6 +37,18 @@ def search(experiment_id: str, where: dict[str, str], statuses: tuple[str, ...] 
     return [r for r in found if statuses is None or r.info.status in statuses]
 
 
+def histories(where: dict[str, str], metric: str, tracking_uri: str | None = None) -> list:
+    """(run, METRIC's history) of every run, in any experiment, carrying the tags in WHERE, from
+    the store at TRACKING_URI (default: the configured one); a history's points have `step`,
+    `value` and `timestamp` (ms)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(ids, filter_string(where), max_results=MAX_RESULTS) if ids else []
+    return [(run, client.get_metric_history(run.info.run_id, metric)) for run in found]
+
+
 def find_or_create(experiment_id: str, where: dict[str, str], run_name: str,
                    parent: str | None, *, create: bool) -> str:
     """The run carrying these tags, reopened if it exists; created if allowed, else awaited
