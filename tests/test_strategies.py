@@ -133,6 +133,11 @@ def test_focus_screens_then_fits_the_winner_long_and_progressively_resized(tiny_
     assert long_run.data.tags["catdog.tta"] in ("true", "false")
     assert {"val_accuracy_plain", "val_accuracy_tta"} <= set(long_run.data.metrics)
     assert "long fit done" in logs.text
+    winner = table.iloc[0]["arch"]
+    measured = [r.getMessage() for r in logs.records if "measured:" in r.getMessage()]
+    assert [m for m in measured if m.startswith(f"[{winner}]") and "at 72px" in m], \
+        "the winner is measured at its finish size before its long fit"
+    assert len([m for m in measured if "at 72px" in m]) == 1, "and only the winner"
     import mlflow
 
     assert not [r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")

@@ -21,7 +21,7 @@ from catdog import choose, keys, metrics, models, runtime
 from catdog.log import format_seconds, get_logger
 from catdog.search import records
 from catdog.search.context import SweepContext
-from catdog.search.strategies.base import trial_settings
+from catdog.search.strategies.base import measure, trial_settings
 from catdog.tracking import queries, runlog, runs, tags
 from catdog.tracking.callbacks import EpochLogger
 from catdog.tracking.record import record_fit
@@ -74,6 +74,7 @@ def run(ctx: SweepContext) -> tuple[str, dict]:
     queries.retire(ctx.experiment_id, where)
     entry = models.get(arch)
     pretrained = bool(entry.pretrained and ctx.cfg.pretrained)
+    measure_finish_sizes(ctx, arch, values)
     if ctx.deadline is not None:
         seconds = max(ctx.deadline - time.monotonic() - RESERVE_S, 0.0)
         size, epochs, early = long_schedule(ctx.plan, arch, ctx.cfg.image_size, seconds,
@@ -261,6 +262,16 @@ def _result(run, values: dict) -> dict:
                if k.startswith(("best_", "gap_", "epochs_run"))}
     return {"run_id": run.info.run_id, "trial_id": TRIAL_ID, "hyperparameters": values,
             "score": summary.get(keys.best(keys.OBJECTIVE)), **summary}
+
+
+def measure_finish_sizes(ctx: SweepContext, arch: str, values: dict) -> None:
+    """The winner's real seconds per epoch at each larger size it may finish at, with its own
+    hyperparameters, in place of the plan's estimates (only the winner is measured there)."""
+    speeds = ctx.plan.long_speeds[arch]
+    for size in sorted(int(s) for s in speeds):
+        if size != ctx.cfg.image_size:
+            speeds[str(size)], _, _ = measure(ctx.cfg, arch, ctx.splits_at(size), size, values,
+                                              ctx.precision(arch))
 
 
 def long_schedule(plan, arch: str, screen_size: int, seconds: float,

@@ -47,16 +47,18 @@ LONG_FACTOR = 8  # without a budget, the long fit is this many screening trials 
 @dataclass
 class FocusPlan(Plan):
     """The screen as an equal-budget plan at the screen's size, and the long fit's share
-    (its `final_seconds`) with every architecture's speed at each size it may finish at."""
+    (its `final_seconds`) with every architecture's speed at each size it may finish at: measured
+    at the screen's size, estimated by pixel count above it until the winner is measured there."""
 
     long_speeds: dict[str, dict[str, float]] = field(default_factory=dict)  # s/epoch by size
     screen_size: int = 0
 
     def describe(self, now: datetime | None = None) -> str:
-        sizes = "; ".join(f"{a} " + ", ".join(f"{s} px {v:.1f} s" for s, v in by.items())
+        sizes = "; ".join(f"{a} " + ", ".join(f"{s} px {v:.0f} s" for s, v in by.items())
                           for a, by in self.long_speeds.items())
         long = (f"{'long fit':<12} {'':>8} {'':>6} {'':>6} {format_seconds(self.final_seconds):>9}"
-                f"  (the screen's winner; s/epoch by size: {sizes})")
+                f"  (the screen's winner; s/epoch by size, the larger ones estimated until the "
+                f"winner is measured there: {sizes})")
         return "\n".join(long if line.startswith("final fit") else line
                          for line in super().describe(now).splitlines())
 
@@ -101,15 +103,16 @@ class Focus(EqualBudget):
 
         t0 = time.monotonic()
         speeds, long_speeds, precisions = {}, {}, {}
+        splits = splits_at(cfg.image_size)
         for arch in cfg.archs:
             values = {k: v for k, v in spaces[arch].values.items() if not k.startswith("tuner/")}
-            for size in [cfg.image_size] + _finish_sizes(cfg, arch):
-                # The precision is chosen at the screen's size and kept for the larger ones.
-                per_epoch, overhead, precisions[arch] = measure(cfg, arch, splits_at(size), size,
-                                                                values, precisions.get(arch))
-                if size == cfg.image_size:
-                    speeds[arch] = (per_epoch, overhead)
-                long_speeds.setdefault(arch, {})[str(size)] = per_epoch
+            per_epoch, overhead, precisions[arch] = measure(cfg, arch, splits, cfg.image_size,
+                                                            values)
+            speeds[arch] = (per_epoch, overhead)
+            # The finish sizes are estimated by pixel count here and measured for the winner
+            # alone when its long fit starts (`longfit.measure_finish_sizes`).
+            long_speeds[arch] = {str(size): per_epoch * (size / cfg.image_size) ** 2
+                                 for size in [cfg.image_size] + _finish_sizes(cfg, arch)}
         plan = make_plan(cfg, speeds, long_speeds, spent + time.monotonic() - t0)
         plan.precisions = precisions
         return plan
