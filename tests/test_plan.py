@@ -98,10 +98,27 @@ def test_auto_keeps_bf16_only_where_it_trains_faster(monkeypatch, bf16_seconds, 
     seen = _policy_speeds(monkeypatch, bf16_seconds)
     per_epoch, overhead, precision = speed.measure_fastest("resnet", None, 96, {}, False, 32,
                                                           ("fp32", "bf16"))
-    assert seen == ["float32", "mixed_bfloat16"], "both timed, each under its own policy"
+    first = ["float32", "mixed_bfloat16"]
+    assert seen == (first + first[::-1] if chosen == "bf16" else first), \
+        "both timed, each under its own policy; a bf16 lead checked in the other order"
     assert precision == chosen
     assert per_epoch == (bf16_seconds if chosen == "bf16" else 10.0) and overhead == 5.0
     assert keras.mixed_precision.global_policy().name == "float32", "fp32 again afterwards"
+
+
+def test_a_bf16_lead_that_comes_from_the_order_of_measuring_is_not_taken(monkeypatch):
+    import keras
+
+    readings = iter([20.0, 10.0, 10.0, 10.0])  # fp32 first is slow, then both alike
+
+    def fake(arch, splits, size, values, pretrained, batch_size):
+        return (next(readings), 5.0)
+
+    monkeypatch.setattr(speed, "measure", fake)
+    per_epoch, _, precision = speed.measure_fastest("resnet", None, 96, {}, False, 32,
+                                                    ("fp32", "bf16"))
+    assert precision == "fp32" and per_epoch == 10.0
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_auto_times_bf16_only_on_a_cpu_that_has_it(monkeypatch):
