@@ -114,6 +114,10 @@ def sweep_time(root: Path, sweep_file: str, extra: tuple[str, ...], target: floa
         reached = None
         while proc.poll() is None:
             time.sleep(POLL_SECONDS)
+            # Not before the sweep has made its store: two processes creating one SQLite
+            # store at once race in MLflow's migrations, and the sweep lost that race once.
+            if "MLflow parent run" not in log_path.read_text(errors="replace"):
+                continue
             try:
                 reached = _first_reaching(uri, target)
             except Exception as exc:  # the store is being written: try again next poll
