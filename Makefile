@@ -1,9 +1,11 @@
 # Every target bootstraps .venv on first use: a machine with python3 and make is enough.
+# scripts/bootstrap-venv first checks PYTHON (3.11 or 3.12, as requires-python says, with venv's
+# ensurepip) and says in one sentence what to install or which PYTHON= to name if it is unfit.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The exact versions every install uses (Python 3.11, linux x86_64, every extra): `make lock`
-# upgrades them.
+# The exact versions every install uses (Python 3.11 on Linux x86_64 and aarch64 and macOS arm64,
+# every extra): `make lock` upgrades them.
 LOCK   := constraints.txt
 PIP    := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
@@ -36,21 +38,29 @@ ORACLE_PORT ?= 8000
 # keep a password out of it (PGPASSWORD or ~/.pgpass).
 BACKEND ?=
 SERVE_PORT ?= 5002
+# uvicorn workers of make serve, each a process with the model: MLflow parses, checks and answers
+# each request in Python under one interpreter lock, so two put a 2-core machine's both cores to
+# it (bench item 8 measures 1 and 2: `python -m benchmarks --only serving`).
+SERVE_WORKERS ?= 2
+# The registered model make serve answers with: each dataset registers under its own name
+# (catdog for Dogs-vs-Cats; `catdog register` prints it). NAME= registers a sweep under another.
 MODEL ?= catdog
+NAME  ?=
 # The project's store; MLFLOW_TRACKING_URI (e.g. a tracking server) overrides it.
 STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 
 DATA_OPT = $(if $(DATA),--data $(DATA),)
+NAME_OPT = $(if $(NAME),--name $(NAME),)
 BACKEND_OPT = $(if $(BACKEND),--backend-store-uri '$(BACKEND)',)
 
-.PHONY: install lock test test-slow test-all train sweep smoke sweep-distributed report ui serve \
+.PHONY: install lock lint test test-slow test-all train sweep smoke sweep-distributed report ui serve \
 	bench data screenshots clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml $(LOCK)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	sh scripts/bootstrap-venv '$(PYTHON)' $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(PIP) -e ".[$(EXTRAS)]"
 	touch $@
@@ -66,15 +76,26 @@ $(DOCS_STAMP): $(STAMP)
 
 install: $(STAMP)  ## create .venv and install catdog at the versions in constraints.txt (+ gpu extra on a GPU machine)
 
-# Resolved by uv for Python 3.11 on linux x86_64 whatever machine runs it; LOCK_OPTS= (empty)
-# keeps the current pins and only adds what a changed pyproject.toml needs.
+# One universal lock, resolved by uv for Python 3.11 whatever machine runs it (platform-only
+# pins carry environment markers, e.g. the gpu extra's CUDA wheels `; sys_platform == 'linux'`),
+# then checked on each of LOCK_PLATFORMS: the locked versions must resolve there from wheels
+# alone. LOCK_OPTS= (empty) keeps the current pins and only adds what a changed pyproject.toml
+# needs.
 LOCK_OPTS ?= --upgrade
+LOCK_PLATFORMS := x86_64-manylinux_2_28 aarch64-manylinux_2_28 aarch64-apple-darwin
 lock:  ## upgrade constraints.txt to the newest versions pyproject.toml allows; make install then uses them
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	sh scripts/bootstrap-venv '$(PYTHON)' $(VENV)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --all-extras $(LOCK_OPTS) --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
-		--quiet -o $(LOCK)
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal $(LOCK_OPTS) --python-version 3.11 \
+		--custom-compile-command "make lock" --quiet -o $(LOCK)
+	for platform in $(LOCK_PLATFORMS); do \
+		$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 --no-build \
+			--python-platform $$platform -c $(LOCK) --quiet -o /dev/null || exit 1; \
+	done
+
+lint: $(STAMP)  ## ruff: lint and import order, then the formatter's check (pyproject.toml [tool.ruff])
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Tests run in TEST_WORKERS processes (pytest-xdist): a test's tiny models spend most of their
 # time in Python (tracing, MLflow, plots), on one core, so two processes use both.
@@ -98,10 +119,10 @@ train: $(STAMP)  ## one tracked run: make train ARCH=bn_dropout DATA=path EPOCHS
 
 sweep: $(STAMP)  ## the main job, sized to this machine: make sweep [EXP=...] [DATA=path]
 	@echo "make sweep: $(EXP) ($(if $(filter $(origin EXP),command line environment),chosen with EXP=,$(if $(filter-out 0,$(GPUS)),$(GPUS) GPU(s) found,no GPU found: the CPU-sized experiment; EXP=experiments/gpu.toml for a GPU machine)))"
-	$(BIN)/catdog sweep $(EXP) $(DATA_OPT) --register
+	$(BIN)/catdog sweep $(EXP) $(DATA_OPT) $(NAME_OPT) --register
 
 smoke: $(STAMP)  ## the smoke run: every from-scratch architecture, 10 minutes: make smoke [DATA=path]
-	$(BIN)/catdog sweep experiments/quick.toml $(DATA_OPT) --register
+	$(BIN)/catdog sweep experiments/quick.toml $(DATA_OPT) $(NAME_OPT) --register
 
 sweep-distributed: $(PG_STAMP)  ## tracking server (BACKEND=postgresql://...) + KerasTuner chief + WORKERS workers: make sweep-distributed [DIST_EXP=...] [DATA=path] [HOST=...]
 	$(BIN)/catdog distributed $(DIST_EXP) $(DATA_OPT) --workers $(WORKERS) --host $(HOST) --oracle-port $(ORACLE_PORT) $(BACKEND_OPT)
@@ -113,8 +134,9 @@ ui: $(STAMP)  ## MLflow UI for the project's store on http://127.0.0.1:5000
 	mkdir -p mlruns
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
 
-serve: $(STAMP)  ## serve models:/catdog@champion on http://127.0.0.1:5002 (POST /invocations)
-	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(STORE) MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false $(BIN)/mlflow models serve -m "models:/$(MODEL)@champion" --env-manager local -h $(HOST) -p $(SERVE_PORT)
+serve: $(STAMP)  ## serve models:/catdog@champion on http://127.0.0.1:5002 (POST /invocations): make serve [MODEL=another registered name]
+	@echo "make serve: models:/$(MODEL)@champion$(if $(filter command line environment,$(origin MODEL)),, (the default; MODEL=name serves another dataset's champion))"
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=$(STORE) MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false $(BIN)/mlflow models serve -m "models:/$(MODEL)@champion" --env-manager local -h $(HOST) -p $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
 bench: $(STAMP)  ## the performance benchmark (python -m benchmarks): make bench [DATA=path]
 	$(BIN)/python -m benchmarks $(DATA_OPT)

@@ -1,7 +1,7 @@
 """catdog's performance benchmark: where the time goes, as ratios measured within one run.
 
     python -m benchmarks [--data PATH] [--out benchmarks/results/bench.json] [--quick]
-                         [--only ITEM ...]
+                         [--only ITEM ...] [--serve-model URI]
     make bench [DATA=path]
 
 Run it from the repository root. DATA (default ../shared/data/dogs-vs-cats-mini beside the
@@ -30,6 +30,12 @@ Items (each a function returning a dict; the table is rendered from those dicts)
                accuracy; catdog's CPU sweep (experiments/cpu.toml, its own process) is timed
                until a trial epoch reaches it, then stopped: the ratio of the two times.
                About 35 minutes for the notebook and the sweep's time on top (see accuracy.py)
+8. serving     `mlflow models serve` answering one-photo requests (200 at 8 concurrent, 1,000
+               at 32): answers/s, p50/p99 latency and requests lost, with 1 and 2 workers, next
+               to the same model's floor (predict_on_batch, a direct call, model.predict, on one
+               photo in this process). The model is xception at 128 px trained for one epoch
+               here, flip TTA on, or `--serve-model URI` (e.g. models:/catdog@champion from the
+               project's store); `--only serving` runs it alone, in a few minutes (serving.py)
 
 Every run is self-contained: MLflow logs to a sqlite file in a scratch directory (also the
 working directory, so tuner state and caches land there) that is deleted at the end. Absolute
@@ -43,6 +49,6 @@ three runs of steps in its window, a window where others took over 25% is measur
 and the table flags what stayed disturbed with '!'.
 
 Modules: `settings` (sizes of a full and a quick run), `probes` (clocks, CPU share, FLOP
-counts, precision), `measure` (items 1-6), `accuracy` (item 7), `targets` (goals and verdicts), `render` (the
-table), `run` (the command line; `__main__` calls it).
+counts, precision), `measure` (items 1-6), `accuracy` (item 7), `serving` (item 8), `targets`
+(goals and verdicts), `render` (the table), `run` (the command line; `__main__` calls it).
 """

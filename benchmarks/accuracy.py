@@ -69,15 +69,22 @@ def notebook_time(root: Path, settings: Settings, work: Path) -> dict:
     train = _notebook_dataset(view, "train", size)
     val = _notebook_dataset(view, "test", size, shuffle=False)
     t0 = time.perf_counter()
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=[Clock()],
-                        verbose=0).history
+    history = model.fit(
+        train, validation_data=val, epochs=epochs, callbacks=[Clock()], verbose=0
+    ).history
     accs = [float(a) for a in history["val_accuracy"]]
     target = accs[-1]
     first = next(i for i, a in enumerate(accs) if a >= target)
     keras.backend.clear_session()
-    return {"size": size, "epochs": epochs, "val_accuracy_per_epoch": accs,
-            "epoch_end_seconds": ends, "target": target, "reached_epoch": first + 1,
-            "seconds": ends[first]}
+    return {
+        "size": size,
+        "epochs": epochs,
+        "val_accuracy_per_epoch": accs,
+        "epoch_end_seconds": ends,
+        "target": target,
+        "reached_epoch": first + 1,
+        "seconds": ends[first],
+    }
 
 
 def _first_reaching(uri: str, target: float) -> dict | None:
@@ -88,29 +95,46 @@ def _first_reaching(uri: str, target: float) -> dict | None:
     for run, points in queries.histories({tags.KIND: tags.KIND_TRIAL}, "val_accuracy", uri):
         for m in points:
             if m.value >= target and (best is None or m.timestamp < best["timestamp"]):
-                best = {"timestamp": m.timestamp, "val_accuracy": m.value, "epoch": m.step + 1,
-                        "arch": run.data.params.get("arch"),
-                        "image_size": run.data.params.get("image_size"),
-                        "trial_id": run.data.tags.get(tags.TRIAL_ID)}
+                best = {
+                    "timestamp": m.timestamp,
+                    "val_accuracy": m.value,
+                    "epoch": m.step + 1,
+                    "arch": run.data.params.get("arch"),
+                    "image_size": run.data.params.get("image_size"),
+                    "trial_id": run.data.tags.get(tags.TRIAL_ID),
+                }
     return best
 
 
-def sweep_time(root: Path, sweep_file: str, extra: tuple[str, ...], target: float,
-               work: Path) -> dict:
+def sweep_time(
+    root: Path, sweep_file: str, extra: tuple[str, ...], target: float, work: Path
+) -> dict:
     """A catdog sweep from its process start until a trial epoch reaches TARGET."""
-    args = [sys.executable, "-m", "catdog", "sweep", str(REPO / sweep_file), "--data", str(root),
-            *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "catdog",
+        "sweep",
+        str(REPO / sweep_file),
+        "--data",
+        str(root),
+        *extra,
+    ]
     work = work / Path(sweep_file).stem
     work.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     log_path = work / "sweep.log"
-    log.info("catdog sweep until val accuracy %.4f: %s (log %s)", target, " ".join(args),
-             log_path)
+    log.info("catdog sweep until val accuracy %.4f: %s (log %s)", target, " ".join(args), log_path)
     wall0, t0 = time.time(), time.perf_counter()
     with open(log_path, "w") as out:
-        proc = subprocess.Popen(args, cwd=work, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "CI": "1", "MLFLOW_TRACKING_URI": uri},
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args,
+            cwd=work,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "CI": "1", "MLFLOW_TRACKING_URI": uri},
+            stdin=subprocess.DEVNULL,
+        )
         reached = None
         while proc.poll() is None:
             time.sleep(POLL_SECONDS)
@@ -130,30 +154,50 @@ def sweep_time(root: Path, sweep_file: str, extra: tuple[str, ...], target: floa
             reached = _first_reaching(uri, target)
     seconds = None if reached is None else reached["timestamp"] / 1000 - wall0
     tail = log_path.read_text().splitlines()[-15:]
-    return {"sweep_file": sweep_file, "args": args[3:],
-            "exit_code": proc.returncode, "stopped_by_bench": reached is not None,
-            "reached": reached, "seconds": seconds,
-            "process_seconds": time.perf_counter() - t0, "log_tail": tail}
+    return {
+        "sweep_file": sweep_file,
+        "args": args[3:],
+        "exit_code": proc.returncode,
+        "stopped_by_bench": reached is not None,
+        "reached": reached,
+        "seconds": seconds,
+        "process_seconds": time.perf_counter() - t0,
+        "log_tail": tail,
+    }
 
 
 def time_to_accuracy(root: Path, settings: Settings) -> dict:
     work = Path.cwd()  # the bench's scratch directory, with its own tracking store
     nb = notebook_time(root, settings, work)
-    log.info("notebook: val accuracy %.4f after %d epochs, first reached at epoch %d, %.0fs",
-             nb["target"], nb["epochs"], nb["reached_epoch"], nb["seconds"])
+    log.info(
+        "notebook: val accuracy %.4f after %d epochs, first reached at epoch %d, %.0fs",
+        nb["target"],
+        nb["epochs"],
+        nb["reached_epoch"],
+        nb["seconds"],
+    )
     sweeps = []
     for sweep_file, extra in settings.accuracy_sweeps:
         cd = sweep_time(root, sweep_file, extra, nb["target"], work)
         cd["ratio"] = None if cd["seconds"] is None else cd["seconds"] / nb["seconds"]
         if cd["ratio"] is None:
-            log.info("%s did not reach %.4f (exit %s)", sweep_file, nb["target"],
-                     cd["exit_code"])
+            log.info("%s did not reach %.4f (exit %s)", sweep_file, nb["target"], cd["exit_code"])
         else:
-            log.info("%s: %.4f reached after %.0fs (%s at %spx, epoch %d): %.2f x the "
-                     "notebook's time", sweep_file, cd["reached"]["val_accuracy"],
-                     cd["seconds"], cd["reached"]["arch"], cd["reached"]["image_size"],
-                     cd["reached"]["epoch"], cd["ratio"])
+            log.info(
+                "%s: %.4f reached after %.0fs (%s at %spx, epoch %d): %.2f x the notebook's time",
+                sweep_file,
+                cd["reached"]["val_accuracy"],
+                cd["seconds"],
+                cd["reached"]["arch"],
+                cd["reached"]["image_size"],
+                cd["reached"]["epoch"],
+                cd["ratio"],
+            )
         sweeps.append(cd)
     # The row the issue asks for is `make sweep`'s CPU sweep: the first one.
-    return {"splits": _split_sizes(root), "notebook": nb, "sweeps": sweeps,
-            "ratio": sweeps[0]["ratio"]}
+    return {
+        "splits": _split_sizes(root),
+        "notebook": nb,
+        "sweeps": sweeps,
+        "ratio": sweeps[0]["ratio"],
+    }

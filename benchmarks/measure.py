@@ -41,32 +41,52 @@ def ceiling(settings: Settings) -> dict:
     base = tf.random.uniform((n, n), seed=SEED)
     out: dict[str, Any] = {"n": n}
     fp32_rep = None
-    for name, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16),
-                        ("float16", tf.float16)):
+    for name, dtype in (
+        ("float32", tf.float32),
+        ("bfloat16", tf.bfloat16),
+        ("float16", tf.float16),
+    ):
         a, b = tf.cast(base, dtype), tf.cast(tf.transpose(base), dtype)
         t0 = time.perf_counter()
         float(tf.linalg.matmul(a, b)[0, 0])  # first call: kernel selection, primitive creation
         first = time.perf_counter() - t0
         if fp32_rep is not None and first > max(2.0, 50 * fp32_rep):
-            out[name] = {"gflops": flop / first / 1e9, "reps": 1, "skipped":
-                         f"one {n}x{n} matmul took {first:.1f}s ({first / fp32_rep:.0f}x float32)"}
-            log.info("ceiling %s: %.1f GFLOP/s from one call; too slow to repeat", name,
-                     out[name]["gflops"])
+            out[name] = {
+                "gflops": flop / first / 1e9,
+                "reps": 1,
+                "skipped": f"one {n}x{n} matmul took {first:.1f}s "
+                f"({first / fp32_rep:.0f}x float32)",
+            }
+            log.info(
+                "ceiling %s: %.1f GFLOP/s from one call; too slow to repeat",
+                name,
+                out[name]["gflops"],
+            )
             continue
         float(tf.linalg.matmul(a, b)[0, 0])
         times: list[float] = []
         cpu, t_start = CpuShare(), time.perf_counter()
         while len(times) < settings.matmul_reps and (
-                len(times) < 3 or time.perf_counter() - t_start < settings.matmul_budget_seconds):
+            len(times) < 3 or time.perf_counter() - t_start < settings.matmul_budget_seconds
+        ):
             t0 = time.perf_counter()
             float(tf.linalg.matmul(a, b)[0, 0])
             times.append(time.perf_counter() - t0)
-        out[name] = {"gflops": flop / min(times) / 1e9, "gflops_mean": flop / np.mean(times) / 1e9,
-                     "reps": len(times), "others_cpu_share": cpu.others()}
+        out[name] = {
+            "gflops": flop / min(times) / 1e9,
+            "gflops_mean": flop / np.mean(times) / 1e9,
+            "reps": len(times),
+            "others_cpu_share": cpu.others(),
+        }
         if name == "float32":
             fp32_rep = float(np.mean(times))
-        log.info("ceiling %s: %.1f GFLOP/s best, %.1f mean (%d reps)", name,
-                 out[name]["gflops"], out[name]["gflops_mean"], len(times))
+        log.info(
+            "ceiling %s: %.1f GFLOP/s best, %.1f mean (%d reps)",
+            name,
+            out[name]["gflops"],
+            out[name]["gflops_mean"],
+            len(times),
+        )
     for name in ("bfloat16", "float16"):
         out[name]["vs_float32"] = out[name]["gflops"] / out["float32"]["gflops"]
     return out
@@ -88,10 +108,16 @@ def input_pipeline(root: Path, settings: Settings) -> dict:
         first = time.perf_counter() - t0
         n = len(dec.labels)
         cached = _cached_rate(dec)
-        row = {"size": size, "images": n, "cache_mb": dec.nbytes / 1e6,
-               "first_pass_seconds": first, "first_pass_images_per_s": n / first,
-               "cached_images_per_s": cached["images_per_s"], "cached_passes": cached["passes"],
-               "cached_others_cpu_share": cached["others_cpu_share"]}
+        row = {
+            "size": size,
+            "images": n,
+            "cache_mb": dec.nbytes / 1e6,
+            "first_pass_seconds": first,
+            "first_pass_images_per_s": n / first,
+            "cached_images_per_s": cached["images_per_s"],
+            "cached_passes": cached["passes"],
+            "cached_others_cpu_share": cached["others_cpu_share"],
+        }
         if size == settings.notebook_size:
             ds = _notebook_dataset(root, "train", size)
             cpu, t0, seen = CpuShare(), time.perf_counter(), 0
@@ -100,12 +126,18 @@ def input_pipeline(root: Path, settings: Settings) -> dict:
             row["notebook_images_per_s"] = seen / (time.perf_counter() - t0)
             row["notebook_others_cpu_share"] = cpu.others()
             row["cached_vs_notebook"] = row["cached_images_per_s"] / row["notebook_images_per_s"]
-            row["first_pass_vs_notebook"] = (row["first_pass_images_per_s"]
-                                             / row["notebook_images_per_s"])
-        log.info("pipeline %dpx: first pass %.0f images/s, cached %.0f images/s%s", size,
-                 row["first_pass_images_per_s"], row["cached_images_per_s"],
-                 f", notebook {row['notebook_images_per_s']:.0f} images/s"
-                 if "notebook_images_per_s" in row else "")
+            row["first_pass_vs_notebook"] = (
+                row["first_pass_images_per_s"] / row["notebook_images_per_s"]
+            )
+        log.info(
+            "pipeline %dpx: first pass %.0f images/s, cached %.0f images/s%s",
+            size,
+            row["first_pass_images_per_s"],
+            row["cached_images_per_s"],
+            f", notebook {row['notebook_images_per_s']:.0f} images/s"
+            if "notebook_images_per_s" in row
+            else "",
+        )
         rows.append(row)
     return {"batch": BATCH, "rows": rows}
 
@@ -127,8 +159,12 @@ def training(root: Path, settings: Settings, ceil: dict, pipe: dict) -> dict:
             pipe_rates[size] = _cached_rate(dec)["images_per_s"]
         ds = pipeline.dataset(dec, BATCH, shuffle=True, seed=SEED).repeat()
         label = arch if hparams is not None else f"{arch} +augment 0.1"
-        row: dict[str, Any] = {"arch": label, "family": entry.family, "size": size,
-                               "pipeline_images_per_s": pipe_rates[size]}
+        row: dict[str, Any] = {
+            "arch": label,
+            "family": entry.family,
+            "size": size,
+            "pipeline_images_per_s": pipe_rates[size],
+        }
         precisions = ("fp32", "bf16") if hparams is not None else ("fp32",)
         for prec in precisions:
             with precision(prec):
@@ -138,24 +174,42 @@ def training(root: Path, settings: Settings, ceil: dict, pipe: dict) -> dict:
                 m = train_throughput(model, ds, BATCH, settings)
             gflops = row["train_gflop"] * m["images_per_s"]
             dtype = "float32" if prec == "fp32" else "bfloat16"
-            row[prec] = {**m, "gflops": gflops,
-                         "ceiling_fraction": gflops / ceil[dtype]["gflops"] if dtype in ceil
-                         else None,
-                         "pipeline_ratio": pipe_rates[size] / m["images_per_s"]}
-            log.info("training %s %dpx %s: %.1f images/s, %.1f GFLOP/s", label, size, prec,
-                     m["images_per_s"], gflops)
+            row[prec] = {
+                **m,
+                "gflops": gflops,
+                "ceiling_fraction": gflops / ceil[dtype]["gflops"] if dtype in ceil else None,
+                "pipeline_ratio": pipe_rates[size] / m["images_per_s"],
+            }
+            log.info(
+                "training %s %dpx %s: %.1f images/s, %.1f GFLOP/s",
+                label,
+                size,
+                prec,
+                m["images_per_s"],
+                gflops,
+            )
         if "bf16" in row:
             row["bf16_speedup"] = row["bf16"]["images_per_s"] / row["fp32"]["images_per_s"]
         rows.append(row)
     main_rows = [r for r in rows if "bf16" in r]
-    fastest = max(((r, p) for r in main_rows for p in ("fp32", "bf16")),
-                  key=lambda rp: rp[0][rp[1]]["images_per_s"])
+    fastest = max(
+        ((r, p) for r in main_rows for p in ("fp32", "bf16")),
+        key=lambda rp: rp[0][rp[1]]["images_per_s"],
+    )
     r, p = fastest
-    return {"batch": BATCH, "rows": rows, "pipeline_images_per_s": pipe_rates,
-            "fastest": {"arch": r["arch"], "precision": p, "size": r["size"],
-                        "images_per_s": r[p]["images_per_s"],
-                        "pipeline_images_per_s": r["pipeline_images_per_s"],
-                        "pipeline_ratio": r[p]["pipeline_ratio"]}}
+    return {
+        "batch": BATCH,
+        "rows": rows,
+        "pipeline_images_per_s": pipe_rates,
+        "fastest": {
+            "arch": r["arch"],
+            "precision": p,
+            "size": r["size"],
+            "images_per_s": r[p]["images_per_s"],
+            "pipeline_images_per_s": r["pipeline_images_per_s"],
+            "pipeline_ratio": r[p]["pipeline_ratio"],
+        },
+    }
 
 
 # ------------------------------------------------------- 4. one epoch end to end vs notebook
@@ -168,14 +222,23 @@ def notebook_model(size: int):
     keras.utils.set_random_seed(SEED)
     stack: list = [keras.Input((size, size, 3))]
     for filters in (32, 64, 128):
-        stack += [layers.Conv2D(filters, 3, padding="valid", activation="relu"),
-                  layers.BatchNormalization(), layers.MaxPooling2D(2, strides=2)]
-    stack += [layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dropout(0.1),
-              layers.Dense(64, activation="relu"), layers.Dropout(0.1),
-              layers.Dense(1, activation="sigmoid")]
+        stack += [
+            layers.Conv2D(filters, 3, padding="valid", activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(2, strides=2),
+        ]
+    stack += [
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.1),
+        layers.Dense(64, activation="relu"),
+        layers.Dropout(0.1),
+        layers.Dense(1, activation="sigmoid"),
+    ]
     model = keras.Sequential(stack, name="notebook")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
@@ -183,9 +246,13 @@ def _fit_epochs(model, train, val, epochs: int) -> dict:
     clock = _clock()
     history = model.fit(train, validation_data=val, epochs=epochs, verbose=0, callbacks=[clock])
     h = history.history
-    return {"epoch_seconds": clock.epoch_seconds, "epoch_last_seconds": clock.epoch_seconds[-1],
-            "epoch_others_cpu_share": clock.epoch_others,
-            "val_accuracy": float(h["val_accuracy"][-1]), "accuracy": float(h["accuracy"][-1])}
+    return {
+        "epoch_seconds": clock.epoch_seconds,
+        "epoch_last_seconds": clock.epoch_seconds[-1],
+        "epoch_others_cpu_share": clock.epoch_others,
+        "val_accuracy": float(h["val_accuracy"][-1]),
+        "accuracy": float(h["accuracy"][-1]),
+    }
 
 
 def versus_notebook(root: Path, settings: Settings, pipe: dict) -> dict:
@@ -198,8 +265,9 @@ def versus_notebook(root: Path, settings: Settings, pipe: dict) -> dict:
 
     log.info("notebook as written: %d epochs at %dpx", epochs, size)
     model = notebook_model(size)
-    runs["notebook fp32"] = _fit_epochs(model, _notebook_dataset(root, "train", size),
-                                        _notebook_dataset(root, "val", size), epochs)
+    runs["notebook fp32"] = _fit_epochs(
+        model, _notebook_dataset(root, "train", size), _notebook_dataset(root, "val", size), epochs
+    )
     flops = training_flops(model)
     for prec in ("fp32", "bf16"):
         log.info("catdog bn_dropout %s: %d epochs at %dpx", prec, epochs, size)
@@ -212,8 +280,14 @@ def versus_notebook(root: Path, settings: Settings, pipe: dict) -> dict:
         run["batch"] = BATCH
         run["vs_notebook"] = run["epoch_last_seconds"] / base["epoch_last_seconds"]
         run["val_accuracy_delta"] = run["val_accuracy"] - base["val_accuracy"]
-        log.info("%s: epoch %d %.1fs (x%.2f of the notebook), val_accuracy %.4f", name, epochs,
-                 run["epoch_last_seconds"], run["vs_notebook"], run["val_accuracy"])
+        log.info(
+            "%s: epoch %d %.1fs (x%.2f of the notebook), val_accuracy %.4f",
+            name,
+            epochs,
+            run["epoch_last_seconds"],
+            run["vs_notebook"],
+            run["val_accuracy"],
+        )
 
     # Levers, as training throughput only (same model, cached pipeline): precision x batch.
     dec = pipeline.decoded(root, "train", size)
@@ -224,10 +298,21 @@ def versus_notebook(root: Path, settings: Settings, pipe: dict) -> dict:
                 model = _build("bn_dropout", size)
                 ds = pipeline.dataset(dec, batch, shuffle=True, seed=SEED).repeat()
                 m = train_throughput(model, ds, batch, settings)
-            levers.append({"precision": prec, "batch": batch, **m,
-                           "gflops": flops["train_gflop"] * m["images_per_s"]})
-            log.info("lever bn_dropout %dpx %s batch %d: %.1f images/s", size, prec, batch,
-                     m["images_per_s"])
+            levers.append(
+                {
+                    "precision": prec,
+                    "batch": batch,
+                    **m,
+                    "gflops": flops["train_gflop"] * m["images_per_s"],
+                }
+            )
+            log.info(
+                "lever bn_dropout %dpx %s batch %d: %.1f images/s",
+                size,
+                prec,
+                batch,
+                m["images_per_s"],
+            )
     ref = levers[0]["images_per_s"]
     for lever in levers:
         lever["speedup"] = lever["images_per_s"] / ref
@@ -237,32 +322,48 @@ def versus_notebook(root: Path, settings: Settings, pipe: dict) -> dict:
     pipe_row = next((r for r in pipe.get("rows", []) if r["size"] == size), {})
     nb_rate = pipe_row.get("notebook_images_per_s")
     compute = {prec: sizes["train"] / lv["images_per_s"] for prec, lv in at_batch.items()}
-    why = {"train_images": sizes["train"], "val_images": sizes["val"],
-           "compute_seconds": compute,
-           "compute_others_cpu_share": {prec: lv["others_cpu_share"]
-                                        for prec, lv in at_batch.items()},
-           "compute_share_of_notebook_epoch": {prec: c / base["epoch_last_seconds"]
-                                               for prec, c in compute.items()},
-           "catdog_decode_seconds_once": (sizes["train"] + sizes["val"])
-           / pipe_row["first_pass_images_per_s"] if pipe_row else None,
-           "notebook_pipeline_seconds": (sizes["train"] + sizes["val"]) / nb_rate
-           if nb_rate else None}
-    return {"size": size, "epochs": epochs, "train_gflop_per_image": flops["train_gflop"],
-            "runs": runs, "levers": levers, "why": why}
+    why = {
+        "train_images": sizes["train"],
+        "val_images": sizes["val"],
+        "compute_seconds": compute,
+        "compute_others_cpu_share": {prec: lv["others_cpu_share"] for prec, lv in at_batch.items()},
+        "compute_share_of_notebook_epoch": {
+            prec: c / base["epoch_last_seconds"] for prec, c in compute.items()
+        },
+        "catdog_decode_seconds_once": (sizes["train"] + sizes["val"])
+        / pipe_row["first_pass_images_per_s"]
+        if pipe_row
+        else None,
+        "notebook_pipeline_seconds": (sizes["train"] + sizes["val"]) / nb_rate if nb_rate else None,
+    }
+    return {
+        "size": size,
+        "epochs": epochs,
+        "train_gflop_per_image": flops["train_gflop"],
+        "runs": runs,
+        "levers": levers,
+        "why": why,
+    }
 
 
 # ------------------------------------------------------------------------------- 5. sweep
 def sweep_costs(root: Path, settings: Settings) -> dict:
     """A tracked random-search sweep; per-trial RSS, time outside fit, and decodes per image."""
     from catdog import pipeline, sweepfile
-    from catdog.search import sweep
     from catdog.data.prepare import read_summary
+    from catdog.search import sweep
     from catdog.tracking import queries, runlog, store, tags
 
     archs = ["baseline", "bn_dropout"]
-    cfg = sweepfile.load(None, archs=archs, tuner="random", trials=settings.sweep_trials,
-                         epochs=settings.sweep_epochs, image_size=settings.sweep_size,
-                         data=str(root))
+    cfg = sweepfile.load(
+        None,
+        archs=archs,
+        tuner="random",
+        trials=settings.sweep_trials,
+        epochs=settings.sweep_epochs,
+        image_size=settings.sweep_size,
+        data=str(root),
+    )
     sizes = _split_sizes(root)
     digest = read_summary(root)["digest"]
     pipeline.clear_cache()
@@ -273,8 +374,10 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
     decodes = sum(pipeline.DECODES[(digest, s, cfg.image_size)] - before[s] for s in before)
 
     store.configure()
-    runs = queries.search(store.experiment_id(cfg.experiment),
-                          {tags.SWEEP_KEY: result.key, tags.KIND: tags.KIND_TRIAL})
+    runs = queries.search(
+        store.experiment_id(result.experiment),
+        {tags.SWEEP_KEY: result.key, tags.KIND: tags.KIND_TRIAL},
+    )
     trials = []
     for run in (r for r in runs if r.info.status == "FINISHED"):
         m = run.data.metrics
@@ -282,35 +385,56 @@ def sweep_costs(root: Path, settings: Settings) -> dict:
         # fit_seconds wraps KerasTuner's run_trial, which also builds and compiles the model;
         # the epochs themselves (training + validation) are what EpochLogger timed.
         epochs = sum(v for _, v in runlog.history(run.info.run_id, "epoch_seconds"))
-        trials.append({"arch": run.data.tags.get(tags.ARCH),
-                       "trial_id": run.data.tags.get(tags.TRIAL_ID),
-                       "peak_rss_mb": m.get("peak_rss_mb", float("nan")),
-                       "rss_mb": m.get("rss_mb"),  # current RSS after the trial, if logged
-                       "fit_seconds": fit, "overhead_seconds": overhead,
-                       "overhead_fraction": overhead / (fit + overhead),
-                       "epoch_seconds": epochs,
-                       "outside_epochs_fraction": 1 - epochs / (fit + overhead),
-                       "epochs_run": m.get("epochs_run")})
+        trials.append(
+            {
+                "arch": run.data.tags.get(tags.ARCH),
+                "trial_id": run.data.tags.get(tags.TRIAL_ID),
+                "peak_rss_mb": m.get("peak_rss_mb", float("nan")),
+                "rss_mb": m.get("rss_mb"),  # current RSS after the trial, if logged
+                "fit_seconds": fit,
+                "overhead_seconds": overhead,
+                "overhead_fraction": overhead / (fit + overhead),
+                "epoch_seconds": epochs,
+                "outside_epochs_fraction": 1 - epochs / (fit + overhead),
+                "epochs_run": m.get("epochs_run"),
+            }
+        )
     rss = [t["peak_rss_mb"] for t in trials]
-    fit_per_epoch = float(np.mean([t["fit_seconds"] / max(t["epochs_run"] or 1, 1)
-                                   for t in trials])) if trials else float("nan")
+    fit_per_epoch = (
+        float(np.mean([t["fit_seconds"] / max(t["epochs_run"] or 1, 1) for t in trials]))
+        if trials
+        else float("nan")
+    )
     overhead_mean = float(np.mean([t["overhead_seconds"] for t in trials])) if trials else 0.0
-    return {"key": result.key, "archs": archs, "trials_per_arch": cfg.trials,
-            "epochs": cfg.epochs, "size": cfg.image_size, "sweep_seconds": result.seconds,
-            "others_cpu_share": others,
-            "trials": trials,
-            "rss_growth_pct": 100 * (rss[-1] - rss[1]) / rss[1] if len(rss) >= 3 else None,
-            "rss_growth_within_arch_pct": _rss_growth_within_arch(trials),
-            "overhead_fraction_mean": float(np.mean([t["overhead_fraction"] for t in trials]))
-            if trials else None,
-            "outside_epochs_fraction_mean": float(np.mean(
-                [t["outside_epochs_fraction"] for t in trials])) if trials else None,
-            "overhead_seconds_mean": overhead_mean, "fit_seconds_per_epoch_mean": fit_per_epoch,
-            # epochs per trial that would bring the mean time outside fit under 10%
-            "epochs_for_10pct_overhead": math.ceil(9 * overhead_mean / fit_per_epoch)
-            if trials else None,
-            "decodes": decodes, "images": sizes["train"] + sizes["val"],
-            "decodes_per_image": decodes / (sizes["train"] + sizes["val"])}
+    return {
+        "key": result.key,
+        "archs": archs,
+        "trials_per_arch": cfg.trials,
+        "epochs": cfg.epochs,
+        "size": cfg.image_size,
+        "sweep_seconds": result.seconds,
+        "others_cpu_share": others,
+        "trials": trials,
+        "rss_growth_pct": 100 * (rss[-1] - rss[1]) / rss[1] if len(rss) >= 3 else None,
+        "rss_growth_within_arch_pct": _rss_growth_within_arch(trials),
+        "overhead_fraction_mean": float(np.mean([t["overhead_fraction"] for t in trials]))
+        if trials
+        else None,
+        "outside_epochs_fraction_mean": float(
+            np.mean([t["outside_epochs_fraction"] for t in trials])
+        )
+        if trials
+        else None,
+        "overhead_seconds_mean": overhead_mean,
+        "fit_seconds_per_epoch_mean": fit_per_epoch,
+        # epochs per trial that would bring the mean time outside fit under 10%
+        "epochs_for_10pct_overhead": math.ceil(9 * overhead_mean / fit_per_epoch)
+        if trials
+        else None,
+        "decodes": decodes,
+        "images": sizes["train"] + sizes["val"],
+        "decodes_per_image": decodes / (sizes["train"] + sizes["val"]),
+    }
 
 
 def _rss_growth_within_arch(trials: list[dict]) -> dict[str, float]:
@@ -337,23 +461,47 @@ def scaling(root: Path, settings: Settings) -> dict:
         total = len(dec.labels)
         order = np.random.default_rng(SEED).permutation(total)
         model = _build("baseline", size)
-        model.fit(pipeline.dataset(dec, BATCH, shuffle=True, seed=SEED).take(WARMUP_STEPS),
-                  epochs=1, verbose=0)
+        model.fit(
+            pipeline.dataset(dec, BATCH, shuffle=True, seed=SEED).take(WARMUP_STEPS),
+            epochs=1,
+            verbose=0,
+        )
         for fraction in settings.scaling_fractions:
             n = int(round(total * fraction))
             idx = np.sort(order[:n])
-            sub = pipeline.Decoded(dec.images[idx], dec.labels[idx],
-                                   tuple(dec.paths[i] for i in idx), False)
+            sub = pipeline.Decoded(
+                dec.images[idx], dec.labels[idx], tuple(dec.paths[i] for i in idx), False
+            )
             clock = _clock()
-            model.fit(pipeline.dataset(sub, BATCH, shuffle=True, seed=SEED), epochs=1,
-                      verbose=0, callbacks=[clock])
+            model.fit(
+                pipeline.dataset(sub, BATCH, shuffle=True, seed=SEED),
+                epochs=1,
+                verbose=0,
+                callbacks=[clock],
+            )
             seconds = clock.epoch_seconds[-1]
-            rows.append({"size": size, "fraction": fraction, "images": n,
-                         "epoch_seconds": seconds, "ms_per_image": 1000 * seconds / n,
-                         "others_cpu_share": clock.epoch_others[-1],
-                         "cache_mb": sub.nbytes / 1e6})
-            log.info("scaling %dpx x%.2f (%d images): epoch %.1fs, cache %.0f MB", size,
-                     fraction, n, seconds, sub.nbytes / 1e6)
-    return {"arch": "baseline", "batch": BATCH, "rows": rows,
-            "cache_mb_per_1000_images": {s: 1000 * s * s * 3 / 1e6
-                                         for s in settings.scaling_sizes}}
+            rows.append(
+                {
+                    "size": size,
+                    "fraction": fraction,
+                    "images": n,
+                    "epoch_seconds": seconds,
+                    "ms_per_image": 1000 * seconds / n,
+                    "others_cpu_share": clock.epoch_others[-1],
+                    "cache_mb": sub.nbytes / 1e6,
+                }
+            )
+            log.info(
+                "scaling %dpx x%.2f (%d images): epoch %.1fs, cache %.0f MB",
+                size,
+                fraction,
+                n,
+                seconds,
+                sub.nbytes / 1e6,
+            )
+    return {
+        "arch": "baseline",
+        "batch": BATCH,
+        "rows": rows,
+        "cache_mb_per_1000_images": {s: 1000 * s * s * 3 / 1e6 for s in settings.scaling_sizes},
+    }

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -120,8 +121,12 @@ def train_throughput(model, ds, batch: int, settings: Settings) -> dict:
     clock = _clock()
     model.fit(ds.take(WARMUP_STEPS), epochs=1, verbose=0, callbacks=[clock])
     step = float(np.median(np.diff(clock.step_ends[1:])))
-    steps = int(min(max(math.ceil(settings.throughput_seconds / max(step, 1e-6)), 3 * CHUNKS),
-                    settings.max_steps))
+    steps = int(
+        min(
+            max(math.ceil(settings.throughput_seconds / max(step, 1e-6)), 3 * CHUNKS),
+            settings.max_steps,
+        )
+    )
     best: dict | None = None
     for attempt in (1, 2):
         cpu = CpuShare()
@@ -130,17 +135,26 @@ def train_throughput(model, ds, batch: int, settings: Settings) -> dict:
         ends = np.asarray(clock.step_ends[SKIP_STEPS:])
         seconds = float(ends[-1] - ends[0])
         bounds = np.linspace(0, len(ends) - 1, CHUNKS + 1).round().astype(int)
-        chunk_rates = [float((b - a) * batch / (ends[b] - ends[a]))
-                       for a, b in zip(bounds, bounds[1:])]
-        m = {"images_per_s": max(chunk_rates), "images_per_s_mean": steps * batch / seconds,
-             "chunk_images_per_s": [round(r, 2) for r in chunk_rates], "steps": steps,
-             "seconds": seconds, "others_cpu_share": others}
+        chunk_rates = [
+            float((b - a) * batch / (ends[b] - ends[a])) for a, b in zip(bounds, bounds[1:])
+        ]
+        m = {
+            "images_per_s": max(chunk_rates),
+            "images_per_s_mean": steps * batch / seconds,
+            "chunk_images_per_s": [round(r, 2) for r in chunk_rates],
+            "steps": steps,
+            "seconds": seconds,
+            "others_cpu_share": others,
+        }
         if best is None or (others or 0) < (best["others_cpu_share"] or 0):
             best = m
         if (others or 0) <= DISTURBED:
             break
-        log.info("other processes took %.0f%% of the CPU during this measurement%s",
-                 100 * others, "; measuring again" if attempt == 1 else "")
+        log.info(
+            "other processes took %.0f%% of the CPU during this measurement%s",
+            100 * others,
+            "; measuring again" if attempt == 1 else "",
+        )
     return {**best, "attempts": attempt}
 
 
@@ -176,8 +190,9 @@ def _count_flops(model, totals: dict, seen_trainable: bool) -> bool:
 def _layer_flops(layer) -> float:
     from keras import layers
 
-    if not isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D,
-                              layers.Dense)):
+    if not isinstance(
+        layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense)
+    ):
         return 0.0
     out = layer.output.shape
     c_in = layer.input.shape[-1]
@@ -206,8 +221,11 @@ def _cached_rate(dec, passes: int = 3) -> dict:
         for x, _y in ds:
             n += int(x.shape[0])
         rates.append(n / (time.perf_counter() - t0))
-    return {"images_per_s": float(np.mean(rates)), "passes": [round(r, 1) for r in rates],
-            "others_cpu_share": cpu.others()}
+    return {
+        "images_per_s": float(np.mean(rates)),
+        "passes": [round(r, 1) for r in rates],
+        "others_cpu_share": cpu.others(),
+    }
 
 
 def _notebook_dataset(root: Path, split: str, size: int, shuffle: bool = True):
@@ -215,8 +233,13 @@ def _notebook_dataset(root: Path, split: str, size: int, shuffle: bool = True):
     import keras
 
     ds = keras.utils.image_dataset_from_directory(
-        root / "images" / split, image_size=(size, size), batch_size=BATCH, shuffle=shuffle,
-        seed=SEED, verbose=False)
+        root / "images" / split,
+        image_size=(size, size),
+        batch_size=BATCH,
+        shuffle=shuffle,
+        seed=SEED,
+        verbose=False,
+    )
     return ds.map(lambda x, y: (x / 255.0, y))
 
 
@@ -233,14 +256,19 @@ def machine_info() -> dict:
 
     from catdog import runtime
 
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
+    cpu = platform.processor() or platform.machine() or "unknown"  # macOS: no /proc
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as lines:
+        for line in lines:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_bf16": runtime.cpu_has_bf16(),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": sys.version.split()[0],
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"),
-            "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_bf16": runtime.cpu_has_bf16(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": sys.version.split()[0],
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+        "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }

@@ -10,10 +10,11 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import benchmarks
 from benchmarks.accuracy import time_to_accuracy
@@ -27,6 +28,7 @@ from benchmarks.measure import (
 )
 from benchmarks.probes import _split_sizes, machine_info
 from benchmarks.render import render
+from benchmarks.serving import serving
 from benchmarks.settings import FULL, QUICK, Settings
 from benchmarks.targets import targets
 from catdog import runtime
@@ -43,8 +45,10 @@ RESULTS_DIR = REPO / "benchmarks" / "results"
 def scratch_workdir() -> Iterator[Path]:
     """A temporary working directory and MLflow store, so the bench never touches the user's."""
     work = Path(tempfile.mkdtemp(prefix="catdog-bench-"))
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-           "CATDOG_CACHE_DIR": str(work / "cache")}
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "CATDOG_CACHE_DIR": str(work / "cache"),
+    }
     dropped = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
     saved = {k: os.environ.get(k) for k in (*env, *dropped)}
     cwd = os.getcwd()
@@ -66,13 +70,15 @@ def scratch_workdir() -> Iterator[Path]:
 
 def quick_subset(root: Path, work: Path, per_class: int) -> Path:
     """A small prepared dataset drawn from ROOT (salader layout -> prepare), for --quick."""
-    from catdog.data.sources import DOGS_VS_CATS as LABELS
     from catdog.data.prepare import load_manifest, prepare
+    from catdog.data.sources import DOGS_VS_CATS as LABELS
 
     manifest = load_manifest(root).sort_values("path")
     raw = work / "quick-raw"
-    for splits, dest, k in ((("train", "val"), "train", per_class),
-                            (("test",), "test", max(per_class // 5, 4))):
+    for splits, dest, k in (
+        (("train", "val"), "train", per_class),
+        (("test",), "test", max(per_class // 5, 4)),
+    ):
         for label in LABELS:
             rows = manifest[manifest["split"].isin(splits) & (manifest["label"] == label)]
             folder = raw / dest / f"{label}s"
@@ -95,7 +101,16 @@ def _attempt(name: str, fn: Callable[..., dict], *args) -> dict:
     return out
 
 
-ITEMS = ("ceiling", "sweep", "pipeline", "training", "notebook", "scaling", "time_to_accuracy")
+ITEMS = (
+    "ceiling",
+    "sweep",
+    "pipeline",
+    "training",
+    "notebook",
+    "scaling",
+    "time_to_accuracy",
+    "serving",
+)
 
 
 def run_bench(root: Path, settings: Settings, only: tuple[str, ...] = ()) -> dict:
@@ -109,12 +124,15 @@ def run_bench(root: Path, settings: Settings, only: tuple[str, ...] = ()) -> dic
     res["ceiling"] = _attempt("1. ceiling", ceiling, settings)
     res["sweep"] = _attempt("5. sweep", sweep_costs, root, settings)
     res["pipeline"] = _attempt("2. input pipeline", input_pipeline, root, settings)
-    res["training"] = _attempt("3. training throughput", training, root, settings,
-                               res["ceiling"], res["pipeline"])
-    res["notebook"] = _attempt("4. epoch vs notebook", versus_notebook, root, settings,
-                               res["pipeline"])
+    res["training"] = _attempt(
+        "3. training throughput", training, root, settings, res["ceiling"], res["pipeline"]
+    )
+    res["notebook"] = _attempt(
+        "4. epoch vs notebook", versus_notebook, root, settings, res["pipeline"]
+    )
     res["scaling"] = _attempt("6. scaling", scaling, root, settings)
     res["time_to_accuracy"] = _attempt("7. time to accuracy", time_to_accuracy, root, settings)
+    res["serving"] = _attempt("8. serving", serving, root, settings)
     # Again at the end: how much the machine's speed drifted while the bench ran.
     res["ceiling_end"] = _attempt("1'. ceiling again", ceiling, settings)
     res["run_order"] = [*ITEMS, "ceiling_end"]
@@ -124,7 +142,11 @@ def run_bench(root: Path, settings: Settings, only: tuple[str, ...] = ()) -> dic
 # The items `--only` can run alone: those that need no other item's figures.
 _ITEM_FNS: dict[str, Callable[..., dict]] = {
     "ceiling": lambda root, settings: ceiling(settings),
-    "sweep": sweep_costs, "scaling": scaling, "time_to_accuracy": time_to_accuracy}
+    "sweep": sweep_costs,
+    "scaling": scaling,
+    "time_to_accuracy": time_to_accuracy,
+    "serving": serving,
+}
 
 
 def write_results(res: dict, out: Path) -> None:
@@ -135,16 +157,32 @@ def write_results(res: dict, out: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks",
-                                description=benchmarks.__doc__.split("\n")[0])
-    p.add_argument("--data",
-                   help=f"dataset zip, folder or prepared dataset (default {DEFAULT_DATA})")
-    p.add_argument("--out", help="JSON results file (default benchmarks/results/bench-<UTC "
-                                 "time>.json; latest.json is written beside it)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=benchmarks.__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--data", help=f"dataset zip, folder or prepared dataset (default {DEFAULT_DATA})"
+    )
+    p.add_argument(
+        "--out",
+        help="JSON results file (default benchmarks/results/bench-<UTC "
+        "time>.json; latest.json is written beside it)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, a few minutes")
-    p.add_argument("--only", action="append", choices=sorted(_ITEM_FNS), default=[],
-                   help="run only this item (repeat for more); its row in the table, the rest "
-                        "absent")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(_ITEM_FNS),
+        default=[],
+        help="run only this item (repeat for more); its row in the table, the rest absent",
+    )
+    p.add_argument(
+        "--serve-model",
+        metavar="URI",
+        help="serving (item 8): serve this model, e.g. models:/catdog@champion from "
+        "the project's store (MLFLOW_TRACKING_URI or mlruns/), instead of one "
+        "trained for the bench",
+    )
     return p.parse_args(argv)
 
 
@@ -153,12 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     setup()
     data = Path(args.data) if args.data else DEFAULT_DATA
     if not data.exists():
-        log.error("no data at %s: pass --data (or DATA= to make bench) pointing at a "
-                  "Dogs-vs-Cats folder, zip or prepared dataset.", data)
+        log.error(
+            "no data at %s: pass --data (or DATA= to make bench) pointing at a "
+            "Dogs-vs-Cats folder, zip or prepared dataset.",
+            data,
+        )
         return 2
     runtime.start()
     settings = QUICK if args.quick else FULL
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if args.serve_model:  # in the store in effect here, not the bench's scratch one
+        from catdog.tracking import store
+
+        settings = replace(settings, serve_model=args.serve_model, serve_store=store.tracking_uri())
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out).resolve() if args.out else RESULTS_DIR / f"bench-{stamp}.json"
 
     from catdog.data import resolve_data
@@ -170,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         log.info("bench working directory (deleted at the end): %s", work)
         if settings.quick:
             root = quick_subset(root, work, settings.quick_per_class)
-        res: dict[str, Any] = {"machine": machine_info(), "settings": asdict(settings),
-                               "data": str(data), "prepared": str(root),
-                               "splits": _split_sizes(root)}
+        res: dict[str, Any] = {
+            "machine": machine_info(),
+            "settings": asdict(settings),
+            "data": str(data),
+            "prepared": str(root),
+            "splits": _split_sizes(root),
+        }
         res.update(run_bench(root, settings, tuple(args.only)))
         res["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         res["targets"] = targets(res)

@@ -17,8 +17,13 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-VARIANTS = (("orig", 1.0, False), ("flip", 1.0, True), ("c90", 0.9, False),
-            ("c90f", 0.9, True), ("c80", 0.8, False))
+VARIANTS = (
+    ("orig", 1.0, False),
+    ("flip", 1.0, True),
+    ("c90", 0.9, False),
+    ("c90f", 0.9, True),
+    ("c80", 0.8, False),
+)
 
 
 def variant(img: Image.Image, crop: float, flip: bool) -> Image.Image:

@@ -19,15 +19,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from catdog import metrics
+from catdog import keys, metrics
 from catdog.errors import CatdogError
 from catdog.log import get_logger
-from catdog import keys
 from catdog.tracking import queries, runlog, runs, tags
 
 log = get_logger(__name__)
 
 METRICS = (keys.VAL_ACCURACY, "val_loss", "val_auc")
+# What the best trial's model costs to run here, measured when it was logged (NaN for a run
+# logged before these were measured).
+COST = (keys.MS_PER_IMAGE, keys.MS_PER_IMAGE_BATCH, keys.MODEL_BYTES)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -36,16 +38,21 @@ def lower_is_better(metric: str) -> bool:
 
 def trial_runs(parent, kind: str = tags.KIND_TRIAL) -> pd.DataFrame:
     """Every finished trial (or repeat) run of a sweep, one row each, with params and metrics."""
-    found = queries.search(parent.info.experiment_id,
-                           {tags.SWEEP_KEY: parent.data.tags[tags.SWEEP_KEY], tags.KIND: kind},
-                           (runs.FINISHED,))
+    found = queries.search(
+        parent.info.experiment_id,
+        {tags.SWEEP_KEY: parent.data.tags[tags.SWEEP_KEY], tags.KIND: kind},
+        (runs.FINISHED,),
+    )
     rows = []
     for r in found:
-        row = {"run_id": r.info.run_id, "arch": r.data.tags.get(tags.ARCH),
-               "trial_id": r.data.tags.get(tags.TRIAL_ID),
-               "best_trial": r.data.tags.get(tags.BEST_TRIAL) == tags.TRUE,
-               "fit_verdict": r.data.tags.get(tags.FIT_VERDICT),
-               "end_time": r.info.end_time}
+        row = {
+            "run_id": r.info.run_id,
+            "arch": r.data.tags.get(tags.ARCH),
+            "trial_id": r.data.tags.get(tags.TRIAL_ID),
+            "best_trial": r.data.tags.get(tags.BEST_TRIAL) == tags.TRUE,
+            "fit_verdict": r.data.tags.get(tags.FIT_VERDICT),
+            "end_time": r.info.end_time,
+        }
         row.update({f"param.{k}": v for k, v in r.data.params.items()})
         row.update(r.data.metrics)
         rows.append(row)
@@ -53,8 +60,11 @@ def trial_runs(parent, kind: str = tags.KIND_TRIAL) -> pd.DataFrame:
 
 
 def _hyperparameters(row: pd.Series) -> dict:
-    params = {col[len("param."):]: value for col, value in row.items()
-              if col.startswith("param.") and isinstance(value, str)}
+    params = {
+        col[len("param.") :]: value
+        for col, value in row.items()
+        if col.startswith("param.") and isinstance(value, str)
+    }
     return {k: _parse(v) for k, v in keys.hyperparameters(params).items()}
 
 
@@ -65,8 +75,12 @@ def _parse(value: str):
         return {"True": True, "False": False}.get(value, value)
 
 
-def table(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = keys.OBJECTIVE,
-          experiment: str = "catdog") -> pd.DataFrame:
+def table(
+    sweep: str = "latest",
+    archs: tuple[str, ...] = (),
+    metric: str = keys.OBJECTIVE,
+    experiment: str = "catdog",
+) -> pd.DataFrame:
     """One row per architecture (its best trial by `metric` on validation), sorted best first."""
     parent = queries.find_sweep(sweep, experiment)
     trials = trial_runs(parent)
@@ -75,25 +89,35 @@ def table(sweep: str = "latest", archs: tuple[str, ...] = (), metric: str = keys
     present = sorted(trials["arch"].unique())
     for a in archs:
         if a not in present:
-            raise CatdogError(f"architecture {a!r} is not in sweep {parent.info.run_id}; "
-                              f"it has: {', '.join(present)}")
+            raise CatdogError(
+                f"architecture {a!r} is not in sweep {parent.info.run_id}; "
+                f"it has: {', '.join(present)}"
+            )
     col = keys.best(metric)
     if col not in trials:
-        known = sorted(c[len("best_"):] for c in trials.columns if c.startswith("best_val"))
+        known = sorted(c[len("best_") :] for c in trials.columns if c.startswith("best_val"))
         raise CatdogError(f"unknown metric {metric!r}; choose one of {', '.join(known)}")
     repeats = trial_runs(parent, tags.KIND_REPEAT)
-    rows = [row for arch in archs or present
-            if (row := _row(trials[trials["arch"] == arch].dropna(subset=[col]), repeats,
-                            arch, metric)) is not None]
+    rows = [
+        row
+        for arch in archs or present
+        if (row := _row(trials[trials["arch"] == arch].dropna(subset=[col]), repeats, arch, metric))
+        is not None
+    ]
     out = pd.DataFrame(rows)
     by_mean = bool(len(out)) and bool((out["repeats"] >= 2).all())
-    out = out.sort_values(f"{metric}_mean" if by_mean else metric,
-                          ascending=lower_is_better(metric)).reset_index(drop=True)
+    out = out.sort_values(
+        f"{metric}_mean" if by_mean else metric, ascending=lower_is_better(metric)
+    ).reset_index(drop=True)
     out["vs_top"] = _noise(out)
-    out.attrs.update(sweep_run_id=parent.info.run_id, metric=metric,
-                     strategy=parent.data.params.get(keys.SEARCH_STRATEGY, "compare"),
-                     ranked_by="mean of repeats" if by_mean else "best trial",
-                     all_trials=trials, repeat_runs=repeats)
+    out.attrs.update(
+        sweep_run_id=parent.info.run_id,
+        metric=metric,
+        strategy=parent.data.params.get(keys.SEARCH_STRATEGY, "compare"),
+        ranked_by="mean of repeats" if by_mean else "best trial",
+        all_trials=trials,
+        repeat_runs=repeats,
+    )
     return out
 
 
@@ -103,23 +127,32 @@ def _row(group: pd.DataFrame, repeats: pd.DataFrame, arch: str, metric: str) -> 
     col = keys.best(metric)
     best = group.loc[group[col].idxmin() if lower_is_better(metric) else group[col].idxmax()]
     # Only the repeats of this row's configuration count (see retrain.run_repeats).
-    mine = repeats[(repeats["arch"] == arch) & (repeats["trial_id"] == best["trial_id"])] \
-        if not repeats.empty else repeats
+    mine = (
+        repeats[(repeats["arch"] == arch) & (repeats["trial_id"] == best["trial_id"])]
+        if not repeats.empty
+        else repeats
+    )
     stats = metrics.mean_ci(mine[col].tolist() if col in mine else [])
     return {
         "arch": arch,
         **{m: best.get(keys.best(m), np.nan) for m in METRICS},
-        f"{metric}_mean": stats["mean"], f"{metric}_std": stats["std"],
-        "ci95_low": stats["ci_low"], "ci95_high": stats["ci_high"], "repeats": stats["n"],
+        f"{metric}_mean": stats["mean"],
+        f"{metric}_std": stats["std"],
+        "ci95_low": stats["ci_low"],
+        "ci95_high": stats["ci_high"],
+        "repeats": stats["n"],
         "fit_verdict": best.get("fit_verdict") or "-",
-        "best_epoch": int(best.get(keys.BEST_EPOCH, 0)),
-        "gap_best": best.get("gap_best", np.nan), "gap_last": best.get("gap_last", np.nan),
+        keys.BEST_EPOCH: int(best.get(keys.BEST_EPOCH, 0)),
+        "gap_best": best.get("gap_best", np.nan),
+        "gap_last": best.get("gap_last", np.nan),
         "params": _int(best.get(f"param.{keys.PARAM_COUNT}"), -1),
         "image_size": _int(best.get(f"param.{keys.IMAGE_SIZE}"), 0),
         "sec_per_epoch": best.get(keys.SECONDS_PER_EPOCH, np.nan),
+        **{k: best.get(k, np.nan) for k in COST},
         "trials": len(group),
         "hyperparameters": _hyperparameters(best),
-        "run_id": best["run_id"], "trial_id": best["trial_id"],
+        "run_id": best["run_id"],
+        "trial_id": best["trial_id"],
     }
 
 
@@ -167,10 +200,16 @@ class Champion:
 
 def final_run(parent, arch: str, trial_id: str):
     """The finished final fit (train+val) of ARCH's trial TRIAL_ID in this sweep, or None."""
-    found = queries.search(parent.info.experiment_id,
-                           {tags.SWEEP_KEY: parent.data.tags.get(tags.SWEEP_KEY),
-                            tags.KIND: tags.KIND_FINAL, tags.ARCH: arch,
-                            tags.TRIAL_ID: str(trial_id)}, (runs.FINISHED,))
+    found = queries.search(
+        parent.info.experiment_id,
+        {
+            tags.SWEEP_KEY: parent.data.tags.get(tags.SWEEP_KEY),
+            tags.KIND: tags.KIND_FINAL,
+            tags.ARCH: arch,
+            tags.TRIAL_ID: str(trial_id),
+        },
+        (runs.FINISHED,),
+    )
     return found[-1] if found else None
 
 
@@ -179,8 +218,7 @@ def accuracy_interval(accuracy: float, n: int, level: float = 0.95) -> tuple[flo
     could move on another draw of N photos."""
     from scipy.stats import binomtest
 
-    ci = binomtest(round(accuracy * n), n).proportion_ci(confidence_level=level,
-                                                          method="wilson")
+    ci = binomtest(round(accuracy * n), n).proportion_ci(confidence_level=level, method="wilson")
     return float(ci.low), float(ci.high)
 
 

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from catdog import choose
+from catdog import choose, keys
 from catdog.errors import CatdogError
 from catdog.log import get_logger
-from catdog import keys
 from catdog.tracking import runlog, tags
 
 log = get_logger(__name__)
@@ -33,26 +32,41 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 def human_view(table: pd.DataFrame) -> pd.DataFrame:
     """The table as people read it: the metric as best trial, mean ± std and 95% interval over
-    repeats, how the row stands against the top, and the fit verdict first; numbers rounded."""
+    repeats, how the row stands against the top, and the fit verdict first; then the other
+    figures, and what the model costs to run here (ms per image alone and in a batch of 32, its
+    size in MB); numbers rounded."""
     metric = table.attrs.get("metric", keys.OBJECTIVE)
     view = pd.DataFrame({"arch": table["arch"]})
     view[f"{metric} (best trial)"] = table[metric].map(_fmt)
     view["mean ± std (repeats)"] = [
         "-" if n < 2 else f"{m:.4f} ± {sd:.4f} ({n})"
-        for m, sd, n in zip(table[f"{metric}_mean"], table[f"{metric}_std"], table["repeats"])]
-    view["95% CI"] = ["-" if np.isnan(lo) else f"[{lo:.4f}, {hi:.4f}]"
-                      for lo, hi in zip(table["ci95_low"], table["ci95_high"])]
+        for m, sd, n in zip(table[f"{metric}_mean"], table[f"{metric}_std"], table["repeats"])
+    ]
+    view["95% CI"] = [
+        "-" if np.isnan(lo) else f"[{lo:.4f}, {hi:.4f}]"
+        for lo, hi in zip(table["ci95_low"], table["ci95_high"])
+    ]
     view["vs top"] = table["vs_top"]
     view["fit"] = table["fit_verdict"]
-    for c in ("test_accuracy",):
+    for c in (keys.TEST_ACCURACY,):
         if c in table:
             view[c] = table[c].map(_fmt)
     view["px"] = table["image_size"]
-    for c in [m for m in choose.METRICS if m != metric] + ["best_epoch", "gap_best", "gap_last",
-                                                   "params", "sec_per_epoch", "trials"]:
+    for c in [m for m in choose.METRICS if m != metric] + [
+        keys.BEST_EPOCH,
+        "gap_best",
+        "gap_last",
+        "params",
+        "sec_per_epoch",
+        "trials",
+    ]:
         view[c] = table[c].map(lambda v, c=c: _fmt(v, ".1f" if c == "sec_per_epoch" else ".4f"))
+    for c in (keys.MS_PER_IMAGE, keys.MS_PER_IMAGE_BATCH):
+        view[c] = table[c].map(lambda v: _fmt(v, ".2f"))
+    view["model_mb"] = (table[keys.MODEL_BYTES] / 1e6).map(lambda v: _fmt(v, ".2f"))
     view["hyperparameters"] = table["hyperparameters"].map(
-        lambda d: json.dumps(d, sort_keys=True, default=str))
+        lambda d: json.dumps(d, sort_keys=True, default=str)
+    )
     return view
 
 
@@ -60,22 +74,30 @@ def render(table: pd.DataFrame, fmt: str = "table") -> str:
     if fmt not in FORMATS:
         raise CatdogError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "json":
-        return json.dumps({"sweep_run_id": table.attrs.get("sweep_run_id"),
-                           "metric": table.attrs.get("metric"),
-                           "ranked_by": table.attrs.get("ranked_by"),
-                           "significance": table.attrs.get("significance"),
-                           "rows": json.loads(table.to_json(orient="records"))}, indent=2)
+        return json.dumps(
+            {
+                "sweep_run_id": table.attrs.get("sweep_run_id"),
+                "metric": table.attrs.get("metric"),
+                "ranked_by": table.attrs.get("ranked_by"),
+                "significance": table.attrs.get("significance"),
+                "rows": json.loads(table.to_json(orient="records")),
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
     if fmt == "csv":
         shown = table.copy()
         shown["hyperparameters"] = shown["hyperparameters"].map(
-            lambda d: json.dumps(d, sort_keys=True, default=str))
+            lambda d: json.dumps(d, sort_keys=True, default=str)
+        )
         return shown.to_csv(index=False)
     view = human_view(table)
     if fmt == "markdown":
         head = "| " + " | ".join(view.columns) + " |"
         sep = "|" + "|".join("---" for _ in view.columns) + "|"
-        body = ["| " + " | ".join(str(v) for v in row) + " |"
-                for row in view.itertuples(index=False)]
+        body = [
+            "| " + " | ".join(str(v) for v in row) + " |" for row in view.itertuples(index=False)
+        ]
         return "\n".join([head, sep, *body])
     return view.to_string(index=False)
 
@@ -88,9 +110,11 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     metric = table.attrs.get("metric", keys.OBJECTIVE)
-    fig, (ax_curves, ax_bar) = plt.subplots(1, 2, figsize=(13, 4.8),
-                                            gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax_curves, ax_bar) = plt.subplots(
+        1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]}
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in table.iterrows():
         c = colors[i % len(colors)]
@@ -98,8 +122,13 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
             hist = runlog.history(row["run_id"], name)
             if hist:
                 steps = [step + 1 for step, _ in hist]
-                ax_curves.plot(steps, [value for _, value in hist], style, color=c,
-                               label=f"{row['arch']} {name.split('_')[0]}")
+                ax_curves.plot(
+                    steps,
+                    [value for _, value in hist],
+                    style,
+                    color=c,
+                    label=f"{row['arch']} {name.split('_')[0]}",
+                )
     ax_curves.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax_curves.set_xlabel("epoch")
     ax_curves.set_ylabel("accuracy")
@@ -112,17 +141,31 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
     with_ci = table["repeats"] >= 2
     if with_ci.any():
         mean = table.loc[with_ci, f"{metric}_mean"]
-        err = np.vstack([mean - table.loc[with_ci, "ci95_low"],
-                         table.loc[with_ci, "ci95_high"] - mean])
-        ax_bar.errorbar(x[with_ci.to_numpy()], mean, yerr=err, fmt="D", color="k", capsize=5,
-                        zorder=4, label="mean of repeats, 95% CI")
+        err = np.vstack(
+            [mean - table.loc[with_ci, "ci95_low"], table.loc[with_ci, "ci95_high"] - mean]
+        )
+        ax_bar.errorbar(
+            x[with_ci.to_numpy()],
+            mean,
+            yerr=err,
+            fmt="D",
+            color="k",
+            capsize=5,
+            zorder=4,
+            label="mean of repeats, 95% CI",
+        )
         ax_bar.legend(fontsize=7, loc="lower right")
     trials = table.attrs.get("all_trials")
     if trials is not None and f"best_{metric}" in trials:
         for i, arch in enumerate(table["arch"]):
             vals = trials.loc[trials["arch"] == arch, f"best_{metric}"].dropna()
-            ax_bar.scatter(np.full(len(vals), i) + np.linspace(-0.2, 0.2, len(vals)), vals,
-                           s=12, c="k", zorder=3)
+            ax_bar.scatter(
+                np.full(len(vals), i) + np.linspace(-0.2, 0.2, len(vals)),
+                vals,
+                s=12,
+                c="k",
+                zorder=3,
+            )
     ax_bar.set_xticks(x, table["arch"], rotation=20)
     ax_bar.set_ylabel(metric)
     shown = np.concatenate([table[c].to_numpy(float) for c in (metric, "ci95_low", "ci95_high")])
@@ -145,8 +188,13 @@ def anytime(parent) -> pd.DataFrame:
     trials = choose.trial_runs(parent)
     if trials.empty:
         return trials
-    frame = pd.DataFrame({"arch": trials["arch"], "run_id": trials["run_id"],
-                          keys.OBJECTIVE: trials[keys.best(keys.OBJECTIVE)]})
+    frame = pd.DataFrame(
+        {
+            "arch": trials["arch"],
+            "run_id": trials["run_id"],
+            keys.OBJECTIVE: trials[keys.best(keys.OBJECTIVE)],
+        }
+    )
     frame["minutes"] = (trials["end_time"] - parent.info.start_time) / 60000
     frame = frame.sort_values("minutes").reset_index(drop=True)
     frame["best_so_far_arch"] = frame.groupby("arch")[keys.OBJECTIVE].cummax()
@@ -163,8 +211,11 @@ def log_anytime(parent_run_id: str) -> str | None:
     if frame.empty:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        png = anytime_plot(frame, Path(tmp) / "anytime.png",
-                           parent.data.params.get(keys.SEARCH_STRATEGY, "compare"))
+        png = anytime_plot(
+            frame,
+            Path(tmp) / "anytime.png",
+            parent.data.params.get(keys.SEARCH_STRATEGY, "compare"),
+        )
         csv = Path(tmp) / "anytime.csv"
         frame.to_csv(csv, index=False)
         runlog.log_file(png, parent_run_id)
@@ -180,10 +231,23 @@ def anytime_plot(frame: pd.DataFrame, path: Path, strategy: str) -> Path:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for arch, rows in frame.groupby("arch"):
-        ax.step(rows["minutes"], rows["best_so_far_arch"], where="post", marker="o",
-                markersize=3, label=arch)
-    ax.step(frame["minutes"], frame["best_so_far"], where="post", color="k", linewidth=2,
-            alpha=0.6, label="sweep best")
+        ax.step(
+            rows["minutes"],
+            rows["best_so_far_arch"],
+            where="post",
+            marker="o",
+            markersize=3,
+            label=arch,
+        )
+    ax.step(
+        frame["minutes"],
+        frame["best_so_far"],
+        where="post",
+        color="k",
+        linewidth=2,
+        alpha=0.6,
+        label="sweep best",
+    )
     ax.set_xlabel("wall-clock minutes since the sweep started")
     ax.set_ylabel("best val accuracy so far")
     ax.set_title(f"anytime: best val accuracy so far (the {strategy} strategy)")
@@ -225,9 +289,14 @@ class Comparison:
         return self.table.attrs["sweep_run_id"]
 
 
-def compare_and_plot(sweep: str = "latest", archs: tuple[str, ...] = (),
-                     metric: str = keys.OBJECTIVE, experiment: str = "catdog",
-                     plot_path: str | Path = "comparison.png", test: bool = False) -> Comparison:
+def compare_and_plot(
+    sweep: str = "latest",
+    archs: tuple[str, ...] = (),
+    metric: str = keys.OBJECTIVE,
+    experiment: str = "catdog",
+    plot_path: str | Path = "comparison.png",
+    test: bool = False,
+) -> Comparison:
     """`catdog compare`: the table, its plot written to `plot_path`, and, when the comparison
     covers the whole sweep, both logged to the sweep's parent run (refreshing what the sweep
     logged at its end). A comparison of some architectures never overwrites the sweep's own.

@@ -54,7 +54,7 @@ def with_driver(uri: str) -> str:
     """A postgresql:// URI with the driver catdog's postgres extra installs, psycopg2, named:
     SQLAlchemy 2.1 would otherwise look for psycopg 3."""
     plain = "postgresql://"
-    return "postgresql+psycopg2://" + uri[len(plain):] if uri.startswith(plain) else uri
+    return "postgresql+psycopg2://" + uri[len(plain) :] if uri.startswith(plain) else uri
 
 
 def check_database(uri: str, timeout: float = DB_TIMEOUT) -> None:
@@ -66,58 +66,90 @@ def check_database(uri: str, timeout: float = DB_TIMEOUT) -> None:
     from sqlalchemy.pool import NullPool
 
     if urllib.parse.urlsplit(uri).netloc.count("@") > 1:  # not echoed: it holds a password
-        raise CatdogError("--backend-store-uri has more than one @ before its host; write an @ "
-                          "in a user name or password as %40")
+        raise CatdogError(
+            "--backend-store-uri has more than one @ before its host; write an @ "
+            "in a user name or password as %40"
+        )
     try:
         url = sqlalchemy.engine.make_url(with_driver(uri))
     except sqlalchemy.exc.ArgumentError:  # not echoed: it may hold a password
-        raise CatdogError("--backend-store-uri is not a database URI such as "
-                          "postgresql://user@127.0.0.1:5432/mlflow") from None
+        raise CatdogError(
+            "--backend-store-uri is not a database URI such as "
+            "postgresql://user@127.0.0.1:5432/mlflow"
+        ) from None
     if url.get_driver_name() == "psycopg2" and importlib.util.find_spec("psycopg2") is None:
-        raise CatdogError(f"the tracking database {redacted(uri)} needs PostgreSQL's driver, "
-                          "psycopg2, which is not installed: `make sweep-distributed` installs it "
-                          "(the postgres extra: pip install -c constraints.txt -e \".[postgres]\")")
+        raise CatdogError(
+            f"the tracking database {redacted(uri)} needs PostgreSQL's driver, "
+            "psycopg2, which is not installed: `make sweep-distributed` installs it "
+            '(the postgres extra: pip install -c constraints.txt -e ".[postgres]")'
+        )
     timed = url.get_backend_name() in ("postgresql", "mysql")
     try:
-        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=(
-            {"connect_timeout": int(timeout)} if timed else {}))
+        engine = sqlalchemy.create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args=({"connect_timeout": int(timeout)} if timed else {}),
+        )
         with engine.connect():
             pass
     except Exception as exc:  # the driver's own error, missing driver included
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         if url.password:
             reason = reason.replace(url.password, "***")
-        raise CatdogError(f"cannot reach the tracking database {redacted(uri)} ({reason})") \
-            from None
+        raise CatdogError(
+            f"cannot reach the tracking database {redacted(uri)} ({reason})"
+        ) from None
 
 
-def start_tracking_server(host: str, port: int,
-                          backend: str = DEFAULT_TRACKING_URI) -> subprocess.Popen:
+def start_tracking_server(
+    host: str, port: int, backend: str = DEFAULT_TRACKING_URI
+) -> subprocess.Popen:
     os.makedirs(ARTIFACTS, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-           "--artifacts-destination", ARTIFACTS, "--host", host, "--port", str(port),
-           "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        ARTIFACTS,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with open(SERVER_LOG, "w") as out:
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **runtime.quiet_env()})
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **runtime.quiet_env()},
+        )
 
 
-def wait_for_server(url: str, server: subprocess.Popen | None = None,
-                    timeout: float = 120) -> None:
+def wait_for_server(url: str, server: subprocess.Popen | None = None, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server is not None and server.poll() is not None:
-            raise CatdogError(f"the MLflow server for {url} exited with code {server.returncode} "
-                              f"before answering; its output is in {SERVER_LOG}")
+            raise CatdogError(
+                f"the MLflow server for {url} exited with code {server.returncode} "
+                f"before answering; its output is in {SERVER_LOG}"
+            )
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    raise CatdogError(f"the MLflow server at {url} did not answer within {timeout:.0f}s; its "
-                      f"output is in {SERVER_LOG}")
+    raise CatdogError(
+        f"the MLflow server at {url} did not answer within {timeout:.0f}s; its "
+        f"output is in {SERVER_LOG}"
+    )
 
 
 def wait_or_kill(proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -140,8 +172,9 @@ def retire_runs_of(tracking_uri: str, tuner_id: str, since: float) -> int:
     time) as orphaned and KILLED, as a re-run of the trial would."""
     from catdog.tracking import queries, tags
 
-    return queries.retire_everywhere({tags.KIND: tags.KIND_TRIAL, tags.TUNER_ID: tuner_id},
-                                     since, tracking_uri)
+    return queries.retire_everywhere(
+        {tags.KIND: tags.KIND_TRIAL, tags.TUNER_ID: tuner_id}, since, tracking_uri
+    )
 
 
 # ---------------------------------------------------------------------------- the processes
@@ -159,8 +192,16 @@ def describe_exit(returncode: int) -> str:
 class Sweep:
     """The chief and the workers of one distributed sweep, and what to do when one ends."""
 
-    def __init__(self, args: list[str], env: dict[str, str], *, workers: int, host: str,
-                 oracle_port: int, max_restarts: int):
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        *,
+        workers: int,
+        host: str,
+        oracle_port: int,
+        max_restarts: int,
+    ):
         self.args, self.env, self.host, self.oracle_port = args, env, host, oracle_port
         self.tuner_ids = [f"tuner{i}" for i in range(workers)]
         self.max_restarts = max_restarts
@@ -177,10 +218,16 @@ class Sweep:
 
     def _spawn(self, tuner_id: str, extra: list[str] = ()) -> subprocess.Popen:
         # No stdin: the processes share the terminal, and none of them may ask it anything.
-        proc = subprocess.Popen(self.args + list(extra), stdin=subprocess.DEVNULL,
-                                env={**self.env, "KERASTUNER_TUNER_ID": tuner_id})
-        log.info("%s started (pid %d)", tuner_id if tuner_id == "chief" else f"worker {tuner_id}",
-                 proc.pid)
+        proc = subprocess.Popen(
+            self.args + list(extra),
+            stdin=subprocess.DEVNULL,
+            env={**self.env, "KERASTUNER_TUNER_ID": tuner_id},
+        )
+        log.info(
+            "%s started (pid %d)",
+            tuner_id if tuner_id == "chief" else f"worker {tuner_id}",
+            proc.pid,
+        )
         return proc
 
     def processes(self) -> list[subprocess.Popen]:
@@ -217,18 +264,23 @@ class Sweep:
     def let_workers_finish(self) -> None:
         """The chief has ended every trial: workers have only to exit; stop any that linger."""
         deadline = time.monotonic() + GRACE_SECONDS
-        while time.monotonic() < deadline and any(p.poll() is None
-                                                  for p in self.workers.values()):
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.workers.values()):
             time.sleep(POLL_SECONDS)
         running = [t for t, p in self.workers.items() if p.poll() is None]
         if running:
-            log.warning("worker(s) %s still running %ds after the chief finished the sweep; "
-                        "stopping them", ", ".join(running), GRACE_SECONDS)
+            log.warning(
+                "worker(s) %s still running %ds after the chief finished the sweep; stopping them",
+                ", ".join(running),
+                GRACE_SECONDS,
+            )
             self.stop_all()
         for tuner_id, proc in self.workers.items():
             if proc.returncode and tuner_id not in running:
-                log.warning("worker %s ended with %s after the chief finished the sweep",
-                            tuner_id, describe_exit(proc.returncode))
+                log.warning(
+                    "worker %s ended with %s after the chief finished the sweep",
+                    tuner_id,
+                    describe_exit(proc.returncode),
+                )
 
     def workers_code(self) -> int:
         codes = [exit_code(p.returncode) for p in self.workers.values() if p.returncode]
@@ -237,8 +289,12 @@ class Sweep:
     def retire_runs_of(self, tuner_id: str) -> None:
         uri = self.env["MLFLOW_TRACKING_URI"]
         if not answers(uri):  # a re-run of the trial, on resume, retires them
-            log.warning("the tracking server %s does not answer: the runs worker %s left "
-                        "RUNNING stay so until its trial is re-run", redacted(uri), tuner_id)
+            log.warning(
+                "the tracking server %s does not answer: the runs worker %s left "
+                "RUNNING stay so until its trial is re-run",
+                redacted(uri),
+                tuner_id,
+            )
             return
         n = retire_runs_of(uri, tuner_id, self.started)
         if n:
@@ -250,27 +306,44 @@ class Sweep:
         self.retire_runs_of(tuner_id)
         if self.restarts[tuner_id] < self.max_restarts:
             self.restarts[tuner_id] += 1
-            log.warning("worker %s ended with %s; restarting it (%d of at most %d) to re-run "
-                        "its trial", tuner_id, how, self.restarts[tuner_id], self.max_restarts)
+            log.warning(
+                "worker %s ended with %s; restarting it (%d of at most %d) to re-run its trial",
+                tuner_id,
+                how,
+                self.restarts[tuner_id],
+                self.max_restarts,
+            )
             self.workers[tuner_id] = self._spawn(tuner_id)
             return None
         why = f"it was restarted {self.max_restarts} time(s) already"
-        log.error("worker %s ended with %s and is not restarted (%s): KerasTuner keeps its trial "
-                  "assigned to it, so the chief would wait forever; stopping the sweep, run the "
-                  "same command again to resume it", tuner_id, how, why)
+        log.error(
+            "worker %s ended with %s and is not restarted (%s): KerasTuner keeps its trial "
+            "assigned to it, so the chief would wait forever; stopping the sweep, run the "
+            "same command again to resume it",
+            tuner_id,
+            how,
+            why,
+        )
         self.stop_all()
         return exit_code(returncode)
 
 
-def launch(sweep_file: str | None = None, data: str | None = None, *, workers: int = 2,
-           host: str = "127.0.0.1", oracle_port: int = 8000, tracking_port: int = 5001,
-           backend_store_uri: str | None = None, fresh: bool = False,
-           max_restarts: int = MAX_RESTARTS) -> int:
+def launch(
+    sweep_file: str | None = None,
+    data: str | None = None,
+    *,
+    workers: int = 2,
+    host: str = "127.0.0.1",
+    oracle_port: int = 8000,
+    tracking_port: int = 5001,
+    backend_store_uri: str | None = None,
+    fresh: bool = False,
+    max_restarts: int = MAX_RESTARTS,
+) -> int:
     """Start a tracking server (unless MLFLOW_TRACKING_URI names one) on BACKEND_STORE_URI, a
     KerasTuner chief and WORKERS workers for one sweep; restart a worker that dies while its
     trial can still be re-run; return the sweep's exit code."""
     from catdog import sweepfile
-
     from catdog.search import strategies
 
     runtime.start()  # loading the sweep file imports Keras: quietly, as in the processes below
@@ -281,8 +354,10 @@ def launch(sweep_file: str | None = None, data: str | None = None, *, workers: i
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith("http"):
         if backend_store_uri:
-            raise CatdogError(f"--backend-store-uri is for the tracking server catdog starts, "
-                              f"and MLFLOW_TRACKING_URI already names one ({uri})")
+            raise CatdogError(
+                f"--backend-store-uri is for the tracking server catdog starts, "
+                f"and MLFLOW_TRACKING_URI already names one ({uri})"
+            )
     else:
         backend = backend_store_uri or DEFAULT_TRACKING_URI
         check_database(backend)
@@ -291,17 +366,32 @@ def launch(sweep_file: str | None = None, data: str | None = None, *, workers: i
     try:
         if server is not None:
             wait_for_server(uri, server)
-            log.info("MLflow tracking server on %s (backend %s, artifacts in %s)", uri,
-                     redacted(backend), ARTIFACTS)
+            log.info(
+                "MLflow tracking server on %s (backend %s, artifacts in %s)",
+                uri,
+                redacted(backend),
+                ARTIFACTS,
+            )
         args = [sys.executable, "-m", "catdog", "sweep"]
         args += [sweep_file] if sweep_file else []
         args += ["--data", data] if data else []
         # Processes that share a GPU each take what they need, not all of its memory at once.
-        env = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", **os.environ, **runtime.quiet_env(),
-               "MLFLOW_TRACKING_URI": uri, "KERASTUNER_ORACLE_IP": host,
-               "KERASTUNER_ORACLE_PORT": str(oracle_port)}
-        sweep = Sweep(args, env, workers=workers, host=host, oracle_port=oracle_port,
-                      max_restarts=max_restarts)
+        env = {
+            "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+            **os.environ,
+            **runtime.quiet_env(),
+            "MLFLOW_TRACKING_URI": uri,
+            "KERASTUNER_ORACLE_IP": host,
+            "KERASTUNER_ORACLE_PORT": str(oracle_port),
+        }
+        sweep = Sweep(
+            args,
+            env,
+            workers=workers,
+            host=host,
+            oracle_port=oracle_port,
+            max_restarts=max_restarts,
+        )
         signal.signal(signal.SIGINT, sweep.forward)
         signal.signal(signal.SIGTERM, sweep.forward)
         sweep.start(fresh)

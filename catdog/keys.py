@@ -15,6 +15,15 @@ BEST_EPOCH = "best_epoch"
 SECONDS_PER_EPOCH = "seconds_per_epoch"
 LEARNING_RATE = "lr"  # per epoch: the final fit replays it
 OVERFIT_EPOCH = "overfit_epoch"
+VAL_ACCURACY_PLAIN = "val_accuracy_plain"  # the kept model on validation, without and with flip
+VAL_ACCURACY_TTA = "val_accuracy_tta"  # TTA: TTA is kept only where the second is higher
+# -- what a logged model costs to run here (`catdog.speed.inference_ms`, at record time)
+MS_PER_IMAGE = "ms_per_image"  # one image, alone
+MS_PER_IMAGE_BATCH = "ms_per_image_batch32"  # per image, in a batch of 32
+MODEL_BYTES = "model_bytes"  # the logged model's artifacts on the store
+# Figures that weigh every class the same: an imbalanced dataset is judged by them.
+BALANCED_ACCURACY = "balanced_accuracy"  # the mean of the per-class recalls
+MACRO_F1 = "macro_f1"
 
 
 def best(metric: str) -> str:
@@ -31,6 +40,9 @@ def per_class(metric: str, name: str) -> str:
 # -- the class names, in their fixed order (output i is class i): a prepared dataset's summary and
 # a logged model's metadata (and the serving model's config) hold them under this key
 CLASSES = "classes"
+# -- whether flip test-time augmentation is part of a model: the serving model's config and
+# metadata hold it under this key (see catdog.tracking.modelstore)
+TTA = "tta"
 
 # -- predictions: the per-image CSV, `catdog predict` and the serving model's output columns
 LABEL = "label"
@@ -51,22 +63,50 @@ BUDGET_SECONDS = "budget_seconds"
 SWEEP_SECONDS = "sweep_seconds"
 PLANNED_TRIALS = "planned_trials"
 TRIALS_RUN = "trials_run"
+# -- the data curve (`catdog curve`): the predicted gain in val accuracy from twice the training
+# photos, and its 95% interval, on the sweep's parent run
+CURVE_GAIN = "curve_gain_2x"
+CURVE_GAIN_LOW = "curve_gain_2x_low"
+CURVE_GAIN_HIGH = "curve_gain_2x_high"
 
 # -- how a run ran (not which model it was): never read back as a hyperparameter
 IMAGE_SIZE = "image_size"
 EPOCHS = "epochs"
 PARAM_COUNT = "param_count"
-RUN_PARAMS = frozenset({"arch", "tuner", IMAGE_SIZE, "batch_size", "seed", "precision",
-                        "pretrained", "strategy", PARAM_COUNT, EPOCHS, "patience", "n_train",
-                        "n_val", "trained_on", "schedule_epochs", "repeat", "tta",
-                        "phases"})
+FRACTION = "fraction"  # a data curve's run: the share of the training split it trained on
+DISTRIBUTION = "distribution"  # TensorFlow's distribution strategy a run trained under
+# "strategy" is DISTRIBUTION's name in runs logged before it was renamed: still not a
+# hyperparameter when read back.
+RUN_PARAMS = frozenset(
+    {
+        "arch",
+        "tuner",
+        IMAGE_SIZE,
+        "batch_size",
+        "seed",
+        "precision",
+        "pretrained",
+        DISTRIBUTION,
+        "strategy",
+        PARAM_COUNT,
+        EPOCHS,
+        "patience",
+        "n_train",
+        "n_val",
+        "trained_on",
+        "schedule_epochs",
+        "repeat",
+        "tta",
+        "phases",
+        FRACTION,
+    }
+)
 
 
 def hyperparameters(params: dict) -> dict:
     """The hyperparameters among a run's params: what is left once the run settings and
     KerasTuner's bookkeeping (tuner/...) are taken out."""
-    return {k: v for k, v in params.items()
-            if k not in RUN_PARAMS and not k.startswith("tuner/")}
+    return {k: v for k, v in params.items() if k not in RUN_PARAMS and not k.startswith("tuner/")}
 
 
 def run_settings(**values) -> dict:

@@ -57,8 +57,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 2) -> n
     """num_classes x num_classes counts, rows = true class, columns = predicted, in class order."""
     from sklearn.metrics import confusion_matrix
 
-    return confusion_matrix(np.asarray(y_true, int), np.asarray(y_pred, int),
-                            labels=list(range(num_classes)))
+    return confusion_matrix(
+        np.asarray(y_true, int), np.asarray(y_pred, int), labels=list(range(num_classes))
+    )
 
 
 def roc_curve(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -79,7 +80,9 @@ def roc_curves(y_true, y_prob, classes) -> dict[str, tuple[np.ndarray, np.ndarra
     probs, y_true = probability_matrix(y_prob), np.asarray(y_true, float).ravel().astype(int)
     if probs.shape[1] == 2:
         return {classes[1]: roc_curve(y_true, probs[:, 1])}
-    return {name: roc_curve((y_true == k).astype(int), probs[:, k]) for k, name in enumerate(classes)}
+    return {
+        name: roc_curve((y_true == k).astype(int), probs[:, k]) for k, name in enumerate(classes)
+    }
 
 
 def _auc(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -91,8 +94,14 @@ def _auc(y_true: np.ndarray, probs: np.ndarray) -> float:
         return roc_curve(y_true, probs[:, 1])[2]
     if len(np.unique(y_true)) < probs.shape[1]:
         return float("nan")
-    return float(skm.roc_auc_score(y_true, probs / probs.sum(axis=1, keepdims=True),
-                                   multi_class="ovr", labels=list(range(probs.shape[1]))))
+    return float(
+        skm.roc_auc_score(
+            y_true,
+            probs / probs.sum(axis=1, keepdims=True),
+            multi_class="ovr",
+            labels=list(range(probs.shape[1])),
+        )
+    )
 
 
 def _log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -101,12 +110,28 @@ def _log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
     if probs.shape[1] == 2:  # the second class's probability, as it always was computed
         return float(skm.log_loss(y_true, np.clip(probs[:, 1], 1e-7, 1 - 1e-7), labels=[0, 1]))
     # float32 softmax rows (and their TTA means) sum to 1 only to rounding: normalise them.
-    return float(skm.log_loss(y_true, probs / probs.sum(axis=1, keepdims=True),
-                              labels=list(range(probs.shape[1]))))
+    return float(
+        skm.log_loss(
+            y_true, probs / probs.sum(axis=1, keepdims=True), labels=list(range(probs.shape[1]))
+        )
+    )
+
+
+def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, labels: list[int]) -> float:
+    """The mean recall over the classes present in y_true: scikit-learn's balanced accuracy,
+    without its warning when a class is predicted but absent (a small test split)."""
+    from sklearn import metrics as skm
+
+    present = [k for k in labels if np.any(y_true == k)]
+    if not present:
+        return float("nan")
+    recall = skm.recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)
+    return float(np.mean(recall))
 
 
 def summary(y_true: np.ndarray, y_prob: np.ndarray, classes=None) -> dict:
-    """Accuracy, log loss, ROC AUC (one-vs-rest for more than two classes), macro F1, per-class
+    """Accuracy, log loss, ROC AUC (one-vs-rest for more than two classes), balanced accuracy
+    (the mean per-class recall, for imbalanced classes), macro F1, per-class
     precision and recall (`precision_<class>`) and the confusion matrix. y_prob is (n, classes),
     or for two classes the second class's probability; classes name them (default 0, 1, ...)."""
     from sklearn import metrics as skm
@@ -122,8 +147,10 @@ def summary(y_true: np.ndarray, y_prob: np.ndarray, classes=None) -> dict:
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "loss": _log_loss(y_true, probs),
         "auc": _auc(y_true, probs),
-        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro",
-                                       zero_division=0)),
+        keys.BALANCED_ACCURACY: _balanced_accuracy(y_true, y_pred, labels),
+        keys.MACRO_F1: float(
+            skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
         "n": int(len(y_true)),
     }
     precision = skm.precision_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
@@ -140,8 +167,9 @@ def mlflow_metric_name(key: str) -> str:
     return key if key.startswith("val_") else f"train_{key}"
 
 
-def history_summary(history: dict[str, list[float]], objective: str = keys.OBJECTIVE,
-                    initial_epoch: int = 0) -> dict:
+def history_summary(
+    history: dict[str, list[float]], objective: str = keys.OBJECTIVE, initial_epoch: int = 0
+) -> dict:
     """Best-epoch figures from a Keras history.
 
     `initial_epoch` is where this fit started (Hyperband continues earlier trials), so
@@ -149,7 +177,7 @@ def history_summary(history: dict[str, list[float]], objective: str = keys.OBJEC
     """
     val = history.get(objective) or [np.nan]
     best = _best_index(history, objective)
-    out = {"best_epoch": initial_epoch + best + 1, "epochs_run": len(val)}
+    out = {keys.BEST_EPOCH: initial_epoch + best + 1, "epochs_run": len(val)}
     for key in (keys.VAL_ACCURACY, "val_loss", "val_auc", "accuracy", "loss"):
         if history.get(key):
             out[f"best_{mlflow_metric_name(key)}"] = float(history[key][best])
@@ -168,8 +196,9 @@ def _best_index(history: dict[str, list[float]], objective: str) -> int:
     return int(np.nanargmin(val) if objective.endswith("loss") else np.nanargmax(val))
 
 
-def fit_diagnosis(history: dict[str, list[float]], objective: str = keys.OBJECTIVE,
-                  initial_epoch: int = 0) -> dict:
+def fit_diagnosis(
+    history: dict[str, list[float]], objective: str = keys.OBJECTIVE, initial_epoch: int = 0
+) -> dict:
     """The fit verdict and the epochs it rests on (1-based, as the logged steps count).
 
     Returns `verdict` ("underfitting", "good fit" or "overfitting from epoch N"),
@@ -202,12 +231,22 @@ def mean_ci(values, confidence: float = 0.95) -> dict:
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], float)
     n = len(v)
     if n == 0:
-        return {"mean": float("nan"), "std": float("nan"), "ci_low": float("nan"),
-                "ci_high": float("nan"), "n": 0}
+        return {
+            "mean": float("nan"),
+            "std": float("nan"),
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "n": 0,
+        }
     mean = float(v.mean())
     if n == 1:
-        return {"mean": mean, "std": float("nan"), "ci_low": float("nan"),
-                "ci_high": float("nan"), "n": 1}
+        return {
+            "mean": mean,
+            "std": float("nan"),
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "n": 1,
+        }
     std = float(v.std(ddof=1))
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n))
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
@@ -224,5 +263,10 @@ def mcnemar(correct_a, correct_b) -> dict:
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     n = only_a + only_b
     p = 1.0 if n == 0 else float(stats.binomtest(only_a, n, 0.5).pvalue)
-    return {"p_value": p, "disagreements": n, "only_a_right": only_a, "only_b_right": only_b,
-            "images": int(len(a))}
+    return {
+        "p_value": p,
+        "disagreements": n,
+        "only_a_right": only_a,
+        "only_b_right": only_b,
+        "images": int(len(a)),
+    }

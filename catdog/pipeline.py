@@ -34,7 +34,7 @@ DEFAULT_MEMORY_BUDGET_GB = 8.0
 # How many images were decoded, per (digest, split, size): the benchmark checks it stays at one
 # decode per image for a whole sweep.
 DECODES: Counter = Counter()
-_CACHE: dict[tuple[str, str, int], "Decoded"] = {}
+_CACHE: dict[tuple[str, str, int], Decoded] = {}
 _LOCK = threading.Lock()
 
 
@@ -52,9 +52,9 @@ class Decoded:
 
 @dataclass
 class Splits:
-    train: "object"
-    val: "object"
-    test: "object"
+    train: object
+    val: object
+    test: object
     sizes: dict[str, int]
     image_size: int
     batch_size: int
@@ -132,8 +132,11 @@ def _decode_split(root: Path, digest: str, split: str, size: int) -> Decoded:
 
     t0 = time.perf_counter()
     ds = tf.data.Dataset.from_tensor_slices(list(paths))
-    ds = ds.map(lambda p: tf.cast(decode_resize(tf.io.read_file(p), size), tf.uint8),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+        lambda p: tf.cast(decode_resize(tf.io.read_file(p), size), tf.uint8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     ds = ds.batch(256).prefetch(tf.data.AUTOTUNE)
     at = 0
     for batch in ds:
@@ -142,9 +145,16 @@ def _decode_split(root: Path, digest: str, split: str, size: int) -> Decoded:
         at += len(b)
     DECODES[(digest, split, size)] += n
     seconds = time.perf_counter() - t0
-    log.info("decoded %d %s images at %dpx in %.1fs (%.0f images/s), cached %s (%.0f MB)",
-             n, split, size, seconds, n / max(seconds, 1e-9),
-             "on disk" if on_disk else "in memory", nbytes / 1e6)
+    log.info(
+        "decoded %d %s images at %dpx in %.1fs (%.0f images/s), cached %s (%.0f MB)",
+        n,
+        split,
+        size,
+        seconds,
+        n / max(seconds, 1e-9),
+        "on disk" if on_disk else "in memory",
+        nbytes / 1e6,
+    )
     if on_disk:
         images.flush()
         del images
@@ -192,33 +202,53 @@ def predict(model, dec: Decoded, batch_size: int, tta: bool = False) -> np.ndarr
     return probability_matrix(probs)
 
 
-def load(root: str | Path, image_size: int, batch_size: int, *, seed: int = 0,
-         splits: tuple[str, ...] = ("train", "val")) -> Splits:
+def load(
+    root: str | Path,
+    image_size: int,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> Splits:
     """Datasets for the requested splits (the test split is decoded only when asked for)."""
     root = Path(root)
-    out: dict[str, object] = {s: None for s in SPLITS}
+    out: dict[str, object] = dict.fromkeys(SPLITS)
     sizes: dict[str, int] = {}
     for split in splits:
         dec = decoded(root, split, image_size)
         out[split] = dataset(dec, batch_size, shuffle=(split == "train"), seed=seed)
         sizes[split] = len(dec.labels)
-    return Splits(out["train"], out["val"], out["test"], sizes, image_size, batch_size,
-                  read_summary(root)["digest"], root, dataset_classes(root))
+    return Splits(
+        out["train"],
+        out["val"],
+        out["test"],
+        sizes,
+        image_size,
+        batch_size,
+        read_summary(root)["digest"],
+        root,
+        dataset_classes(root),
+    )
 
 
 @dataclass
 class Combined:
     """Several splits as one shuffled training set (the final fit's train+val)."""
+
     dataset: object
     n: int
 
 
-def combined(root: str | Path, splits: tuple[str, ...], image_size: int, batch_size: int, *,
-             seed: int = 0) -> Combined:
+def combined(
+    root: str | Path, splits: tuple[str, ...], image_size: int, batch_size: int, *, seed: int = 0
+) -> Combined:
     parts = [decoded(root, split, image_size) for split in splits]
-    dec = Decoded(np.concatenate([p.images for p in parts]),
-                  np.concatenate([p.labels for p in parts]),
-                  tuple(path for p in parts for path in p.paths), False)
+    dec = Decoded(
+        np.concatenate([p.images for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        tuple(path for p in parts for path in p.paths),
+        False,
+    )
     return Combined(dataset(dec, batch_size, shuffle=True, seed=seed), len(dec.labels))
 
 

@@ -18,6 +18,8 @@ log = get_logger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("any", "gpu")  # a sweep file's `device`: train on what TensorFlow sees, or on a GPU
+# Comma-separated device names to mirror training across instead of every visible GPU.
+MIRRORED_DEVICES = "CATDOG_MIRRORED_DEVICES"
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 _started = False
 _announced = False
@@ -119,17 +121,33 @@ def announce_devices() -> str:
         names = ", ".join(d.name.split("physical_device:")[-1] for d in found)
         text = f"training on {len(found)} GPU(s): {names}"
     else:
-        text = f"no GPU found; training on {len(os.sched_getaffinity(0))} CPU cores"
+        text = f"no GPU found; training on {cpu_cores()} CPU cores"
         if os.path.exists("/proc/driver/nvidia"):  # a driver, but TensorFlow found no GPU
-            cuda = [ln for ln in _startup_log.splitlines() if "cuda" in ln.lower()
-                    or "gpu" in ln.lower()]
-            text += (" although an NVIDIA driver is loaded; TensorFlow said: "
-                     + (" | ".join(cuda[-3:]) or "nothing") + " (see the README's GPU section; "
-                     "`catdog --verbose` shows all of its start-up lines)")
+            cuda = [
+                ln
+                for ln in _startup_log.splitlines()
+                if "cuda" in ln.lower() or "gpu" in ln.lower()
+            ]
+            text += (
+                " although an NVIDIA driver is loaded; TensorFlow said: "
+                + (" | ".join(cuda[-3:]) or "nothing")
+                + " (see the README's GPU section; "
+                "`catdog --verbose` shows all of its start-up lines)"
+            )
     if not _announced:
         log.info(text)
         _announced = True
     return text
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on: its affinity where the OS keeps one (Linux; a
+    container's or `taskset`'s limit), else every core (macOS has no sched_getaffinity)."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13+
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def release_memory() -> None:
@@ -146,10 +164,12 @@ def release_memory() -> None:
 
 
 def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MB."""
+    """(current, peak) resident set size of this process in MB. The current size comes from Linux's
+    /proc; elsewhere (macOS) it is the peak."""
     import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20
     try:
         with open("/proc/self/statm") as f:
             current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -158,12 +178,27 @@ def rss_mb() -> tuple[float, float]:
     return current, peak
 
 
-def cpu_has_bf16() -> bool:
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them in /proc/cpuinfo; none elsewhere (macOS,
+    Windows), so nothing that depends on a flag is assumed there."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic: AVX512-BF16 or AMX."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_amx() -> bool:
+    """Intel AMX's bf16 tiles: the only CPU feature bf16 training was measured to pay on."""
+    return "amx_bf16" in cpu_flags()
 
 
 def gpus() -> list:
@@ -172,13 +207,30 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
+def allow_memory_growth() -> list:
+    """Let TensorFlow take each GPU's memory as it needs it, not all of it at start, so processes
+    can share a GPU (pytest's workers; TF_FORCE_GPU_ALLOW_GROWTH=true does it for children). Call
+    it after `start` and before anything runs: TensorFlow refuses once its devices exist."""
+    import tensorflow as tf
+
+    found = tf.config.list_physical_devices("GPU")
+    for gpu in found:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return found
+
+
 def nvidia_gpus() -> int:
     """How many GPUs `nvidia-smi -L` lists (0 where it is missing or fails)."""
     import subprocess
 
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20,
-                             stdin=subprocess.DEVNULL).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "-L"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return 0
     return sum(line.startswith("GPU") for line in out.splitlines())
@@ -225,23 +277,30 @@ def require_gpu(device: str, sweep: str) -> None:
         why, fix = "nvidia-smi lists no GPU either", f"run it on a GPU machine, {cpu_file}"
     elif not cuda_libraries():
         why = f"although nvidia-smi lists {listed}, TensorFlow has no CUDA libraries"
-        fix = (f"run `make install` to add tensorflow[and-cuda] (pip install -c constraints.txt "
-               f"-e \".[gpu]\"), {cpu_file}")
+        fix = (
+            f"run `make install` to add tensorflow[and-cuda] (pip install -c constraints.txt "
+            f'-e ".[gpu]"), {cpu_file}'
+        )
     else:
-        said = [ln.strip() for ln in _startup_log.splitlines()
-                if "cuda" in ln.lower() or "gpu" in ln.lower()]
-        why = (f"although nvidia-smi lists {listed} and the CUDA libraries are installed"
-               + (f"; TensorFlow said: {said[-1]}" if said else ""))
+        said = [
+            ln.strip()
+            for ln in _startup_log.splitlines()
+            if "cuda" in ln.lower() or "gpu" in ln.lower()
+        ]
+        why = f"although nvidia-smi lists {listed} and the CUDA libraries are installed" + (
+            f"; TensorFlow said: {said[-1]}" if said else ""
+        )
         fix = f"`catdog --verbose sweep ...` shows TensorFlow's start-up lines, {cpu_file}"
-    raise CatdogError(f"sweep {sweep!r} needs a GPU (device = \"gpu\"), and TensorFlow sees none "
-                      f"({why}): {fix}")
+    raise CatdogError(
+        f'sweep {sweep!r} needs a GPU (device = "gpu"), and TensorFlow sees none ({why}): {fix}'
+    )
 
 
 def resolve_precision(precision: str) -> str:
     """`auto` outside a sweep's plan: fp16 on GPUs (tensor cores), fp32 on CPUs.
 
-    A sweep with `precision = "auto"` on a CPU with native bf16 times each architecture in both
-    and keeps bf16 only where it pays (`precision_candidates`, `catdog.speed.measure_fastest`):
+    A sweep with `precision = "auto"` on a CPU with AMX times each architecture in both and
+    keeps bf16 only where it pays (`precision_candidates`, `catdog.speed.measure_fastest`):
     bf16 training measured 0.77-1.03x of fp32 on an AVX-512-BF16 AMD EPYC, and up to 1.8x on an
     Intel Xeon with AMX, depending on the architecture.
     """
@@ -254,9 +313,10 @@ def resolve_precision(precision: str) -> str:
 
 def precision_candidates(precision: str) -> tuple[str, ...]:
     """The precisions a sweep's plan times for PRECISION, the first the fallback: `auto` on a
-    CPU with native bf16 (AVX512-BF16 or AMX) times fp32 and bf16; otherwise just the one."""
+    CPU with AMX times fp32 and bf16; otherwise just the one. AVX512-BF16 alone is not enough:
+    on an AMD EPYC bf16 trained no faster, and noisy readings chose it anyway."""
     resolved = resolve_precision(precision)
-    if precision == "auto" and resolved == "fp32" and cpu_has_bf16():
+    if precision == "auto" and resolved == "fp32" and cpu_has_amx():
         return ("fp32", "bf16")
     return (resolved,)
 
@@ -270,14 +330,45 @@ def set_precision(precision: str) -> str:
 
 
 def strategy():
-    """MirroredStrategy across every visible GPU when there are several; otherwise the default."""
+    """MirroredStrategy across every visible GPU when there are several, or across the devices
+    CATDOG_MIRRORED_DEVICES names; otherwise the default."""
     import tensorflow as tf
 
+    named = mirrored_devices()
+    if named:
+        log.info("using MirroredStrategy across %s (%s)", ", ".join(named), MIRRORED_DEVICES)
+        return tf.distribute.MirroredStrategy(devices=named)
     visible = gpus()
     if len(visible) > 1:
         log.info("using MirroredStrategy across %d GPUs", len(visible))
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def mirrored_devices() -> list[str]:
+    """The devices CATDOG_MIRRORED_DEVICES names (comma-separated TensorFlow device names, e.g.
+    "/gpu:0,/gpu:1" for two GPUs of four, or logical CPUs configured before TensorFlow starts),
+    each checked against the logical devices TensorFlow sees; empty where it is unset."""
+    named = [d.strip() for d in os.environ.get(MIRRORED_DEVICES, "").split(",") if d.strip()]
+    if not named:
+        return []
+    import tensorflow as tf
+
+    def key(name: str) -> tuple[str, int]:
+        try:
+            spec = tf.DeviceSpec.from_string(name)
+        except ValueError:
+            return ("", -1)
+        return (spec.device_type or "").upper(), spec.device_index or 0
+
+    seen = [d.name for d in tf.config.list_logical_devices()]
+    missing = [d for d in named if key(d) not in {key(s) for s in seen}]
+    if missing:
+        raise CatdogError(
+            f"{MIRRORED_DEVICES} names {', '.join(missing)}, which TensorFlow does "
+            f"not see; it sees {', '.join(seen) or 'no device'}"
+        )
+    return named
 
 
 def strategy_name(strat) -> str:

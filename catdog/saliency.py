@@ -2,9 +2,9 @@
 
 Grad-CAM (Selvaraju et al., 2017) weights the last 4-D feature map by the gradient of the
 predicted class's score, averaged over space: the probability of the class the model chose (for
-a binary model's single sigmoid p, p when it chose the second class and 1 - p when the first). Models whose graph hides that map fall back to the
-plain input gradient (vanilla saliency). Both need only the Keras model, so every architecture
-in the registry gets a map.
+a binary model's single sigmoid p, p when it chose the second class and 1 - p when the first).
+Models whose graph hides that map fall back to the plain input gradient (vanilla saliency). Both
+need only the Keras model, so every architecture in the registry gets a map.
 """
 
 from __future__ import annotations

@@ -32,32 +32,51 @@ import time
 import urllib.request
 from pathlib import Path
 
-from catdog.tracking import tags
-
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SIZE = {"width": 1280, "height": 800}
-RUN_COLUMNS = ["metrics.`best_val_accuracy`", "metrics.`test_accuracy`", "tags.`catdog.arch`",
-               "metrics.`trials`", "metrics.`best_epoch`"]
+RUN_COLUMNS = [
+    "metrics.`best_val_accuracy`",
+    "metrics.`test_accuracy`",
+    "tags.`catdog.arch`",
+    "metrics.`trials`",
+    "metrics.`best_epoch`",
+]
 WIDEN = {"attributes.`Run Name`": 60, "metrics.`best_val_accuracy`": 60}  # px, so names show
 QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default=os.environ.get("MLFLOW_TRACKING_URI",
-                                                     "sqlite:///mlruns/mlflow.db"),
-                   help="tracking URI of the store that holds the sweep (default: the project's)")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
-                   help="folder for the PNGs (default: docs/)")
+    p.add_argument(
+        "--store",
+        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db"),
+        help="tracking URI of the store that holds the sweep (default: the project's)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="folder for the PNGs (default: docs/)",
+    )
     p.add_argument("--experiment", default="catdog")
     p.add_argument("--sweep", default=None, help="the sweep's parent run id (default: latest)")
     p.add_argument("--chromium", default=CHROMIUM, help=f"browser binary (default: {CHROMIUM})")
-    p.add_argument("--project", type=Path, default=None,
-                   help="the folder the sweep ran in, where its data/ is (default: the folder "
-                        "holding the store's mlruns/, else the current one)")
+    p.add_argument(
+        "--project",
+        type=Path,
+        default=None,
+        help="the folder the sweep ran in, where its data/ is (default: the folder "
+        "holding the store's mlruns/, else the current one)",
+    )
     args = p.parse_args(argv)
     if not Path(args.chromium).exists():
         sys.exit(f"no Chromium at {args.chromium}: apt-get install chromium, or pass --chromium")
@@ -108,16 +127,34 @@ def find_sweep(store: str, experiment: str, sweep: str | None) -> tuple[str, str
         sys.exit(str(exc))
     exp_id, sweep = parent.info.experiment_id, parent.info.run_id
     children = queries.search(exp_id, {"mlflow.parentRunId": sweep})
-    return exp_id, sweep, {sweep: parent.info.run_name} | {r.info.run_id: r.info.run_name
-                                                           for r in children}
+    return (
+        exp_id,
+        sweep,
+        {sweep: parent.info.run_name} | {r.info.run_id: r.info.run_name for r in children},
+    )
 
 
 def write_report(store: str, experiment: str, sweep: str, folder: Path) -> Path:
     """`catdog report` for the sweep, as a user runs it; the path of its HTML file."""
     out = folder / "report.html"
-    subprocess.run([sys.executable, "-I", "-m", "catdog", "report", "--sweep", sweep, "--experiment",
-                    experiment, "--out", str(out)], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, **QUIET, "MLFLOW_TRACKING_URI": store})
+    subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-m",
+            "catdog",
+            "report",
+            "--sweep",
+            sweep,
+            "--experiment",
+            experiment,
+            "--out",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, **QUIET, "MLFLOW_TRACKING_URI": store},
+    )
     return out
 
 
@@ -134,17 +171,34 @@ def mlflow_ui(store: str, timeout: float = 180):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, **QUIET})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **QUIET},
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 log.seek(0)
-                sys.exit(f"mlflow ui exited with code {proc.returncode}:\n"
-                         + log.read().decode(errors="replace")[-2000:])
+                sys.exit(
+                    f"mlflow ui exited with code {proc.returncode}:\n"
+                    + log.read().decode(errors="replace")[-2000:]
+                )
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                     if r.status == 200:
@@ -170,8 +224,7 @@ def browser(executable: str):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, headless=True,
-                                     args=CHROMIUM_FLAGS)
+        chromium = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         try:
             yield chromium.new_context(viewport=SIZE, device_scale_factor=1)
         finally:
@@ -180,15 +233,18 @@ def browser(executable: str):
 
 # ------------------------------------------------------------------------------- the pictures
 # Local storage the MLflow UI (3.x) reads on load: the assistant panel stays shut.
-UI_STORAGE = {"mlflow.assistant.panelOpen_v1": "false",
-              "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true"}
+UI_STORAGE = {
+    "mlflow.assistant.panelOpen_v1": "false",
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true",
+}
 
 
 def _open(page, url: str, storage: dict[str, str]) -> None:
     """Go to URL with STORAGE in the page's local storage, then fold the side bar away."""
     items = json.dumps({**UI_STORAGE, **storage})
-    page.add_init_script("(s => { for (const [k, v] of Object.entries(s)) "
-                         f"localStorage.setItem(k, v); }})({items})")
+    page.add_init_script(
+        f"(s => {{ for (const [k, v] of Object.entries(s)) localStorage.setItem(k, v); }})({items})"
+    )
     page.goto(url)
     toggle = page.get_by_label("Toggle sidebar")
     toggle.wait_for(timeout=60_000)
@@ -198,14 +254,25 @@ def _open(page, url: str, storage: dict[str, str]) -> None:
 def runs_tree(page, url: str, exp_id: str, sweep: str, runs: dict[str, str]) -> None:
     """The runs table in the "Model training" view, the sweep and its architecture runs
     expanded, with the columns that rank them."""
-    state = {"runsExpanded": dict.fromkeys(runs, True), "autoRefreshEnabled": False,
-             "selectedColumns": RUN_COLUMNS,
-             "orderByKey": "attributes.start_time", "orderByAsc": False, "startTime": "ALL",
-             "lifecycleFilter": "Active"}
-    _open(page, f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning", {
-        f'MLflowLocalStorage-1.1-ExperimentPage-["{exp_id}"]-ReactComponentState':
-            json.dumps(state),
-        f"MLflowLocalStorage-1.1-ExperimentView-{exp_id}-expandRows": "true"})
+    state = {
+        "runsExpanded": dict.fromkeys(runs, True),
+        "autoRefreshEnabled": False,
+        "selectedColumns": RUN_COLUMNS,
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+    }
+    _open(
+        page,
+        f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning",
+        {
+            f'MLflowLocalStorage-1.1-ExperimentPage-["{exp_id}"]-ReactComponentState': json.dumps(
+                state
+            ),
+            f"MLflowLocalStorage-1.1-ExperimentView-{exp_id}-expandRows": "true",
+        },
+    )
     for name in runs.values():  # every row of the tree is drawn
         page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
     for column, px in WIDEN.items():  # drag the edge of its header: the UI keeps no width given
@@ -221,8 +288,11 @@ def runs_tree(page, url: str, exp_id: str, sweep: str, runs: dict[str, str]) -> 
 
 def comparison(page, url: str, exp_id: str, sweep: str) -> None:
     """The sweep run's artifacts tab with comparison.png selected."""
-    _open(page, f"{url}/#/experiments/{exp_id}/runs/{sweep}/artifacts"
-                "?workflowType=machine_learning", {})
+    _open(
+        page,
+        f"{url}/#/experiments/{exp_id}/runs/{sweep}/artifacts?workflowType=machine_learning",
+        {},
+    )
     page.get_by_text("comparison.png", exact=True).first.click(timeout=60_000)
     image = page.get_by_role("img", name="comparison.png")
     image.wait_for(timeout=60_000)
@@ -236,8 +306,9 @@ def save(png: bytes, path: Path) -> None:
     from PIL import Image
 
     image = Image.open(io.BytesIO(png)).convert("RGB")
-    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) \
-        .save(path, optimize=True)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        path, optimize=True
+    )
     print(f"{path} ({image.width}x{image.height}, {path.stat().st_size // 1024} KB)")
 
 

@@ -4,6 +4,7 @@ generated datasets are built the real way (generated JPEGs -> zip -> `prepare`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from catdog import runtime  # noqa: E402
 # TensorFlow starts as in the CLI: quietly, before any test imports it. Models are built with
 # `pretrained=False` (the registry's default), so no test downloads ImageNet weights.
 runtime.start()
+# On a GPU, pytest's workers and the processes tests start share it: each takes memory as it needs
+# it instead of all of it (set before TensorFlow creates its devices; children inherit the env).
+os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+runtime.allow_memory_growth()
 
 
 @pytest.fixture
@@ -86,6 +91,8 @@ def legacy_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     if not REAL_DATA.is_dir():
-        pytest.skip(f"real photos not found at {REAL_DATA}: the smoke test needs "
-                    "../shared/data/dogs-vs-cats-mini beside the repository")
+        pytest.skip(
+            f"real photos not found at {REAL_DATA}: the smoke test needs "
+            "../shared/data/dogs-vs-cats-mini beside the repository"
+        )
     return REAL_DATA

@@ -16,7 +16,9 @@ from PIL import Image
 LAYOUTS = ("salader", "petimages", "flat")
 
 
-def image_bytes(seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB", fmt: str = "JPEG") -> bytes:
+def image_bytes(
+    seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB", fmt: str = "JPEG"
+) -> bytes:
     """Seeded noise in `mode` (RGB, L, CMYK, RGBA, ...) encoded as `fmt` (JPEG, PNG, GIF, ...)."""
     channels = len(Image.new(mode, (1, 1)).getbands())
     noise = random.Random(seed).randbytes(size[0] * size[1] * channels)
@@ -25,7 +27,9 @@ def image_bytes(seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB", 
     return out.getvalue()
 
 
-def write_jpeg(path: str | Path, seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> Path:
+def write_jpeg(
+    path: str | Path, seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB"
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(image_bytes(seed, size, mode))
@@ -66,7 +70,9 @@ def make_layout(root: str | Path, layout: str, n_per_class: int, seed: int = 0) 
     return root
 
 
-def zip_dir(src_dir: str | Path, zip_path: str | Path, extra_members: dict[str, bytes] | None = None) -> Path:
+def zip_dir(
+    src_dir: str | Path, zip_path: str | Path, extra_members: dict[str, bytes] | None = None
+) -> Path:
     """Zip every file below `src_dir` (names relative to it), plus `extra_members` written verbatim.
 
     Extra member names are not sanitised, so tests can plant '../evil.jpg' or '/abs.jpg'.

@@ -22,8 +22,11 @@ def old_binary_model(image_size: int = 32):
     x = layers.Dense(1, name="logit")(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name=OUTPUT)(x)
     model = keras.Model(inputs, outputs, name="baseline")
-    model.compile(optimizer="adam", loss="binary_crossentropy",
-                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")])
+    model.compile(
+        optimizer="adam",
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )
     return model
 
 
@@ -38,10 +41,17 @@ def log_old_keras_model(keras_model, sample):
     from catdog.tracking.mlflow_fixes import keras_input_example_folder
 
     sample = np.asarray(sample, dtype=np.float32)[:1]
-    signature = infer_signature(sample, np.asarray(keras_model.predict(sample, verbose=0), np.float32))
+    signature = infer_signature(
+        sample, np.asarray(keras_model.predict(sample, verbose=0), np.float32)
+    )
     with keras_input_example_folder():
-        return mlflow.keras.log_model(keras_model, name="model", signature=signature, input_example=sample,
-                                      pip_requirements=model_requirements())
+        return mlflow.keras.log_model(
+            keras_model,
+            name="model",
+            signature=signature,
+            input_example=sample,
+            pip_requirements=model_requirements(),
+        )
 
 
 def log_old_serving_model(keras_model, example_image: bytes):
@@ -57,14 +67,21 @@ def log_old_serving_model(keras_model, example_image: bytes):
     from catdog.serving.model import CATDOG_DIR, ENTRY
     from catdog.tracking.artifacts import model_requirements
 
-    signature = ModelSignature(inputs=Schema([ColSpec("binary", "image")]),
-                               outputs=Schema([ColSpec("string", "label"), ColSpec("double", OUTPUT),
-                                               ColSpec("string", "error")]))
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema(
+            [ColSpec("string", "label"), ColSpec("double", OUTPUT), ColSpec("string", "error")]
+        ),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         keras_model.save(path)
-        return mlflow.pyfunc.log_model(name="serving", python_model=str(ENTRY),
-                                       artifacts={"keras_model": str(path)}, code_paths=[str(CATDOG_DIR)],
-                                       signature=signature,
-                                       input_example=pd.DataFrame({"image": [example_image]}),
-                                       pip_requirements=model_requirements())
+        return mlflow.pyfunc.log_model(
+            name="serving",
+            python_model=str(ENTRY),
+            artifacts={"keras_model": str(path)},
+            code_paths=[str(CATDOG_DIR)],
+            signature=signature,
+            input_example=pd.DataFrame({"image": [example_image]}),
+            pip_requirements=model_requirements(),
+        )

@@ -13,18 +13,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "catdog"
-MAX_MODULE_LINES = 400
-MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 500  # lines as ruff format writes them (a long call, one argument a line)
+MAX_FUNCTION_LINES = 100
 
 # Data flows one way: each module may import from its own layer and the ones before it.
 LAYERS = [
     ("catdog", "catdog.errors", "catdog.log"),
     ("catdog.data",),
-    ("catdog.models", "catdog.pipeline", "catdog.metrics", "catdog.plots", "catdog.runtime",
-     "catdog.plan", "catdog.speed", "catdog.saliency"),
-    ("catdog.sweepfile", "catdog.tracking"),
+    (
+        "catdog.models",
+        "catdog.pipeline",
+        "catdog.metrics",
+        "catdog.plots",
+        "catdog.runtime",
+        "catdog.plan",
+        "catdog.speed",
+        "catdog.saliency",
+    ),
+    ("catdog.settings", "catdog.sweepfile", "catdog.tracking"),
     ("catdog.inference", "catdog.serving", "catdog.train"),
-    ("catdog.heldout", "catdog.choose", "catdog.compare"),
+    ("catdog.heldout", "catdog.choose", "catdog.compare", "catdog.curve", "catdog.curvefit"),
     ("catdog.search",),
     ("catdog.register", "catdog.report", "catdog.distributed"),
     ("catdog.cli", "catdog.__main__"),
@@ -45,7 +53,8 @@ def modules() -> dict[str, Path]:
 def _type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _walk(tree: ast.AST):
@@ -73,10 +82,13 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
-                                + ([base] if base else []))
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
-                       for a in node.names]
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1]
+                    + ([base] if base else [])
+                )
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names
+            ]
         for target in targets:
             while target and target not in known:
                 target = target.rpartition(".")[0]
@@ -148,8 +160,9 @@ def layer(name: str) -> int:
 
 
 def test_no_module_imports_from_a_layer_above_its_own():
-    upward = [f"{a} -> {b}" for a, targets in graph().items() for b in targets
-              if layer(b) > layer(a)]
+    upward = [
+        f"{a} -> {b}" for a, targets in graph().items() for b in targets if layer(b) > layer(a)
+    ]
     assert upward == []
 
 
@@ -160,8 +173,9 @@ def test_mlflow_is_reached_only_through_tracking_and_serving():
         if path.is_relative_to(door[0]) or path.is_relative_to(door[1]):
             continue
         for node in _walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "mlflow"
-                                                    for a in node.names):
+            if isinstance(node, ast.Import) and any(
+                a.name.split(".")[0] == "mlflow" for a in node.names
+            ):
                 calls.append(f"{name}:{node.lineno} imports mlflow")
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlflow"):
                 calls.append(f"{name}:{node.lineno} imports from mlflow")
@@ -184,7 +198,21 @@ def test_modules_and_functions_are_short():
     assert long == []
 
 
-@pytest.mark.parametrize("word", ["val_accuracy", "search_strategy"])
+@pytest.mark.parametrize(
+    "word",
+    [
+        "val_accuracy",
+        "search_strategy",
+        "test_accuracy",
+        "seconds_per_epoch",
+        "best_epoch",
+        "budget_seconds",
+        "sweep_seconds",
+        "val_accuracy_plain",
+        "val_accuracy_tta",
+        "distribution",
+    ],
+)
 def test_keys_are_named_once(word):
     """A param or metric key is a constant of `catdog.keys`; elsewhere it appears only
     in prose (docstrings, messages), never as a string of its own."""
@@ -207,13 +235,19 @@ DOGS_VS_CATS_WORDS = {"cat", "dog", "cats", "dogs"}
 def dogs_vs_cats_literals(tree: ast.AST) -> list[ast.Constant]:
     """String constants (f-string parts included) that are a Dogs-vs-Cats class name or hold
     `p_dog`, the old models' output."""
-    return [node for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and (node.value.strip().lower() in DOGS_VS_CATS_WORDS or "p_dog" in node.value.lower())]
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and (node.value.strip().lower() in DOGS_VS_CATS_WORDS or "p_dog" in node.value.lower())
+    ]
 
 
 def test_the_dogs_vs_cats_check_finds_a_literal():
-    tree = ast.parse('LABELS = ("cat", "Dog")\nx = f"{1} p_dog"\n"""Dogs-vs-Cats, a dog\'s life"""\n')
+    tree = ast.parse(
+        'LABELS = ("cat", "Dog")\nx = f"{1} p_dog"\n"""Dogs-vs-Cats, a dog\'s life"""\n'
+    )
     assert [n.value for n in dogs_vs_cats_literals(tree)] == ["cat", "Dog", " p_dog"]
 
 
@@ -222,9 +256,12 @@ def test_cats_and_dogs_are_named_only_where_their_downloads_are_read():
     DOGS_VS_CATS_HOMES; the report template is checked too."""
     import re
 
-    literal = [f"{name}:{node.lineno} {node.value!r}" for name, path in modules().items()
-               if name not in DOGS_VS_CATS_HOMES
-               for node in dogs_vs_cats_literals(ast.parse(path.read_text()))]
+    literal = [
+        f"{name}:{node.lineno} {node.value!r}"
+        for name, path in modules().items()
+        if name not in DOGS_VS_CATS_HOMES
+        for node in dogs_vs_cats_literals(ast.parse(path.read_text()))
+    ]
     for template in sorted((PACKAGE / "templates").glob("*")):
         for n, line in enumerate(template.read_text().splitlines(), 1):
             if re.search(r"p_dog|\b(cat|dog)s?\b", line, re.IGNORECASE):

@@ -22,10 +22,11 @@ from catdog.data import load_manifest, read_summary
 from tests.imagegen import make_layout, write_jpeg, zip_dir
 
 AS_ROOT = os.geteuid() == 0
-ROOT_IGNORES_MODES = (
-    "running as root, which reads and writes whatever a file's mode says; the monkeypatch variant covers it"
-)
-HOW = ["monkeypatch", pytest.param("chmod", marks=pytest.mark.skipif(AS_ROOT, reason=ROOT_IGNORES_MODES))]
+ROOT_IGNORES_MODES = "running as root, which reads and writes whatever a file's mode says; the monkeypatch variant covers it"
+HOW = [
+    "monkeypatch",
+    pytest.param("chmod", marks=pytest.mark.skipif(AS_ROOT, reason=ROOT_IGNORES_MODES)),
+]
 CORRUPT = b"\xff\xd8\xff\xe0" + random.Random(1).randbytes(300)  # a JPEG header, garbage after
 
 
@@ -128,25 +129,50 @@ def only_system_files(root: Path) -> None:
     [
         (lambda root: root.mkdir(parents=True), ["contains no files"]),
         (only_system_files, ["contains no files (hidden and system files aside)"]),
-        (one_class, ["has cat images but no dog images in the salader layout", "catdog needs both classes"]),
-        (other_animals, ["class 'birds' has 1 usable image in ", "too few to split into train, val and test",
-                          "(it needs at least 3)"]),
+        (
+            one_class,
+            ["has cat images but no dog images in the salader layout", "catdog needs both classes"],
+        ),
+        (
+            other_animals,
+            [
+                "class 'birds' has 1 usable image in ",
+                "too few to split into train, val and test",
+                "(it needs at least 3)",
+            ],
+        ),
         (horses_only, ["has images of one class only ('horses'", "needs at least two classes"]),
-        (classes_in_two_cases, ["has class folders 'Horses' and 'horses', which differ only in case"]),
+        (
+            classes_in_two_cases,
+            ["has class folders 'Horses' and 'horses', which differ only in case"],
+        ),
         (an_empty_class, ["the class folder donkeys in ", "is empty"]),
     ],
-    ids=["empty", "system-files-only", "cats-only", "horses-and-birds", "horses-only", "case-clash",
-         "empty-class"],
+    ids=[
+        "empty",
+        "system-files-only",
+        "cats-only",
+        "horses-and-birds",
+        "horses-only",
+        "case-clash",
+        "empty-class",
+    ],
 )
 def test_prepare_refuses_what_is_not_a_dataset(tmp_path, build, fragments, packed):
     source = tmp_path / "src"
     build(source)
     if packed:
-        source = zip_dir(source, tmp_path / "src.zip", {"donkeys/": b""} if build is an_empty_class else None)
-    message = assert_one_sentence(cli("data", "prepare", str(source), "--dest", str(tmp_path / "out")), *fragments)
+        source = zip_dir(
+            source, tmp_path / "src.zip", {"donkeys/": b""} if build is an_empty_class else None
+        )
+    message = assert_one_sentence(
+        cli("data", "prepare", str(source), "--dest", str(tmp_path / "out")), *fragments
+    )
     assert str(source) in message
     assert not (tmp_path / "out").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"src", source.name})  # no temp folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {"src", source.name}
+    )  # no temp folder left
 
 
 def test_prepare_of_a_missing_path(tmp_path):
@@ -155,10 +181,14 @@ def test_prepare_of_a_missing_path(tmp_path):
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_prepare_drops_an_unreadable_file_and_keeps_the_rest(tmp_path, monkeypatch, restore_modes, how):
+def test_prepare_drops_an_unreadable_file_and_keeps_the_rest(
+    tmp_path, monkeypatch, restore_modes, how
+):
     src = make_layout(tmp_path / "src", "salader", 4)
     deny_reading(src / "train/dogs/dog.2.jpg", how, monkeypatch)
-    result = cli("data", "prepare", str(src), "--dest", str(tmp_path / "out"), "--val-fraction", "0")
+    result = cli(
+        "data", "prepare", str(src), "--dest", str(tmp_path / "out"), "--val-fraction", "0"
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     summary = read_summary(tmp_path / "out")
     assert summary["dropped_files"] == [{"path": "train/dogs/dog.2.jpg", "reason": "unreadable"}]
@@ -196,7 +226,9 @@ def test_prepare_into_a_read_only_folder(tmp_path, monkeypatch, restore_modes, h
         monkeypatch.setattr(Path, "mkdir", mkdir)
         reason = os.strerror(errno.EROFS)
     result = cli("data", "prepare", str(src), "--dest", str(dest))
-    assert_one_sentence(result, f"cannot write the prepared dataset to {dest} ({reason})", "writable folder")
+    assert_one_sentence(
+        result, f"cannot write the prepared dataset to {dest} ({reason})", "writable folder"
+    )
     assert list(read_only.iterdir()) == []
 
 
@@ -228,8 +260,14 @@ def no_dog_images(root: Path) -> None:
         (None, ["does not exist; pass a labelled folder (<class>/* or <split>/<class>/*"]),
         (lambda root: root.write_bytes(b"x"), ["is a file, not a folder"]),
         (lambda root: root.mkdir(), ["is empty; pass a labelled folder"]),
-        (lambda root: labelled(root, dogs=0), ["has images of one class only ('cats'", "at least two classes"]),
-        (animal_folders, ["has images of class 'birds', which the model does not know (its classes: cat, dog)"]),
+        (
+            lambda root: labelled(root, dogs=0),
+            ["has images of one class only ('cats'", "at least two classes"],
+        ),
+        (
+            animal_folders,
+            ["has images of class 'birds', which the model does not know (its classes: cat, dog)"],
+        ),
         (no_dog_images, ["has no image files (.bmp, ", "of class 'dogs'"]),
     ],
     ids=["missing", "a-file", "empty", "cats-only", "horses-and-birds", "no-dog-images"],
@@ -257,7 +295,9 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_evaluate_skips_unreadable_files_and_names_them(tmp_path, monkeypatch, restore_modes, tiny_model, how):
+def test_evaluate_skips_unreadable_files_and_names_them(
+    tmp_path, monkeypatch, restore_modes, tiny_model, how
+):
     data = labelled(tmp_path / "data")
     (data / "cats/broken.jpg").write_bytes(CORRUPT)
     locked = write_jpeg(data / "dogs/locked.jpg", 300)
@@ -275,14 +315,18 @@ def test_evaluate_skips_unreadable_files_and_names_them(tmp_path, monkeypatch, r
     for good in [*data.glob("cats/?.jpg"), *data.glob("dogs/?.jpg")]:
         good.unlink()
     result = cli("evaluate", "--model", str(tiny_model), "--data", str(data))
-    assert_one_sentence(result, f"none of the 2 images in {data} could be used (corrupt: 1, permission denied: 1)")
+    assert_one_sentence(
+        result, f"none of the 2 images in {data} could be used (corrupt: 1, permission denied: 1)"
+    )
 
 
 # ---------------------------------------------------------------- catdog predict
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_predict_labels_good_files_and_names_each_bad_one(tmp_path, monkeypatch, restore_modes, tiny_model, how):
+def test_predict_labels_good_files_and_names_each_bad_one(
+    tmp_path, monkeypatch, restore_modes, tiny_model, how
+):
     good = [write_jpeg(tmp_path / "cat.jpg", 1), write_jpeg(tmp_path / "gray.jpg", 2, mode="L")]
     bad = {
         tmp_path / "corrupt.jpg": "corrupt",
@@ -302,7 +346,10 @@ def test_predict_labels_good_files_and_names_each_bad_one(tmp_path, monkeypatch,
     rows = [line.split("\t") for line in table.stdout.splitlines()]
     assert [row[0] for row in rows] == [str(p) for p in good]
     # No class names came with the bare .keras file: its outputs are called 0 and 1.
-    assert all(row[1] in ("0", "1") and row[2].startswith("p_0=") and row[3].startswith("p_1=") for row in rows)
+    assert all(
+        row[1] in ("0", "1") and row[2].startswith("p_0=") and row[3].startswith("p_1=")
+        for row in rows
+    )
     errors = [line for line in table.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: cannot read {path}: {why}" for path, why in bad.items()] + [
         "error: 5 of 7 images could not be read"
@@ -313,6 +360,15 @@ def test_predict_labels_good_files_and_names_each_bad_one(tmp_path, monkeypatch,
     predictions = {p["path"]: p for p in json.loads(as_json.stdout)}
     assert list(predictions) == paths
     for path, why in bad.items():
-        assert predictions[str(path)] == {"path": str(path), "label": None, "p_0": None, "p_1": None, "error": why}
+        assert predictions[str(path)] == {
+            "path": str(path),
+            "label": None,
+            "p_0": None,
+            "p_1": None,
+            "error": why,
+        }
     for path in good:
-        assert predictions[str(path)]["label"] in ("0", "1") and predictions[str(path)]["error"] is None
+        assert (
+            predictions[str(path)]["label"] in ("0", "1")
+            and predictions[str(path)]["error"] is None
+        )

@@ -20,15 +20,45 @@ def test_quick_bench_writes_every_item(real_data, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
     # cwd=REPO: the real photos are prepared once under the project's data/, as `make bench` does.
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--data",
-                           str(real_data), "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--data",
+            str(real_data),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert json.loads((out.parent / "latest.json").read_text()) == res
-    for item in ("ceiling", "pipeline", "training", "notebook", "sweep", "scaling",
-                 "time_to_accuracy"):
+    for item in (
+        "ceiling",
+        "pipeline",
+        "training",
+        "notebook",
+        "sweep",
+        "scaling",
+        "time_to_accuracy",
+        "serving",
+    ):
         assert "error" not in res[item], res[item]
+    served = res["serving"]["runs"]
+    assert {(r["tta"], r["requests"]) for r in served} == {
+        (False, 40),
+        (False, 100),
+        (True, 40),
+        (True, 100),
+    }
+    assert all(r["lost"] == 0 and r["rps"] > 0 for r in served), served
     acc = res["time_to_accuracy"]
     assert acc["notebook"]["epochs"] == 1 and 0 <= acc["notebook"]["target"] <= 1
     [cd] = acc["sweeps"]
@@ -44,8 +74,125 @@ def test_quick_bench_writes_every_item(real_data, tmp_path):
 
 def test_missing_data_is_a_clear_error(tmp_path):
     # cwd=REPO: `benchmarks` is a top-level folder of the repository, not part of the package.
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--data",
-                           str(tmp_path / "absent")], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--data", str(tmp_path / "absent")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "no data at" in proc.stderr
+
+
+def test_the_serving_load_counts_answers_and_losses():
+    """Item 8's load generator against a local server that fails every fifth request and
+    answers another without a label: those are lost, the rest answered and timed."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks.serving import load
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(json.loads(body)["dataframe_records"][0]["image"])
+            n = len(seen)
+            status, rows = (500, []) if n % 5 == 0 else (200, [{"label": None if n == 3 else "x"}])
+            answer = json.dumps({"predictions": rows}).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bodies = [json.dumps({"dataframe_records": [{"image": str(i)}]}).encode() for i in range(3)]
+        r = load(server.server_address[1], bodies, 40, 4, max_seconds=30)
+    finally:
+        server.shutdown()
+    assert len(seen) == r["sent"] == 40 and set(seen) == {"0", "1", "2"}
+    assert r["lost"] == 8 + 1 and r["answered"] == 31
+    assert r["rps"] == pytest.approx(31 / r["seconds"])
+    assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+
+
+def test_serving_targets_judge_make_serves_workers():
+    from benchmarks.render import render
+    from benchmarks.serving import make_serve_workers
+    from benchmarks.targets import targets
+
+    workers = make_serve_workers()
+    floor = {
+        "image_size": 128,
+        "predict_on_batch_ms": 7.0,
+        "predict_on_batch_pair_ms": 14.0,
+        "direct_call_ms": 60.0,
+        "predict_ms": 90.0,
+        "classify_ms": 10.0,
+        "classify_tta_ms": 17.0,
+        "others_cpu_share": 0.1,
+    }
+
+    def run(tta, w, n, c, rps, p99, lost):
+        return {
+            "tta": tta,
+            "workers": w,
+            "requests": n,
+            "concurrency": c,
+            "rps": rps,
+            "p50_ms": p99 / 2,
+            "p99_ms": p99,
+            "max_ms": p99,
+            "lost": lost,
+            "others_cpu_share": 0.0,
+        }
+
+    sv = {
+        "source": "given",
+        "floor": floor,
+        "make_serve_workers": workers,
+        "runs": [
+            run(False, workers, 200, 8, 75.0, 200.0, 0),
+            run(False, workers, 1000, 32, 70.0, 600.0, 0),
+            run(True, workers, 200, 8, 40.0, 400.0, 0),
+            run(True, workers, 1000, 32, 38.0, 900.0, 2),
+            run(False, workers + 1, 200, 8, 5.0, 9000.0, 100),
+        ],
+    }
+    got = {t["target"]: t["result"] for t in targets({"serving": sv})}
+    assert got == {
+        "served one-photo answers/s, 200 at 8 concurrent": "PASS",
+        "served p99 latency, 200 at 8 concurrent": "PASS",
+        "served requests lost, 1,000 at 32 concurrent": "PASS",
+        "served one-photo answers/s, 200 at 8 concurrent, TTA on": "MISS",
+        "served p99 latency, 200 at 8 concurrent, TTA on": "MISS",
+        "served requests lost, 1,000 at 32 concurrent, TTA on": "MISS",
+    }
+    res = {
+        "machine": {
+            "date": "today",
+            "cpu": "cpu",
+            "cores": 2,
+            "cpu_bf16": False,
+            "tensorflow": "2",
+            "keras": "3",
+            "loadavg_start": "0",
+        },
+        "settings": {"quick": False},
+        "data": "d",
+        "splits": {"test": 1},
+        "wall_seconds": 60,
+        "serving": sv,
+        "targets": targets({"serving": sv}),
+    }
+    text = render(res)
+    assert "8. Serving" in text and "(make serve)" in text and "143" in text  # 1000 / 7 ms

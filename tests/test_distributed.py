@@ -33,37 +33,62 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_chief_and_two_workers_share_one_sweep(tiny_prepared, workdir):
-    (workdir / "exp.toml").write_text('archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
-                                      'trials = 3\nepochs = 2\nimage_size = 32\nbatch_size = 8\n')
+    (workdir / "exp.toml").write_text(
+        'archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
+        "trials = 3\nepochs = 2\nimage_size = 32\nbatch_size = 8\n"
+    )
     tracking_port, oracle_port = _free_port(), _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, "-m", "catdog", "distributed", "exp.toml", "--data",
-                           str(tiny_prepared), "--workers", "2", "--tracking-port",
-                           str(tracking_port), "--oracle-port", str(oracle_port)],
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "catdog",
+            "distributed",
+            "exp.toml",
+            "--data",
+            str(tiny_prepared),
+            "--workers",
+            "2",
+            "--tracking-port",
+            str(tracking_port),
+            "--oracle-port",
+            str(oracle_port),
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlruns/mlflow.db")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    kinds = {k: [r for r in runs if r.data.tags.get("catdog.kind") == k]
-             for k in ("sweep", "arch", "trial")}
+    kinds = {
+        k: [r for r in runs if r.data.tags.get("catdog.kind") == k]
+        for k in ("sweep", "arch", "trial")
+    }
     assert len(kinds["sweep"]) == 1
     parent = kinds["sweep"][0].info.run_id
     arch_runs = {r.info.run_id: r.data.tags["catdog.arch"] for r in kinds["arch"]}
     assert sorted(arch_runs.values()) == ["baseline", "bn_dropout"]
     assert all(r.data.tags["mlflow.parentRunId"] == parent for r in kinds["arch"])
-    seen = sorted((r.data.tags["catdog.arch"], r.data.tags["catdog.trial_id"])
-                  for r in kinds["trial"])
-    assert seen == sorted((a, str(t)) for a in ("baseline", "bn_dropout") for t in range(3)), \
+    seen = sorted(
+        (r.data.tags["catdog.arch"], r.data.tags["catdog.trial_id"]) for r in kinds["trial"]
+    )
+    assert seen == sorted((a, str(t)) for a in ("baseline", "bn_dropout") for t in range(3)), (
         "every trial exactly once"
+    )
     for r in kinds["trial"]:
         assert arch_runs[r.data.tags["mlflow.parentRunId"]] == r.data.tags["catdog.arch"]
         assert r.data.tags["catdog.tuner_id"] in {"tuner0", "tuner1"}
-    assert {r.data.tags["catdog.tuner_id"] for r in kinds["trial"]} == {"tuner0", "tuner1"}, \
+    assert {r.data.tags["catdog.tuner_id"] for r in kinds["trial"]} == {"tuner0", "tuner1"}, (
         "both workers ran trials"
+    )
 
 
 def _listening_hosts(port: int) -> set[str]:
@@ -82,9 +107,12 @@ def _running_trial(client, launcher, deadline, arch):
     while time.monotonic() < deadline and launcher.poll() is None:
         try:
             experiments = [e.experiment_id for e in client.search_experiments()]
-            found = client.search_runs(experiments, "tags.`catdog.kind` = 'trial' and "
-                                                    f"tags.`catdog.arch` = '{arch}' and "
-                                                    "attributes.status = 'RUNNING'")
+            found = client.search_runs(
+                experiments,
+                "tags.`catdog.kind` = 'trial' and "
+                f"tags.`catdog.arch` = '{arch}' and "
+                "attributes.status = 'RUNNING'",
+            )
         except mlflow.exceptions.MlflowException:
             found = []
         if found:
@@ -95,8 +123,10 @@ def _running_trial(client, launcher, deadline, arch):
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_run_again(tiny_prepared, workdir):
-    (workdir / "exp.toml").write_text('archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
-                                      'trials = 2\nepochs = 2\nimage_size = 32\nbatch_size = 8\n')
+    (workdir / "exp.toml").write_text(
+        'archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
+        "trials = 2\nepochs = 2\nimage_size = 32\nbatch_size = 8\n"
+    )
     tracking_port, oracle_port = _free_port(), _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -104,11 +134,27 @@ def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_run_again(tiny_pre
     t0 = time.monotonic()
     with open(log_path, "w") as log_file:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "catdog", "distributed", "exp.toml", "--data",
-             str(tiny_prepared), "--workers", "2", "--tracking-port", str(tracking_port),
-             "--oracle-port", str(oracle_port)],
-            cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "catdog",
+                "distributed",
+                "exp.toml",
+                "--data",
+                str(tiny_prepared),
+                "--workers",
+                "2",
+                "--tracking-port",
+                str(tracking_port),
+                "--oracle-port",
+                str(oracle_port),
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         try:
             wait_for_server(f"http://127.0.0.1:{tracking_port}", launcher)
@@ -138,19 +184,27 @@ def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_run_again(tiny_pre
     assert not [r for r in runs if r.info.status == "RUNNING"], "no run left RUNNING"
     trials = [r for r in runs if r.data.tags.get("catdog.kind") == "trial"]
     finished = [r for r in trials if r.info.status == "FINISHED"]
-    assert sorted((r.data.tags["catdog.arch"], r.data.tags["catdog.trial_id"])
-                  for r in finished) == [(a, str(t)) for a in ("baseline", "bn_dropout")
-                                         for t in range(2)], "each trial exactly one FINISHED run"
+    assert sorted(
+        (r.data.tags["catdog.arch"], r.data.tags["catdog.trial_id"]) for r in finished
+    ) == [(a, str(t)) for a in ("baseline", "bn_dropout") for t in range(2)], (
+        "each trial exactly one FINISHED run"
+    )
     dead = mlflow.MlflowClient().get_run(victim.info.run_id)
     assert dead.info.status == "KILLED" and dead.data.tags.get("catdog.orphaned") == "true"
-    rerun = [r for r in finished if r.data.tags["catdog.arch"] == victim.data.tags["catdog.arch"]
-             and r.data.tags["catdog.trial_id"] == victim.data.tags["catdog.trial_id"]][0]
+    rerun = [
+        r
+        for r in finished
+        if r.data.tags["catdog.arch"] == victim.data.tags["catdog.arch"]
+        and r.data.tags["catdog.trial_id"] == victim.data.tags["catdog.trial_id"]
+    ][0]
     assert rerun.data.tags["catdog.tuner_id"] == tuner_id, "the restarted worker re-ran it"
-    print(f"\nkilled worker {tuner_id} in trial {victim.data.tags['catdog.arch']}/"
-          f"{victim.data.tags['catdog.trial_id']}: its re-run finished "
-          f"{rerun.info.end_time / 1000 - killed_at:.0f}s after the kill, launch returned "
-          f"{launcher_seconds:.0f}s after it; test {time.monotonic() - t0:.0f}s; "
-          f"{len(finished)} FINISHED trial runs, {len(trials) - len(finished)} KILLED")
+    print(
+        f"\nkilled worker {tuner_id} in trial {victim.data.tags['catdog.arch']}/"
+        f"{victim.data.tags['catdog.trial_id']}: its re-run finished "
+        f"{rerun.info.end_time / 1000 - killed_at:.0f}s after the kill, launch returned "
+        f"{launcher_seconds:.0f}s after it; test {time.monotonic() - t0:.0f}s; "
+        f"{len(finished)} FINISHED trial runs, {len(trials) - len(finished)} KILLED"
+    )
 
 
 # ------------------------------------------------------------- launch's watch, with stand-ins
@@ -194,13 +248,21 @@ def messages():
 
 def _stand_in_sweep(workdir, max_restarts=2, **acts) -> distributed.Sweep:
     (workdir / "stand_in.py").write_text(STAND_IN)
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1",
-           "KERASTUNER_ORACLE_PORT": str(_free_port()),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns/mlflow.db",
-           **{f"STAND_IN_{who.upper()}": act for who, act in acts.items()}}
-    return distributed.Sweep([sys.executable, str(workdir / "stand_in.py")], env, workers=2,
-                             host="127.0.0.1", oracle_port=int(env["KERASTUNER_ORACLE_PORT"]),
-                             max_restarts=max_restarts)
+    env = {
+        **os.environ,
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": str(_free_port()),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns/mlflow.db",
+        **{f"STAND_IN_{who.upper()}": act for who, act in acts.items()},
+    }
+    return distributed.Sweep(
+        [sys.executable, str(workdir / "stand_in.py")],
+        env,
+        workers=2,
+        host="127.0.0.1",
+        oracle_port=int(env["KERASTUNER_ORACLE_PORT"]),
+        max_restarts=max_restarts,
+    )
 
 
 def test_a_worker_that_keeps_dying_is_restarted_then_stops_the_sweep(workdir, messages):
@@ -208,8 +270,7 @@ def test_a_worker_that_keeps_dying_is_restarted_then_stops_the_sweep(workdir, me
     exp = client.create_experiment("catdog")
     # The chief serves the first oracle for 5s, then waits; tuner0 dies 6s after each start,
     # past the first architecture: restarted (it skips what the chief finished), then stopped.
-    sweep = _stand_in_sweep(workdir, max_restarts=1, chief="serve 5", tuner0="die 6",
-                            tuner1="wait")
+    sweep = _stand_in_sweep(workdir, max_restarts=1, chief="serve 5", tuner0="die 6", tuner1="wait")
     orphan = client.create_run(exp, tags={"catdog.kind": "trial", "catdog.tuner_id": "tuner0"})
     sweep.start(fresh=False)
     t0 = time.monotonic()
@@ -218,15 +279,15 @@ def test_a_worker_that_keeps_dying_is_restarted_then_stops_the_sweep(workdir, me
     assert time.monotonic() - t0 < 40, "the sweep was stopped, not left waiting"
     assert all(p.poll() is not None for p in sweep.processes()), "chief and workers stopped"
     assert sweep.restarts["tuner0"] == 1
-    assert any("tuner0 ended with signal" in m and "restarting it" in m for m in messages), \
-        messages
+    assert any("tuner0 ended with signal" in m and "restarting it" in m for m in messages), messages
     run = client.get_run(orphan.info.run_id)
     assert run.info.status == "KILLED" and run.data.tags["catdog.orphaned"] == "true"
 
 
 def test_restarts_are_bounded(workdir, messages):
-    sweep = _stand_in_sweep(workdir, max_restarts=2, chief="serve 3600", tuner0="exit 0.5 3",
-                            tuner1="wait")
+    sweep = _stand_in_sweep(
+        workdir, max_restarts=2, chief="serve 3600", tuner0="exit 0.5 3", tuner1="wait"
+    )
     sweep.start(fresh=False)
     assert sweep.run() == 3
     assert sweep.restarts == {"tuner0": 2, "tuner1": 0}
@@ -235,8 +296,7 @@ def test_restarts_are_bounded(workdir, messages):
     assert all(p.poll() is not None for p in sweep.processes())
 
 
-def test_a_worker_still_running_after_the_chief_finished_is_stopped(workdir, messages,
-                                                                    monkeypatch):
+def test_a_worker_still_running_after_the_chief_finished_is_stopped(workdir, messages, monkeypatch):
     monkeypatch.setattr(distributed, "GRACE_SECONDS", 2)
     sweep = _stand_in_sweep(workdir, chief="exit 1 0", tuner0="exit 0 0", tuner1="wait")
     sweep.start(fresh=False)

@@ -10,7 +10,7 @@ What counts as a name, precisely (the rules `problems` applies to one document):
   whitespace-separated token (the value of a `VAR=value` token) is a repository path when it ends
   in a known suffix (SUFFIXES) or its first folder is one of the repository's top-level folders.
   A path with a slash must exist from the repository's root, or as the tail of an existing path
-  (`strategies/race.py` for catdog/search/strategies/race.py); a bare name (`cpu.toml`) must be
+  (`strategies/best.py` for catdog/search/strategies/best.py); a bare name (`cpu.toml`) must be
   the name of some file, or a file name catdog's own source writes (an artifact it logs, such as
   comparison.png or summary.json). A link target is taken from the document's own folder first. Not
   checked: URLs and URIs (`://`, `models:/...`), absolute, `~` and `../` paths (outside the
@@ -49,8 +49,21 @@ from catdog.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SUFFIXES = (".py", ".toml", ".md", ".png", ".txt", ".lock", ".cfg", ".ini", ".yml", ".yaml",
-            ".json", ".sh", ".j2")
+SUFFIXES = (
+    ".py",
+    ".toml",
+    ".md",
+    ".png",
+    ".txt",
+    ".lock",
+    ".cfg",
+    ".ini",
+    ".yml",
+    ".yaml",
+    ".json",
+    ".sh",
+    ".j2",
+)
 RUNTIME = ("data/", "mlruns/", "reports/", ".venv/", ".tuner/", "benchmarks/results/")
 PLACEHOLDER = re.compile(r"[<>*?{}$]|\.\.\.|…|^path/to/|/path/to/")
 SEPARATORS = {"|", "||", "&&", ";", "&", "\\"}
@@ -63,13 +76,21 @@ def tree() -> tuple[frozenset[str], frozenset[str]]:
     """(files, folders) of the repository, as paths from its root: tracked, or new and not
     git-ignored; a checkout without git falls back to walking it."""
     try:
-        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         files = {f for f in out.splitlines() if (ROOT / f).exists()}
     except (OSError, subprocess.CalledProcessError):
         skip = {".git", ".venv", "__pycache__", "mlruns", "data", ".tuner", "reports"}
-        files = {str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
-                 if p.is_file() and not skip & set(p.relative_to(ROOT).parts)}
+        files = {
+            str(p.relative_to(ROOT))
+            for p in ROOT.rglob("*")
+            if p.is_file() and not skip & set(p.relative_to(ROOT).parts)
+        }
     folders = {str(Path(f).parents[i]) for f in files for i in range(len(Path(f).parts) - 1)}
     return frozenset(files), frozenset(folders)
 
@@ -90,9 +111,12 @@ def defined_tests() -> dict[str, frozenset[str]]:
     """{"test_x.py": names of the test functions and classes it defines}."""
     found = {}
     for path in sorted((ROOT / "tests").glob("test_*.py")):
-        names = {node.name for node in ast.walk(ast.parse(path.read_text()))
-                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                 and node.name.startswith(("test", "Test"))}
+        names = {
+            node.name
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node.name.startswith(("test", "Test"))
+        }
         found[path.name] = frozenset(names)
     return found
 
@@ -161,8 +185,10 @@ def starts_command(words: list[str], i: int) -> bool:
     before = words[:i]
     if before[-2:] == ["python", "-m"] or (before and before[-1] == "-m"):
         return True
-    return all(("=" in w and not w.startswith("-")) or w in WRAPPERS or
-               re.fullmatch(r"(\S*/)?python3?", w) for w in before)
+    return all(
+        ("=" in w and not w.startswith("-")) or w in WRAPPERS or re.fullmatch(r"(\S*/)?python3?", w)
+        for w in before
+    )
 
 
 # ------------------------------------------------------------------------------------- the rules
@@ -171,8 +197,13 @@ def path_problem(token: str, base: Path = ROOT) -> str | None:
     a link is read from)."""
     token = token.split("::")[0].strip("\"'").lstrip("(").rstrip("),;:.")  # file.py::test_x
     token = token.split("=", 1)[1] if re.match(r"^[A-Z_]+=", token) else token
-    if (not token or "://" in token or re.match(r"^[a-z]+:", token) or PLACEHOLDER.search(token)
-            or token.startswith(("/", "~", "../", "-", "#", "@"))):
+    if (
+        not token
+        or "://" in token
+        or re.match(r"^[a-z]+:", token)
+        or PLACEHOLDER.search(token)
+        or token.startswith(("/", "~", "../", "-", "#", "@"))
+    ):
         return None
     files, folders = tree()
     top = {f for f in folders if "/" not in f}
@@ -185,8 +216,9 @@ def path_problem(token: str, base: Path = ROOT) -> str | None:
     if candidates & (files | folders):
         return None
     names = (*files, *folders)
-    if "/" not in plain and (plain in catdog_strings() or any(Path(f).name == plain
-                                                               for f in names)):
+    if "/" not in plain and (
+        plain in catdog_strings() or any(Path(f).name == plain for f in names)
+    ):
         return None
     if "/" in plain and any(f.endswith("/" + plain) for f in names):
         return None
@@ -198,7 +230,7 @@ def make_problems(words: list[str]) -> list[str]:
     for i, word in enumerate(words):
         if word != "make" or not starts_command(words, i):
             continue
-        rest, skip = words[i + 1:], False
+        rest, skip = words[i + 1 :], False
         for arg in rest:
             if skip:
                 skip = False
@@ -219,7 +251,7 @@ def _options(cmd: click.Command) -> set[str]:
 def catdog_problems(words: list[str]) -> list[str]:
     for i, word in enumerate(words):
         if (word == "catdog" or word.endswith("/catdog")) and starts_command(words, i):
-            return _check_invocation(words[i + 1:])
+            return _check_invocation(words[i + 1 :])
     return []
 
 
@@ -231,13 +263,17 @@ def _check_invocation(args: list[str]) -> list[str]:
         if arg.startswith("--"):
             name = arg.split("=", 1)[0]
             if name not in _options(cmd):
-                out.append(f"runs `{' '.join(path)} {name}`, an option `{' '.join(path)} --help` "
-                           "does not list")
+                out.append(
+                    f"runs `{' '.join(path)} {name}`, an option `{' '.join(path)} --help` "
+                    "does not list"
+                )
         elif isinstance(cmd, click.Group) and not arg.startswith("-"):
             sub = cmd.get_command(click.Context(cmd), arg)
             if sub is None:
-                out.append(f"runs `{' '.join(path)} {arg}`, a command `{' '.join(path)} --help` "
-                           "does not list")
+                out.append(
+                    f"runs `{' '.join(path)} {arg}`, a command `{' '.join(path)} --help` "
+                    "does not list"
+                )
                 break
             cmd, path = sub, [*path, arg]
     return out
@@ -257,8 +293,11 @@ def cited_test_problems(text: str) -> list[str]:
 
 def bare_test_problem(span: str) -> str | None:
     name = span.strip()
-    if (re.fullmatch(r"test_\w+", name) and name not in frozenset().union(*defined_tests().values())
-            and name not in catdog_strings()):
+    if (
+        re.fullmatch(r"test_\w+", name)
+        and name not in frozenset().union(*defined_tests().values())
+        and name not in catdog_strings()
+    ):
         return f"cites `{name}`, which is neither a test in tests/ nor a name catdog writes"
     return None
 
@@ -292,31 +331,41 @@ def test_sweep_files_name_no_data_outside_the_repository():
     where this repository was checked out (`make ... DATA=` says where the data is)."""
     for path in sorted((ROOT / "experiments").glob("*.toml")):
         data = tomllib.loads(path.read_text()).get("data")
-        assert data is None or not (data.startswith(("/", "..", "~"))), \
+        assert data is None or not (data.startswith(("/", "..", "~"))), (
             f"{path.name} names data outside the repository: {data}"
+        )
 
 
-@pytest.mark.parametrize("sample,needle", [
-    ("The race lives in `experiments/cpu-race.toml`.", "experiments/cpu-race.toml"),
-    ("| `cpu-race.toml` | a race |", "cpu-race.toml"),
-    ("See [the guide](docs/nowhere.md).", "docs/nowhere.md"),
-    ("![runs](docs/missing.png)", "docs/missing.png"),
-    ("Code lives in `catdog/cli.py`.", "catdog/cli.py"),
-    ("Folders: `catdog/nothing/`.", "catdog/nothing/"),
-    ("Run `make sweep-everything DATA=x`.", "make sweep-everything"),
-    ("```bash\nCI=true make test nonsense\n```", "make nonsense"),
-    ("Its plot is `comparisons.png`.", "comparisons.png"),
-    ("Run `catdog sweeps experiments/quick.toml`.", "catdog sweeps"),
-    ("Run `catdog data fetch`.", "catdog data fetch"),
-    ("```sh\n.venv/bin/catdog sweep experiments/quick.toml \\\n  --max-trial 2\n```",
-     "catdog sweep --max-trial"),
-    ("Run `catdog --quiet train`.", "catdog --quiet"),
-    ("Proof: `test_faults.py::test_memory_stays_flat_over_20_trials`.",
-     "test_memory_stays_flat_over_20_trials"),
-    ("Proof: `test_distributed.py::test_restarts_are_bounded`, `::test_no_such_thing`.",
-     "test_no_such_thing"),
-    ("Proof: `test_a_claim_nobody_tested`.", "test_a_claim_nobody_tested"),
-])
+@pytest.mark.parametrize(
+    "sample,needle",
+    [
+        ("The race lives in `experiments/cpu-race.toml`.", "experiments/cpu-race.toml"),
+        ("| `cpu-race.toml` | a race |", "cpu-race.toml"),
+        ("See [the guide](docs/nowhere.md).", "docs/nowhere.md"),
+        ("![runs](docs/missing.png)", "docs/missing.png"),
+        ("Code lives in `catdog/cli.py`.", "catdog/cli.py"),
+        ("Folders: `catdog/nothing/`.", "catdog/nothing/"),
+        ("Run `make sweep-everything DATA=x`.", "make sweep-everything"),
+        ("```bash\nCI=true make test nonsense\n```", "make nonsense"),
+        ("Its plot is `comparisons.png`.", "comparisons.png"),
+        ("Run `catdog sweeps experiments/quick.toml`.", "catdog sweeps"),
+        ("Run `catdog data fetch`.", "catdog data fetch"),
+        (
+            "```sh\n.venv/bin/catdog sweep experiments/quick.toml \\\n  --max-trial 2\n```",
+            "catdog sweep --max-trial",
+        ),
+        ("Run `catdog --quiet train`.", "catdog --quiet"),
+        (
+            "Proof: `test_faults.py::test_memory_stays_flat_over_20_trials`.",
+            "test_memory_stays_flat_over_20_trials",
+        ),
+        (
+            "Proof: `test_distributed.py::test_restarts_are_bounded`, `::test_no_such_thing`.",
+            "test_no_such_thing",
+        ),
+        ("Proof: `test_a_claim_nobody_tested`.", "test_a_claim_nobody_tested"),
+    ],
+)
 def test_each_rule_fails_on_a_bad_sample(sample, needle):
     found = problems(sample)
     assert len(found) == 1 and needle in found[0], found
@@ -329,7 +378,7 @@ bench in `benchmarks/results/bench.json`. See https://mlflow.org/docs and
 [MLflow](https://mlflow.org), `models:/catdog@champion`, `sqlite:///mlruns/mlflow.db`,
 `path/to/photos`, `<sweep>.toml`, `experiments/*.toml`, `../shared/data/x`, `/tmp/a.py`,
 `test_accuracy` and `test_predictions_tta`, class folders such as `horses/` and `train/cats/`,
-and `strategies/race.py`, `cpu.toml`, `catdog/models/`,
+and `strategies/best.py`, `cpu.toml`, `catdog/models/`,
 `tests/test_docs.py::test_each_rule_fails_on_a_bad_sample`.
 To make sure it works, make the `catdog` command the first thing you try. A sweep logs
 `comparison.png` and `sweep_config.json`.

@@ -48,7 +48,9 @@ class _Handler(BaseHTTPRequestHandler):
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.routes = {}
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield httpd
     httpd.shutdown()
@@ -67,7 +69,13 @@ def home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    for var in ("KAGGLE_CONFIG_DIR", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "XDG_CONFIG_HOME"):
+    for var in (
+        "KAGGLE_CONFIG_DIR",
+        "KAGGLE_USERNAME",
+        "KAGGLE_KEY",
+        "KAGGLE_API_TOKEN",
+        "XDG_CONFIG_HOME",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     return home
@@ -83,7 +91,9 @@ def serve(monkeypatch, server, path: str, body: bytes, cut: bool = False) -> str
 def write_kaggle_json(directory: Path, mode: int, content: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "kaggle.json"
-    path.write_text(content if content is not None else json.dumps({"username": "whiskers", "key": KEY}))
+    path.write_text(
+        content if content is not None else json.dumps({"username": "whiskers", "key": KEY})
+    )
     path.chmod(mode)
     return path
 
@@ -106,10 +116,15 @@ def test_petimages_download_then_prepare(tmp_path, monkeypatch, server, petimage
     assert "already downloaded" in logs.text
 
 
-def test_auto_source_without_credentials_uses_petimages(tmp_path, monkeypatch, server, petimages_zip, home, logs):
+def test_auto_source_without_credentials_uses_petimages(
+    tmp_path, monkeypatch, server, petimages_zip, home, logs
+):
     serve(monkeypatch, server, f"/{ZIP_NAME}", petimages_zip)
     assert download(dest=tmp_path / "data") == tmp_path / "data" / ZIP_NAME
-    assert "no Kaggle credentials" in logs.text and "using Microsoft's PetImages download instead" in logs.text
+    assert (
+        "no Kaggle credentials" in logs.text
+        and "using Microsoft's PetImages download instead" in logs.text
+    )
 
 
 def test_cut_off_download_leaves_nothing(tmp_path, monkeypatch, server, petimages_zip, home):
@@ -164,7 +179,10 @@ def test_kaggle_json_readable_by_others(tmp_path, home, monkeypatch, logs):
 
 @pytest.mark.parametrize(
     "content, message",
-    [("{not json", "not valid JSON"), (json.dumps({"username": "whiskers"}), 'lacks "username" or "key"')],
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"username": "whiskers"}), 'lacks "username" or "key"'),
+    ],
 )
 def test_kaggle_json_broken(home, content, message):
     write_kaggle_json(home / ".kaggle", 0o600, content)
@@ -191,7 +209,11 @@ def test_kaggle_access_token_is_accepted(tmp_path, home, monkeypatch, logs):
     monkeypatch.setenv("KAGGLE_API_TOKEN", KEY)
     assert kaggle_credentials() is None  # not a username/key pair...
     check_kaggle_credentials()  # ...but kaggle 2.x signs in with it
-    monkeypatch.setattr(download_mod, "_kaggle_api", lambda: FakeKaggleApi(error=RuntimeError(f"token {KEY} expired")))
+    monkeypatch.setattr(
+        download_mod,
+        "_kaggle_api",
+        lambda: FakeKaggleApi(error=RuntimeError(f"token {KEY} expired")),
+    )
     with pytest.raises(CatdogError) as excinfo:
         download(dest=tmp_path / "data")
     assert "found Kaggle credentials (KAGGLE_API_TOKEN)" in logs.text
@@ -216,7 +238,9 @@ def test_kaggle_download_moves_zip_into_dest(tmp_path, home, monkeypatch, petima
     monkeypatch.setattr(download_mod, "_kaggle_api", lambda: FakeKaggleApi(petimages_zip))
     path = download(dest=tmp_path / "data")
     assert path == tmp_path / "data" / "dogs-vs-cats.zip" and zipfile.is_zipfile(path)
-    assert [p.name for p in (tmp_path / "data").iterdir()] == ["dogs-vs-cats.zip"]  # temp folder gone
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [
+        "dogs-vs-cats.zip"
+    ]  # temp folder gone
     assert "found Kaggle credentials" in logs.text and KEY not in logs.text
 
 
@@ -243,13 +267,18 @@ def test_any_kaggle_dataset_downloads_and_prepares(tmp_path, home, monkeypatch, 
             super().dataset_download_files(dataset, path, unzip, quiet)
 
     monkeypatch.setattr(download_mod, "_kaggle_api", lambda: Api(horses_zebras_zip(tmp_path)))
-    result = CliRunner().invoke(main, ["data", "download", "--dataset", "someone/horse2zebra",
-                                       "--dest", str(tmp_path / "data")])
+    result = CliRunner().invoke(
+        main,
+        ["data", "download", "--dataset", "someone/horse2zebra", "--dest", str(tmp_path / "data")],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     path = Path(result.stdout.strip())
     assert asked == ["someone/horse2zebra"] and path == tmp_path / "data" / "horse2zebra.zip"
-    prepared = json.loads(CliRunner().invoke(main, ["data", "prepare", str(path), "--dest",
-                                                    str(tmp_path / "prepared")]).stdout)
+    prepared = json.loads(
+        CliRunner()
+        .invoke(main, ["data", "prepare", str(path), "--dest", str(tmp_path / "prepared")])
+        .stdout
+    )
     assert prepared["layout"] == "split_folders" and prepared["classes"] == ["horses", "zebras"]
     assert prepared["counts"]["test"] == {"horses": 2, "zebras": 2}
 
@@ -269,7 +298,9 @@ def test_kaggle_failure_never_shows_the_key(tmp_path, home, monkeypatch, logs):
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     leaky = RuntimeError(f"401 Unauthorized: Basic auth whiskers:{KEY} rejected")
     monkeypatch.setattr(download_mod, "_kaggle_api", lambda: FakeKaggleApi(error=leaky))
-    with pytest.raises(CatdogError, match="could not download the Kaggle dataset salader/dogs-vs-cats") as excinfo:
+    with pytest.raises(
+        CatdogError, match="could not download the Kaggle dataset salader/dogs-vs-cats"
+    ) as excinfo:
         download(source="kaggle", dest=tmp_path / "data")
     assert KEY not in str(excinfo.value) and KEY not in logs.text
     assert "401 Unauthorized" in str(excinfo.value)
@@ -280,7 +311,9 @@ CANARY = "canary-5f3e9c7a1d4b8e20"  # a fake key; finding it anywhere is a leak
 
 
 @pytest.mark.parametrize("outcome", ["fails", "succeeds"])
-def test_kaggle_key_canary_in_no_output_and_no_file(tmp_path, home, monkeypatch, petimages_zip, logs, capfd, outcome):
+def test_kaggle_key_canary_in_no_output_and_no_file(
+    tmp_path, home, monkeypatch, petimages_zip, logs, capfd, outcome
+):
     monkeypatch.setenv("KAGGLE_USERNAME", "whiskers")
     monkeypatch.setenv("KAGGLE_KEY", CANARY)
     monkeypatch.setenv(VERBOSE_ENV, "1")  # debug lines too
@@ -291,21 +324,32 @@ def test_kaggle_key_canary_in_no_output_and_no_file(tmp_path, home, monkeypatch,
 
         def dataset_download_files(self, dataset, path, unzip, quiet):
             dumps.append(Path(path) / "request.log")
-            dumps[-1].write_text(f"GET /api/v1/datasets/download/{dataset}\nAuthorization: Basic whiskers:{CANARY}\n")
+            dumps[-1].write_text(
+                f"GET /api/v1/datasets/download/{dataset}\nAuthorization: Basic whiskers:{CANARY}\n"
+            )
             if outcome == "fails":
                 raise RuntimeError(f"401 Unauthorized: whiskers:{CANARY} rejected")
             (Path(path) / "dogs-vs-cats.zip").write_bytes(petimages_zip)
 
     monkeypatch.setattr(download_mod, "_kaggle_api", CanaryKaggleApi)
     data = tmp_path / "data"
-    results = [CliRunner().invoke(main, ["data", "download", "--source", "kaggle", "--dest", str(data)])]
+    results = [
+        CliRunner().invoke(main, ["data", "download", "--source", "kaggle", "--dest", str(data)])
+    ]
     if outcome == "succeeds":
         assert results[0].exit_code == 0, (results[0].output, results[0].exception)
         zip_path = results[0].stdout.strip()
-        results.append(CliRunner().invoke(main, ["data", "prepare", zip_path, "--dest", str(data / "prepared")]))
+        results.append(
+            CliRunner().invoke(
+                main, ["data", "prepare", zip_path, "--dest", str(data / "prepared")]
+            )
+        )
         assert results[1].exit_code == 0 and (data / "prepared" / "manifest.csv").is_file()
     else:
-        assert results[0].exit_code == 2 and "401 Unauthorized: whiskers:*** rejected" in results[0].stderr
+        assert (
+            results[0].exit_code == 2
+            and "401 Unauthorized: whiskers:*** rejected" in results[0].stderr
+        )
 
     assert dumps, "the fake client never ran, so this test would prove nothing"
     captured = capfd.readouterr()

@@ -32,7 +32,7 @@ seed = {seed}
 
 # Test-only hooks, loaded by Python at start-up from PYTHONPATH: they make one step slow and say
 # when it starts, so the test can strike while that step is under way. catdog has no hooks.
-SITECUSTOMIZE = '''
+SITECUSTOMIZE = """
 import os, sys, time
 where = os.environ.get("CATDOG_TEST_SLOW_AT")
 if where == "model":
@@ -52,7 +52,7 @@ elif where == "prepare":
         time.sleep(0.2)
         return original(raw)
     prepare.check_image = slow
-'''
+"""
 
 
 def _free_port() -> int:
@@ -70,19 +70,40 @@ def _env(workdir: Path, **extra) -> dict:
 
 def _sweep(workdir: Path, data, name="exp", trials=3, epochs=8, seed=1337, **env):
     (workdir / f"{name}.toml").write_text(SWEEP.format(trials=trials, epochs=epochs, seed=seed))
-    return subprocess.Popen([sys.executable, "-m", "catdog", "sweep", f"{name}.toml", "--data",
-                             str(data)], cwd=workdir, env=_env(workdir, **env),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "catdog", "sweep", f"{name}.toml", "--data", str(data)],
+        cwd=workdir,
+        env=_env(workdir, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _server(workdir: Path, port: int) -> subprocess.Popen:
     (workdir / "mlruns" / "artifacts").mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-         f"sqlite:///{workdir}/mlruns/mlflow.db", "--artifacts-destination",
-         str(workdir / "mlruns" / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{workdir}/mlruns/mlflow.db",
+            "--artifacts-destination",
+            str(workdir / "mlruns" / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     from catdog.distributed import wait_for_server
 
     wait_for_server(f"http://127.0.0.1:{port}", timeout=90)
@@ -114,7 +135,8 @@ def _assert_complete(workdir: Path, trials: int, sweeps: int = 1) -> list:
     for r in runs:
         if r.data.tags.get("catdog.kind") == "trial" and r.info.status == "FINISHED":
             by_sweep.setdefault(r.data.tags["catdog.sweep_key"], []).append(
-                r.data.tags["catdog.trial_id"])
+                r.data.tags["catdog.trial_id"]
+            )
     assert len(by_sweep) == sweeps, by_sweep
     for key, ids in by_sweep.items():
         # KerasTuner pads trial ids when there are ten or more ("00", "01", ...)
@@ -143,14 +165,16 @@ def test_a_server_that_blips_mid_sweep_costs_nothing(tiny_prepared, workdir):
     _assert_complete(workdir, trials=3)
 
 
-def test_a_server_that_stays_down_stops_the_sweep_cleanly_and_it_resumes(tiny_prepared,
-                                                                          workdir):
+def test_a_server_that_stays_down_stops_the_sweep_cleanly_and_it_resumes(tiny_prepared, workdir):
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _server(workdir, port)
     # A shorter bound than catdog's default (about a minute) keeps the test short.
-    short = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    short = {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
     try:
         proc = _sweep(workdir, tiny_prepared, **short)
         wait_for(proc, "[baseline t1] epoch 2/")
@@ -172,8 +196,9 @@ def test_a_server_that_stays_down_stops_the_sweep_cleanly_and_it_resumes(tiny_pr
     finally:
         _stop(server)
     runs = _assert_complete(workdir, trials=3)
-    killed = [r for r in runs if r.data.tags.get("catdog.kind") == "trial"
-              and r.info.status == "KILLED"]
+    killed = [
+        r for r in runs if r.data.tags.get("catdog.kind") == "trial" and r.info.status == "KILLED"
+    ]
     assert [r.data.tags["catdog.trial_id"] for r in killed] == ["1"], "the cut trial, retired"
 
 
@@ -189,23 +214,26 @@ def test_two_sweeps_at_once_on_one_sqlite_store_both_finish(tiny_prepared, workd
 
 
 # ------------------------------------------------------------------------------ kill -9 mid-step
-@pytest.mark.parametrize("where, needle", [("model", "TEST: logging a model"),
-                                           ("prepare", "TEST: preparing")])
-def test_kill9_mid_step_then_resume(tiny_prepared, workdir, tmp_path_factory, where,
-                                    needle):
+@pytest.mark.parametrize(
+    "where, needle", [("model", "TEST: logging a model"), ("prepare", "TEST: preparing")]
+)
+def test_kill9_mid_step_then_resume(tiny_prepared, workdir, tmp_path_factory, where, needle):
     hooks = tmp_path_factory.mktemp("hooks")
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     data = tiny_prepared.parent / "raw" if where == "prepare" else tiny_prepared
-    env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
-           "CATDOG_TEST_SLOW_AT": where}
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]),
+        "CATDOG_TEST_SLOW_AT": where,
+    }
     proc = _sweep(workdir, data, trials=2, epochs=2, **env)
     wait_for(proc, needle)
     proc.kill()
     proc.wait()
     if where == "prepare":
         prepared = workdir / "data" / "prepared"
-        assert not [p for p in prepared.iterdir() if not p.name.startswith(".")], \
+        assert not [p for p in prepared.iterdir() if not p.name.startswith(".")], (
             "a half-prepared dataset never sits under a real name"
+        )
 
     rerun = _sweep(workdir, data, trials=2, epochs=2)
     out = rerun.communicate(timeout=600)[0]
@@ -247,16 +275,25 @@ def test_memory_over_20_trials_grows_no_more_than_keras_itself(tiny_prepared, wo
     out = proc.communicate(timeout=1500)[0]
     assert proc.returncode == 0, out[-3000:]
     runs = _assert_complete(workdir, trials=20)
-    trials = sorted((r for r in runs if r.data.tags.get("catdog.kind") == "trial"),
-                    key=lambda r: int(r.data.tags["catdog.trial_id"]))
+    trials = sorted(
+        (r for r in runs if r.data.tags.get("catdog.kind") == "trial"),
+        key=lambda r: int(r.data.tags["catdog.trial_id"]),
+    )
     rss = [r.data.metrics["rss_mb"] for r in trials]
     per_trial = (rss[-1] - rss[4]) / 15  # after a warm-up of 5 trials
-    bare = subprocess.run([sys.executable, "-c", BARE_KERAS, str(tiny_prepared)],
-                          capture_output=True, text=True, timeout=900, env=_env(workdir))
+    bare = subprocess.run(
+        [sys.executable, "-c", BARE_KERAS, str(tiny_prepared)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=_env(workdir),
+    )
     assert bare.returncode == 0, bare.stderr[-2000:]
     keras_rss = [float(v) for v in bare.stdout.split()]
     per_fit = (keras_rss[-1] - keras_rss[4]) / 15
-    print(f"resident memory over 20 trials: trial 1 {rss[0]:.0f} MB, trial 5 {rss[4]:.0f} MB, "
-          f"trial 20 {rss[-1]:.0f} MB: {per_trial:+.1f} MB per trial after warm-up; bare Keras "
-          f"fits of the same model: {per_fit:+.1f} MB per fit")
+    print(
+        f"resident memory over 20 trials: trial 1 {rss[0]:.0f} MB, trial 5 {rss[4]:.0f} MB, "
+        f"trial 20 {rss[-1]:.0f} MB: {per_trial:+.1f} MB per trial after warm-up; bare Keras "
+        f"fits of the same model: {per_fit:+.1f} MB per fit"
+    )
     assert per_trial <= per_fit + 5, "catdog's trial adds memory beyond Keras's own fit"

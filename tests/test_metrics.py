@@ -13,9 +13,12 @@ from catdog import metrics
 
 def _history(train_loss, val_loss, acc=None, val_acc=None):
     n = len(train_loss)
-    return {"loss": list(train_loss), "val_loss": list(val_loss),
-            "accuracy": list(acc or np.linspace(0.85, 0.95, n)),
-            "val_accuracy": list(val_acc or [1 - v / 2 for v in val_loss])}
+    return {
+        "loss": list(train_loss),
+        "val_loss": list(val_loss),
+        "accuracy": list(acc or np.linspace(0.85, 0.95, n)),
+        "val_accuracy": list(val_acc or [1 - v / 2 for v in val_loss]),
+    }
 
 
 def test_overfitting_starts_after_the_val_loss_minimum():
@@ -35,8 +38,7 @@ def test_a_small_rise_or_a_rising_train_loss_is_not_overfitting():
 
 
 def test_underfitting_low_train_accuracy_or_still_improving():
-    low = _history([0.69, 0.68, 0.67, 0.68], [0.69, 0.68, 0.675, 0.68],
-                   acc=[0.55, 0.6, 0.62, 0.61])
+    low = _history([0.69, 0.68, 0.67, 0.68], [0.69, 0.68, 0.675, 0.68], acc=[0.55, 0.6, 0.62, 0.61])
     assert metrics.fit_diagnosis(low)["verdict"] == "underfitting"
     improving = _history([0.5, 0.3, 0.2], [0.5, 0.35, 0.3], acc=[0.8, 0.9, 0.95])
     assert metrics.fit_diagnosis(improving)["verdict"] == "underfitting"
@@ -55,8 +57,9 @@ def test_summary_matches_scikit_learn():
     y = rng.integers(0, 2, 200)
     p = np.clip(y * 0.6 + rng.uniform(0, 0.5, 200), 0, 1)
     s = metrics.summary(y, p, ("cat", "dog"))
-    assert s == metrics.summary(y, np.stack([1 - p, p], axis=1), ("cat", "dog")), \
+    assert s == metrics.summary(y, np.stack([1 - p, p], axis=1), ("cat", "dog")), (
         "a sigmoid and its (1 - p, p) matrix give the same figures"
+    )
     assert {"precision_cat", "recall_cat", "precision_dog", "recall_dog"} <= set(s)
     assert s["macro_f1"] == pytest.approx(f1_score(y, p >= 0.5, average="macro"))
     assert s["auc"] == pytest.approx(roc_auc_score(y, p))
@@ -81,10 +84,13 @@ def test_summary_of_many_classes_matches_scikit_learn():
     assert s["loss"] == pytest.approx(skm.log_loss(y, p))
     assert s["auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr"))
     assert s["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert s["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
     assert s["confusion"] == skm.confusion_matrix(y, pred).tolist()
     recall = skm.recall_score(y, pred, average=None)
     assert [s[f"recall_{c}"] for c in ("ant", "bee", "c_d", "moth")] == pytest.approx(recall)
-    assert math.isnan(metrics.summary(y[y < 3], p[y < 3], classes)["auc"]), "a class missing: no AUC"
+    assert math.isnan(metrics.summary(y[y < 3], p[y < 3], classes)["auc"]), (
+        "a class missing: no AUC"
+    )
     assert list(metrics.roc_curves(y, p, classes)) == list(classes)
     # McNemar's right/wrong is the same question for any number of classes.
     assert metrics.mcnemar(pred == y, pred == y)["p_value"] == 1.0
@@ -113,3 +119,17 @@ def test_mcnemar_exact():
     assert metrics.mcnemar(a, a)["p_value"] == 1.0
     with pytest.raises(ValueError):
         metrics.mcnemar(a, b[:5])
+
+
+def test_balanced_accuracy_sees_through_a_model_that_always_answers_the_large_class():
+    from sklearn import metrics as skm
+
+    y = np.array([0] * 150 + [1] * 12)
+    always_large = np.zeros(len(y))  # the second class's probability: never it
+    s = metrics.summary(y, always_large)
+    assert s["accuracy"] == pytest.approx(150 / 162)
+    assert s["balanced_accuracy"] == pytest.approx(0.5)
+    assert s["macro_f1"] == pytest.approx(skm.f1_score(y, always_large >= 0.5, average="macro"))
+    # A small test split without one of the classes: the mean recall of the classes it holds.
+    p = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])  # 0, 1, 1
+    assert metrics.summary(np.array([0, 0, 1]), p)["balanced_accuracy"] == pytest.approx(0.75)

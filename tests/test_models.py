@@ -105,17 +105,24 @@ def test_unknown_architecture_lists_the_known_ones():
 
 def test_names_filters_by_pattern():
     assert models.names("bn*") == ["bn_dropout"]
-    assert set(models.names()) >= {"baseline", "bn_dropout", "vgg", "resnet", "xception", "transfer"}
+    assert set(models.names()) >= {
+        "baseline",
+        "bn_dropout",
+        "vgg",
+        "resnet",
+        "xception",
+        "transfer",
+    }
 
 
-FAMILY_SOURCE = '''
+FAMILY_SOURCE = """
 from catdog.models.registry import register
 
 
 @register(family="test", description="a family found by discovery alone")
 def {name}(hp, *, input_shape):
     raise AssertionError("never built by this test")
-'''
+"""
 
 
 def test_a_new_family_module_is_discovered(tmp_path, monkeypatch):
@@ -136,9 +143,15 @@ def test_a_new_family_module_is_discovered(tmp_path, monkeypatch):
         assert not {"registry", "common"} & set(found)
         assert {"notebook", "resnet", "transfer", "vgg", "xception"} <= set(found)
         entry = models.get("tiny_test_arch")
-        assert entry.family == "test" and entry.builder.__module__ == "catdog.models.tiny_test_family"
-        assert set(models.names()) == before | {"tiny_test_arch"}  # nothing else registered, nothing twice
-        assert models.discover_families() == found  # idempotent: a second call registers nothing again
+        assert (
+            entry.family == "test" and entry.builder.__module__ == "catdog.models.tiny_test_family"
+        )
+        assert set(models.names()) == before | {
+            "tiny_test_arch"
+        }  # nothing else registered, nothing twice
+        assert (
+            models.discover_families() == found
+        )  # idempotent: a second call registers nothing again
     finally:
         registry._REGISTRY.pop("tiny_test_arch", None)
         registry._REGISTRY.pop("tiny_private_arch", None)

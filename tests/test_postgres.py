@@ -37,8 +37,9 @@ def _postgres_bin() -> Path | None:
     """The newest Debian PostgreSQL's bin folder, else wherever initdb is on PATH."""
     found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
     if found:
-        newest = max(found, key=lambda p: [int(x) for x in Path(p).parts[-3].split(".")
-                                           if x.isdigit()])
+        newest = max(
+            found, key=lambda p: [int(x) for x in Path(p).parts[-3].split(".") if x.isdigit()]
+        )
         return Path(newest).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
@@ -53,8 +54,10 @@ def _as_owner(cmd: list[str]) -> list[str]:
 def postgres() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on 127.0.0.1 with an empty database; its URI."""
     psycopg2 = pytest.importorskip(
-        "psycopg2", reason="psycopg2 is not installed: it is catdog's `postgres` extra, which "
-        "`make test-slow` installs (pip install -c constraints.txt -e \".[postgres]\")")
+        "psycopg2",
+        reason="psycopg2 is not installed: it is catdog's `postgres` extra, which "
+        '`make test-slow` installs (pip install -c constraints.txt -e ".[postgres]")',
+    )
 
     bindir = _postgres_bin()
     if bindir is None:
@@ -71,11 +74,40 @@ def postgres() -> Iterator[str]:
     data, port = root / "data", _free_port()
     run = dict(check=True, capture_output=True, text=True, timeout=120)
     try:
-        subprocess.run(_as_owner([str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-                                  "--auth=trust", "-E", "UTF8", "--no-sync"]), **run)
-        subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-l",
-                                  str(root / "server.log"), "-w", "-t", "60", "-o",
-                                  f"-h 127.0.0.1 -p {port} -k {root} -F", "start"]), **run)
+        subprocess.run(
+            _as_owner(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            **run,
+        )
+        subprocess.run(
+            _as_owner(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(root / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-h 127.0.0.1 -p {port} -k {root} -F",
+                    "start",
+                ]
+            ),
+            **run,
+        )
         admin = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
         admin.autocommit = True
         with admin.cursor() as cur:
@@ -84,23 +116,47 @@ def postgres() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast",
-                                      "-w", "stop"]), capture_output=True, timeout=60)
+            subprocess.run(
+                _as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow
 def test_distributed_sweep_writes_every_run_to_postgres(postgres, tiny_prepared, workdir):
-    (workdir / "exp.toml").write_text('archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
-                                      'trials = 3\nepochs = 2\nimage_size = 32\nbatch_size = 8\n')
+    (workdir / "exp.toml").write_text(
+        'archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
+        "trials = 3\nepochs = 2\nimage_size = 32\nbatch_size = 8\n"
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "catdog", "distributed", "exp.toml", "--data",
-                           str(tiny_prepared), "--workers", "2", "--tracking-port",
-                           str(_free_port()), "--oracle-port", str(_free_port()),
-                           "--backend-store-uri", postgres],
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "catdog",
+            "distributed",
+            "exp.toml",
+            "--data",
+            str(tiny_prepared),
+            "--workers",
+            "2",
+            "--tracking-port",
+            str(_free_port()),
+            "--oracle-port",
+            str(_free_port()),
+            "--backend-store-uri",
+            postgres,
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     seconds = time.monotonic() - t0
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -111,15 +167,21 @@ def test_distributed_sweep_writes_every_run_to_postgres(postgres, tiny_prepared,
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, max_results=1000)
     trials = [r for r in runs if r.data.tags.get("catdog.kind") == "trial"]
-    finished = Counter((r.data.tags["catdog.arch"], r.data.tags["catdog.trial_id"])
-                       for r in trials if r.info.status == "FINISHED")
+    finished = Counter(
+        (r.data.tags["catdog.arch"], r.data.tags["catdog.trial_id"])
+        for r in trials
+        if r.info.status == "FINISHED"
+    )
     statuses = Counter(r.info.status for r in runs)
     per_arch = Counter(arch for arch, _ in finished.elements())
-    print(f"\npostgres: {len(runs)} runs written ({len(trials)} trial runs, FINISHED per arch "
-          f"{dict(per_arch)}; statuses {dict(statuses)}) by a sweep of {seconds:.0f}s")
+    print(
+        f"\npostgres: {len(runs)} runs written ({len(trials)} trial runs, FINISHED per arch "
+        f"{dict(per_arch)}; statuses {dict(statuses)}) by a sweep of {seconds:.0f}s"
+    )
     assert statuses["RUNNING"] == 0, "no run left RUNNING"
-    assert finished == {(a, str(t)): 1 for a in ARCHS for t in range(TRIALS)}, \
+    assert finished == {(a, str(t)): 1 for a in ARCHS for t in range(TRIALS)}, (
         "every trial has exactly one FINISHED run"
+    )
     assert len(runs) == 1 + len(ARCHS) + len(trials), "one sweep run and one run per architecture"
 
 
@@ -137,8 +199,13 @@ def test_unreachable_database_fails_fast_naming_it_without_the_password(workdir)
     assert not (workdir / "mlruns").exists(), "no tracking server was started"
 
 
-@pytest.mark.parametrize("uri", ["postgresql//catdog:s3cret@127.0.0.1/mlflow",
-                                 "postgresql://catdog:s3@cret@127.0.0.1:1/mlflow"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql//catdog:s3cret@127.0.0.1/mlflow",
+        "postgresql://catdog:s3@cret@127.0.0.1:1/mlflow",
+    ],
+)
 def test_a_malformed_database_uri_is_refused_without_echoing_it(uri, workdir):
     result = CliRunner().invoke(main, ["distributed", "--backend-store-uri", uri])
     assert result.exit_code == 2, result.output

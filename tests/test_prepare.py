@@ -27,8 +27,8 @@ from catdog.data import (
     is_prepared,
     load_manifest,
     prepare,
-    read_summary,
     prepared_dir,
+    read_summary,
     resolve_data,
 )
 from catdog.errors import CatdogError
@@ -46,11 +46,30 @@ LABELS = ("cat", "dog")  # the classes the Dogs-vs-Cats layouts give
 
 # After the bad files below: kept cats = N (+N test for salader) + 2 converted; dogs = N (+N).
 EXPECTED_COUNTS = {
-    "salader": {"train": {"cat": 10, "dog": 8}, "val": {"cat": 2, "dog": 2}, "test": {"cat": 10, "dog": 10}},
-    "petimages": {"train": {"cat": 8, "dog": 6}, "val": {"cat": 2, "dog": 2}, "test": {"cat": 2, "dog": 2}},
-    "flat": {"train": {"cat": 8, "dog": 6}, "val": {"cat": 2, "dog": 2}, "test": {"cat": 2, "dog": 2}},
+    "salader": {
+        "train": {"cat": 10, "dog": 8},
+        "val": {"cat": 2, "dog": 2},
+        "test": {"cat": 10, "dog": 10},
+    },
+    "petimages": {
+        "train": {"cat": 8, "dog": 6},
+        "val": {"cat": 2, "dog": 2},
+        "test": {"cat": 2, "dog": 2},
+    },
+    "flat": {
+        "train": {"cat": 8, "dog": 6},
+        "val": {"cat": 2, "dog": 2},
+        "test": {"cat": 2, "dog": 2},
+    },
 }
-EXPECTED_DROPPED = {"corrupt": 1, "duplicate": 1, "empty": 1, "ignored": 2, "not an image": 1, "truncated": 1}
+EXPECTED_DROPPED = {
+    "corrupt": 1,
+    "duplicate": 1,
+    "empty": 1,
+    "ignored": 2,
+    "not an image": 1,
+    "truncated": 1,
+}
 
 
 def bad_files(layout: str) -> dict[str, bytes]:
@@ -101,11 +120,24 @@ def test_check_image_keeps_rgb_jpegs_byte_for_byte():
 
 
 @pytest.mark.parametrize(
-    "mode, fmt", [("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "GIF"), ("RGB", "BMP"), ("RGB", "WEBP")]
+    "mode, fmt",
+    [
+        ("L", "JPEG"),
+        ("CMYK", "JPEG"),
+        ("RGBA", "PNG"),
+        ("P", "GIF"),
+        ("RGB", "BMP"),
+        ("RGB", "WEBP"),
+    ],
 )
 def test_check_image_converts_everything_else_to_rgb_jpeg(mode, fmt):
     result = check_image(image_bytes(3, mode=mode, fmt=fmt))
-    assert (result.ok, result.converted_from, result.width, result.height) == (True, f"{fmt}/{mode}", 40, 30)
+    assert (result.ok, result.converted_from, result.width, result.height) == (
+        True,
+        f"{fmt}/{mode}",
+        40,
+        30,
+    )
     with Image.open(io.BytesIO(result.data)) as img:
         assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (40, 30))
 
@@ -119,7 +151,9 @@ def test_check_image_puts_transparency_on_white():
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_check_image_rejects_a_single_pixel(fmt):
-    assert check_image(image_bytes(1, size=(1, 1), fmt=fmt)) == ImageCheck(False, "too small", None, 1, 1, None)
+    assert check_image(image_bytes(1, size=(1, 1), fmt=fmt)) == ImageCheck(
+        False, "too small", None, 1, 1, None
+    )
 
 
 def encoded(img: Image.Image, fmt: str = "JPEG") -> bytes:
@@ -130,7 +164,11 @@ def encoded(img: Image.Image, fmt: str = "JPEG") -> bytes:
 
 @pytest.mark.parametrize(
     "size, fmt, stored",
-    [((3000, 2000), "JPEG", (1024, 683)), ((600, 2400), "PNG", (256, 1024)), ((1024, 1024), "JPEG", None)],
+    [
+        ((3000, 2000), "JPEG", (1024, 683)),
+        ((600, 2400), "PNG", (256, 1024)),
+        ((1024, 1024), "JPEG", None),
+    ],
 )
 def test_check_image_downscales_beyond_max_side(size, fmt, stored):
     raw = encoded(Image.new("RGB", size, (200, 120, 40)), fmt)
@@ -143,7 +181,13 @@ def test_check_image_downscales_beyond_max_side(size, fmt, stored):
     assert result.converted_from == f"{fmt}/RGB downscaled from {size[0]}x{size[1]}"
     with Image.open(io.BytesIO(result.data)) as img:
         assert (img.format, img.mode, img.size) == ("JPEG", "RGB", stored)
-        assert max(abs(a - b) for a, b in zip(img.getpixel((stored[0] // 2, stored[1] // 2)), (200, 120, 40))) <= 3
+        assert (
+            max(
+                abs(a - b)
+                for a, b in zip(img.getpixel((stored[0] // 2, stored[1] // 2)), (200, 120, 40))
+            )
+            <= 3
+        )
 
 
 _PEAK_RSS = """
@@ -164,7 +208,9 @@ print(json.dumps({"size": [result.width, result.height], "converted_from": resul
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures peak memory through Linux /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(), reason="measures peak memory through Linux /proc"
+)
 def test_huge_jpeg_is_decoded_at_reduced_scale(tmp_path):
     # 10000x10000 RGB decodes to 400 MB in PIL; libjpeg's 1/8 DCT scaling needs 1250x1250 of it.
     path = tmp_path / "huge.jpg"
@@ -172,12 +218,18 @@ def test_huge_jpeg_is_decoded_at_reduced_scale(tmp_path):
     # A fresh process, so its peak resident size measures check_image alone.
     out = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", _PEAK_RSS, str(path)],
-        cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     result = json.loads(out.stdout)
     assert result["size"] == [1024, 1024]
     assert result["converted_from"] == "JPEG/RGB downscaled from 10000x10000"
-    assert 0 < result["peak_mb"] < 100, f"check_image raised peak memory by {result['peak_mb']:.0f} MB"
+    assert 0 < result["peak_mb"] < 100, (
+        f"check_image raised peak memory by {result['peak_mb']:.0f} MB"
+    )
 
 
 def test_check_image_refuses_too_many_pixels_before_decoding(monkeypatch):
@@ -190,7 +242,9 @@ def test_check_image_refuses_too_many_pixels_before_decoding(monkeypatch):
 
 
 def test_check_image_keeps_pils_decompression_bomb_limit(monkeypatch):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses above twice this, when opening
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", 1000
+    )  # PIL refuses above twice this, when opening
     assert check_image(image_bytes(6, size=(50, 50))).reason == "too large"
 
 
@@ -210,8 +264,14 @@ def test_prepare_zip_layouts(tmp_path, layout):
     assert sorted(c["converted_from"] for c in summary["converted_files"]) == ["JPEG/L", "PNG/RGBA"]
     assert summary["cross_split_duplicates"] == []
     assert summary["test_fraction"] == (None if layout == "salader" else 0.2)
-    assert summary["not_in_layout"]["count"] == (2 if layout == "flat" else 0)  # flat's unlabeled test1/
-    assert result.digest == summary["digest"] == hashlib.sha256((result.root / "manifest.csv").read_bytes()).hexdigest()
+    assert summary["not_in_layout"]["count"] == (
+        2 if layout == "flat" else 0
+    )  # flat's unlabeled test1/
+    assert (
+        result.digest
+        == summary["digest"]
+        == hashlib.sha256((result.root / "manifest.csv").read_bytes()).hexdigest()
+    )
     assert not temp_leftovers(tmp_path)
 
     # Same seed, same manifest; another seed draws another val set.
@@ -220,7 +280,10 @@ def test_prepare_zip_layouts(tmp_path, layout):
     other = load_manifest(prepare(zip_path, tmp_path / "other", seed=8).root)
     val = lambda df: set(df.loc[df["split"] == "val", "path"])  # noqa: E731
     assert val(other) != val(load_manifest(result.root))
-    assert other.groupby("split").size().to_dict() == load_manifest(result.root).groupby("split").size().to_dict()
+    assert (
+        other.groupby("split").size().to_dict()
+        == load_manifest(result.root).groupby("split").size().to_dict()
+    )
 
 
 def test_folder_source_read_only(tmp_path):
@@ -231,7 +294,10 @@ def test_folder_source_read_only(tmp_path):
     dirs = [src, *(p for p in src.rglob("*") if p.is_dir())]
 
     def snapshot() -> dict:
-        return {p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"") for p in src.rglob("*")}
+        return {
+            p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+            for p in src.rglob("*")
+        }
 
     before = snapshot()
     for d in dirs:
@@ -275,7 +341,10 @@ def test_cross_split_duplicate_is_reported_and_train_copy_dropped(tmp_path, logs
 
     sha = hashlib.sha256(leaked).hexdigest()
     assert result.summary["cross_split_duplicates"] == [
-        {"sha256": sha, "paths": ["test/cats/cat.999.jpg", "train/cats/cat.1.jpg", "train/cats/cat.904.jpg"]}
+        {
+            "sha256": sha,
+            "paths": ["test/cats/cat.999.jpg", "train/cats/cat.1.jpg", "train/cats/cat.904.jpg"],
+        }
     ]
     assert result.summary["dropped"]["cross-split duplicate"] == 2
     assert "duplicate" not in result.summary["dropped"]
@@ -287,11 +356,15 @@ def test_cross_split_duplicate_is_reported_and_train_copy_dropped(tmp_path, logs
 def test_same_picture_under_both_labels_is_dropped(tmp_path):
     zip_path = dataset_zip(tmp_path, "flat", {"train/dog.900.jpg": image_bytes(0)})
     summary = prepare(zip_path, tmp_path / "out").summary
-    conflicting = [d["path"] for d in summary["dropped_files"] if d["reason"] == "duplicate with other label"]
+    conflicting = [
+        d["path"] for d in summary["dropped_files"] if d["reason"] == "duplicate with other label"
+    ]
     assert conflicting == ["train/cat.1.jpg", "train/cat.904.jpg", "train/dog.900.jpg"]
 
 
-@pytest.mark.parametrize("member", ["../evil.jpg", "/abs.jpg", "C:/evil.jpg", "PetImages/Cat/../../evil.jpg"])
+@pytest.mark.parametrize(
+    "member", ["../evil.jpg", "/abs.jpg", "C:/evil.jpg", "PetImages/Cat/../../evil.jpg"]
+)
 def test_unsafe_zip_is_refused_whole(tmp_path, member):
     zip_path = dataset_zip(tmp_path, "petimages", {member: image_bytes(1)})
     with pytest.raises(CatdogError, match="unsafe path; refusing to extract anything"):
@@ -398,7 +471,9 @@ def test_archive_declaring_too_much_is_refused_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(sources_mod, "MAX_ARCHIVE_BYTES", 8 * MiB)
     zip_path = bomb_zip(tmp_path)
     started = time.monotonic()
-    with pytest.raises(CatdogError, match=r"would unpack to 16\.\d MiB, more than the 8 MiB") as excinfo:
+    with pytest.raises(
+        CatdogError, match=r"would unpack to 16\.\d MiB, more than the 8 MiB"
+    ) as excinfo:
         prepare(zip_path, tmp_path / "out")
     assert time.monotonic() - started < 1
     assert str(zip_path) in str(excinfo.value) and "\n" not in str(excinfo.value)
@@ -533,8 +608,80 @@ def test_no_data_uses_the_latest_prepared_dataset(tmp_path):
     assert resolve_data(None, data_root) == prepared
 
 
+# ---------------------------------------------------------------- class balance
+
+
+def lopsided(root: Path, counts: dict[str, int]) -> Path:
+    """Generated photos in the plain layout <class>/*: {"horses": 150, ...}."""
+    n = 0
+    for label, count in counts.items():
+        for i in range(count):
+            write_jpeg(root / label / f"{i}.jpg", 50_000 + n, size=(32, 32))
+            n += 1
+    return root
+
+
+def test_imbalanced_classes_are_named_split_with_enough_of_each_and_weighted(tmp_path, logs):
+    from catdog.data import class_weights, is_imbalanced, objective
+
+    result = prepare(
+        lopsided(tmp_path / "horses-zebras", {"horses": 150, "zebras": 12}), tmp_path / "out"
+    )
+    warned = [r.getMessage() for r in logs.records if r.levelname == "WARNING"]
+    assert any(
+        "imbalanced classes" in w and "horses 150, zebras 12" in w and "12.5x" in w for w in warned
+    ), warned
+    balance = read_summary(result.root)["balance"]
+    assert balance["imbalanced"] and balance["ratio"] == 12.5
+    assert balance["counts"] == {"horses": 150, "zebras": 12}
+    # In proportion, the 12 zebras would leave 2 in test and 2 in val; a quarter of the class
+    # each (3) is kept, and half of it still trains. The large class keeps its proportional share.
+    assert result.counts["test"] == {"horses": 30, "zebras": 3}
+    assert result.counts["val"] == {"horses": 24, "zebras": 3}
+    assert result.counts["train"] == {"horses": 96, "zebras": 6}
+    manifest = load_manifest(result.root)
+    assert manifest.groupby(["split", "label"]).size().to_dict() == {
+        (s, c): n for s, by in result.counts.items() for c, n in by.items()
+    }
+
+    # Balanced weights over the train split: every class weighs the same in the loss.
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    weights = class_weights(result.root)
+    assert weights == pytest.approx({0: 102 / (2 * 96), 1: 102 / (2 * 6)})
+    assert list(weights.values()) == pytest.approx(
+        list(
+            compute_class_weight(
+                "balanced", classes=np.array([0, 1]), y=np.array([0] * 96 + [1] * 6)
+            )
+        )
+    )
+    assert 96 * weights[0] == pytest.approx(6 * weights[1])
+    assert is_imbalanced(result.root) and objective(result.root) == "val_balanced_accuracy"
+
+    # A dataset prepared before the balance was recorded is counted from its manifest.
+    summary = json.loads((result.root / "summary.json").read_text())
+    del summary["balance"]
+    (result.root / "summary.json").write_text(json.dumps(summary))
+    assert is_imbalanced(result.root) and class_weights(result.root) == weights
+
+
+def test_a_balanced_dataset_is_split_in_proportion_without_a_warning(tmp_path, logs):
+    from catdog.data import class_weights, is_imbalanced, objective
+
+    # 3x is the limit: 36 and 12 are not imbalanced, and split in proportion as always.
+    result = prepare(lopsided(tmp_path / "src", {"a": 36, "b": 12}), tmp_path / "out")
+    assert not [r for r in logs.records if r.levelname == "WARNING"]
+    assert not is_imbalanced(result.root) and objective(result.root) == "val_accuracy"
+    assert result.counts["test"] == {"a": 7, "b": 2} and result.counts["val"] == {"a": 6, "b": 2}
+    assert class_weights(result.root)[1] == pytest.approx(31 / (2 * 8))
+
+
 @pytest.mark.real_data
-def test_real_photos_smoke(tmp_path, real_data):  # real_data (conftest) skips with a reason when absent
+def test_real_photos_smoke(
+    tmp_path, real_data
+):  # real_data (conftest) skips with a reason when absent
     result = prepare(real_data, tmp_path / "mini")
     counts = {split: sum(by_label.values()) for split, by_label in result.counts.items()}
     dropped = sum(result.summary["dropped"].values())

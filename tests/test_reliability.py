@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from catdog import sweepfile
-from catdog.search import sweep
 from catdog.cli import main
 from catdog.errors import CatdogError
+from catdog.search import sweep
 from catdog.tracking import runs, store
 
 
@@ -27,9 +27,12 @@ def _free_port() -> int:
 
 
 # --------------------------------------------------------------------------- the store answers
-@pytest.mark.parametrize("command", [["train", "--arch", "baseline"], ["sweep", "--max-trials", "1"]])
-def test_a_store_that_does_not_answer_fails_within_seconds(workdir, monkeypatch, tiny_prepared,
-                                                           command):
+@pytest.mark.parametrize(
+    "command", [["train", "--arch", "baseline"], ["sweep", "--max-trials", "1"]]
+)
+def test_a_store_that_does_not_answer_fails_within_seconds(
+    workdir, monkeypatch, tiny_prepared, command
+):
     uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     t0 = time.monotonic()
@@ -72,8 +75,17 @@ def test_a_store_lost_mid_run_stops_with_one_sentence_and_no_wait(workdir, monke
 
 # ------------------------------------------------------------------ tuner state and the store
 def _cfg(tiny_prepared, **kw):
-    return sweepfile.load(None, archs=("baseline",), tuner="random", trials=2, epochs=1,
-                          image_size=32, batch_size=8, data=str(tiny_prepared), **kw)
+    return sweepfile.load(
+        None,
+        archs=("baseline",),
+        tuner="random",
+        trials=2,
+        epochs=1,
+        image_size=32,
+        batch_size=8,
+        data=str(tiny_prepared),
+        **kw,
+    )
 
 
 def _key(cfg, data):
@@ -105,27 +117,30 @@ def test_the_same_sweep_twice_at_once_is_refused(workdir, tiny_prepared):
 
 
 # ------------------------------------------------------------------------------ sweep files
-@pytest.mark.parametrize("text, needle", [
-    ("trials = \"many\"", "trials must be an integer in {f}, got 'many'"),
-    ("epochs = 2.5", "epochs must be an integer in {f}, got 2.5"),
-    ("archs = \"vgg\"", "archs must be a list of architecture names in {f}"),
-    ("archs = [1, 2]", "archs must be a list of architecture names in {f}"),
-    ("pretrained = \"yes\"", "pretrained must be true or false in {f}"),
-    ("seed = true", "seed must be an integer in {f}, got True"),
-    ("budget = \"an hour\"", "budget 'an hour' is not a duration; write it like 45m"),
-    ("budget = true", "budget must be a duration like \"45m\" or \"2h\" in {f}"),
-    ("hp = 3", "hp must be a table in {f}"),
-    ("epoch = 3", "unknown key(s) epoch in {f}"),
-    ("archs = []", "archs is an empty list in {f}"),
-    ("[hp]\nwidth = []", "hp.width is an empty list of choices"),
-    ("[hp]\nlr = { min = 0.1, max = 0.01 }", "hp.lr has min 0.1 above max 0.01"),
-    ("[hp]\nlr = { low = 0.1 }", "unknown architecture 'lr'"),  # a table, not a range
-    ("[hp.vgg]\nlr = { low = 0.1 }", "hp.vgg.lr must be a value, a list of choices or {min"),
-    ("[hp.vgg]\nwidth = []", "hp.vgg.width is an empty list of choices"),
-    ("patience = 0", "patience must be at least 1"),
-    ("archs = [\"vgg\", \"nope\"]", "unknown architecture 'nope'"),
-    ("tuner = \"grid\"", "unknown tuner 'grid'"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('trials = "many"', "trials must be an integer in {f}, got 'many'"),
+        ("epochs = 2.5", "epochs must be an integer in {f}, got 2.5"),
+        ('archs = "vgg"', "archs must be a list of architecture names in {f}"),
+        ("archs = [1, 2]", "archs must be a list of architecture names in {f}"),
+        ('pretrained = "yes"', "pretrained must be true or false in {f}"),
+        ("seed = true", "seed must be an integer in {f}, got True"),
+        ('budget = "an hour"', "budget 'an hour' is not a duration; write it like 45m"),
+        ("budget = true", 'budget must be a duration like "45m" or "2h" in {f}'),
+        ("hp = 3", "hp must be a table in {f}"),
+        ("epoch = 3", "unknown key(s) epoch in {f}"),
+        ("archs = []", "archs is an empty list in {f}"),
+        ("[hp]\nwidth = []", "hp.width is an empty list of choices"),
+        ("[hp]\nlr = { min = 0.1, max = 0.01 }", "hp.lr has min 0.1 above max 0.01"),
+        ("[hp]\nlr = { low = 0.1 }", "unknown architecture 'lr'"),  # a table, not a range
+        ("[hp.vgg]\nlr = { low = 0.1 }", "hp.vgg.lr must be a value, a list of choices or {min"),
+        ("[hp.vgg]\nwidth = []", "hp.vgg.width is an empty list of choices"),
+        ("patience = 0", "patience must be at least 1"),
+        ('archs = ["vgg", "nope"]', "unknown architecture 'nope'"),
+        ('tuner = "grid"', "unknown tuner 'grid'"),
+    ],
+)
 def test_a_bad_sweep_file_names_the_key_and_the_file(tmp_path, text, needle):
     path = tmp_path / "bad.toml"
     path.write_text(text + "\n")
@@ -148,19 +163,34 @@ def test_the_cli_reports_a_bad_sweep_file_in_one_line(workdir):
     result = CliRunner().invoke(main, ["sweep", "bad.toml"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "error: trials must be a positive integer, got -3 (in bad.toml)"]
+        "error: trials must be a positive integer, got -3 (in bad.toml)"
+    ]
 
 
 # ------------------------------------------------------------------------------------ secrets
-def test_a_kaggle_key_in_the_environment_reaches_no_run_and_no_output(workdir, monkeypatch,
-                                                                      tiny_prepared, capfd):
+def test_a_kaggle_key_in_the_environment_reaches_no_run_and_no_output(
+    workdir, monkeypatch, tiny_prepared, capfd
+):
     """Runs record parameters, tags, environments and models: none of it may carry the key."""
     canary = "kaggle-canary-7d1e4f0b9a"
     monkeypatch.setenv("KAGGLE_USERNAME", "whiskers")
     monkeypatch.setenv("KAGGLE_KEY", canary)
-    result = CliRunner().invoke(main, ["train", "--arch", "baseline", "--data",
-                                       str(tiny_prepared), "--epochs", "1", "--image-size",
-                                       "32", "--batch-size", "8"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--arch",
+            "baseline",
+            "--data",
+            str(tiny_prepared),
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     captured = capfd.readouterr()
     assert canary not in result.output + captured.out + captured.err

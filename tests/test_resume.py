@@ -31,10 +31,15 @@ def _start(workdir, data):
     env.pop("MLFLOW_TRACKING_URI", None)
     # A terminal's Ctrl-C: SIGINT with its default action, even where this test itself runs in
     # the background (a non-interactive shell starts background jobs with SIGINT ignored).
-    return subprocess.Popen([sys.executable, "-m", "catdog", "sweep", "exp.toml", "--data",
-                             str(data)], cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "catdog", "sweep", "exp.toml", "--data", str(data)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _trial_runs(workdir):
@@ -42,8 +47,11 @@ def _trial_runs(workdir):
     return mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
-SIGNALS = {"sigint": (signal.SIGINT, 130), "sigterm": (signal.SIGTERM, 143),
-           "kill9": (signal.SIGKILL, -9)}
+SIGNALS = {
+    "sigint": (signal.SIGINT, 130),
+    "sigterm": (signal.SIGTERM, 143),
+    "kill9": (signal.SIGKILL, -9),
+}
 
 
 @pytest.mark.parametrize("how", ["sigint", "sigterm", "kill9"])
@@ -78,4 +86,6 @@ def test_interrupted_sweep_resumes_with_each_trial_once(tiny_prepared, workdir, 
     assert [r.data.tags["catdog.trial_id"] for r in orphans] == ["1"]
     assert orphans[0].info.status == "KILLED"
     sweeps = [r for r in runs if r.data.tags.get("catdog.kind") == "sweep"]
-    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED", "parent reopened, not duplicated"
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED", (
+        "parent reopened, not duplicated"
+    )

@@ -9,15 +9,16 @@ import mlflow
 import pytest
 
 from catdog import sweepfile
-from catdog.search import sweep
 from catdog.errors import CatdogError
+from catdog.search import sweep
 
 ARCHS = ("baseline", "vgg")
 
 
 def _cfg(data, **kw):
-    base = dict(archs=ARCHS, tuner="random", trials=2, epochs=2, image_size=32, batch_size=8,
-                data=str(data))
+    base = dict(
+        archs=ARCHS, tuner="random", trials=2, epochs=2, image_size=32, batch_size=8, data=str(data)
+    )
     base.update(kw)
     return sweepfile.load(None, **base)
 
@@ -28,13 +29,20 @@ def _runs(kind=None, key=None):
         filt.append(f"tags.`catdog.kind` = '{kind}'")
     if key:
         filt.append(f"tags.`catdog.sweep_key` = '{key}'")
-    return mlflow.search_runs(search_all_experiments=True, filter_string=" and ".join(filt),
-                              output_format="list")
+    return mlflow.search_runs(
+        search_all_experiments=True, filter_string=" and ".join(filt), output_format="list"
+    )
 
 
 # Random runs by default; the other two tuners ride in the slow suite (CI runs both).
-@pytest.mark.parametrize("tuner", ["random", pytest.param("bayesian", marks=pytest.mark.slow),
-                                   pytest.param("hyperband", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "tuner",
+    [
+        "random",
+        pytest.param("bayesian", marks=pytest.mark.slow),
+        pytest.param("hyperband", marks=pytest.mark.slow),
+    ],
+)
 def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
     result = sweep.run(_cfg(tiny_prepared, tuner=tuner))
     client = mlflow.MlflowClient()
@@ -54,10 +62,14 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
         assert t.info.status == "FINISHED"
         assert by_arch[t.data.tags["mlflow.parentRunId"]] == t.data.tags["catdog.arch"]
         assert {"lr", "optimizer", "augment", "arch", "image_size"} <= set(t.data.params)
-        own = {k: json.loads(v) if k not in ("optimizer", "lr_schedule") else v
-               for k, v in t.data.params.items() if k in declared[t.data.tags["catdog.arch"]]}
-        built = models.get(t.data.tags["catdog.arch"]).build(fixed_hyperparameters(own),
-                                                             image_size=32)
+        own = {
+            k: json.loads(v) if k not in ("optimizer", "lr_schedule") else v
+            for k, v in t.data.params.items()
+            if k in declared[t.data.tags["catdog.arch"]]
+        }
+        built = models.get(t.data.tags["catdog.arch"]).build(
+            fixed_hyperparameters(own), image_size=32
+        )
         assert int(t.data.params["param_count"]) == built.count_params(), "this trial's model"
         history = client.get_metric_history(t.info.run_id, "val_accuracy")
         assert len(history) == t.data.metrics["epochs_run"] >= 1
@@ -70,19 +82,31 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
         artifacts = [a.path for a in client.list_artifacts(t.info.run_id, "plots")]
         assert "plots/learning_curves.png" in artifacts
     for arch_run in archs:
-        best = [t for t in trials if t.data.tags.get("catdog.best_trial") == "true"
-                and t.data.tags["catdog.arch"] == arch_run.data.tags["catdog.arch"]]
+        best = [
+            t
+            for t in trials
+            if t.data.tags.get("catdog.best_trial") == "true"
+            and t.data.tags["catdog.arch"] == arch_run.data.tags["catdog.arch"]
+        ]
         assert len(best) == 1, "one best trial tagged per architecture"
-        assert mlflow.search_logged_models(filter_string=f"source_run_id = '{best[0].info.run_id}'",
-                                           experiment_ids=[best[0].info.experiment_id],
-                                           output_format="list"), "the best trial has a model"
-        space = json.loads(client.download_artifacts(arch_run.info.run_id, "search_space.json",
-                                                     str(workdir)) and
-                           open(workdir / "search_space.json").read())
+        assert mlflow.search_logged_models(
+            filter_string=f"source_run_id = '{best[0].info.run_id}'",
+            experiment_ids=[best[0].info.experiment_id],
+            output_format="list",
+        ), "the best trial has a model"
+        space = json.loads(
+            client.download_artifacts(arch_run.info.run_id, "search_space.json", str(workdir))
+            and open(workdir / "search_space.json").read()
+        )
         assert {"lr", "optimizer"} <= {h["config"]["name"] for h in space["space"]}
     parent_files = [a.path for a in client.list_artifacts(result.parent_run_id)]
-    assert {"comparison.csv", "comparison.png", "sweep_config.json", "plan.json",
-            "anytime.png"} <= set(parent_files)
+    assert {
+        "comparison.csv",
+        "comparison.png",
+        "sweep_config.json",
+        "plan.json",
+        "anytime.png",
+    } <= set(parent_files)
     finals = _runs("final", result.key)
     assert len(finals) == 1 and finals[0].data.tags["mlflow.parentRunId"] == result.parent_run_id
     assert result.final["run_id"] == finals[0].info.run_id
@@ -117,17 +141,20 @@ def test_budget_stops_between_trials(tiny_prepared, workdir, monkeypatch):
     assert result.stopped_early and "budget is used up" in result.stopped_early
     assert len(_runs("trial", result.key)) < 10, "the limit is checked before each new trial"
     archs = _runs("arch", result.key)
-    assert sorted(r.data.tags["catdog.arch"] for r in archs) == sorted(ARCHS), \
+    assert sorted(r.data.tags["catdog.arch"] for r in archs) == sorted(ARCHS), (
         "every architecture still gets its turn"
+    )
     assert all(r.data.tags.get("catdog.time_limited") == "true" for r in archs)
     assert all(r.info.status == "FINISHED" for r in _runs())
 
 
 def test_sweep_file_precedence_and_narrowing(tmp_path):
     f = tmp_path / "exp.toml"
-    f.write_text('archs = ["vgg"]\ntrials = 3\nepochs = 4\n'
-                 '[hp]\naugment = 0.0\nlr = {min = 0.0005, max = 0.002, sampling = "log"}\n'
-                 '[hp.vgg]\nwidth = [16, 32]\n')
+    f.write_text(
+        'archs = ["vgg"]\ntrials = 3\nepochs = 4\n'
+        '[hp]\naugment = 0.0\nlr = {min = 0.0005, max = 0.002, sampling = "log"}\n'
+        "[hp.vgg]\nwidth = [16, 32]\n"
+    )
     cfg = sweepfile.load(f, epochs=7, trials=None)
     assert cfg.name == "exp" and cfg.archs == ("vgg",)
     assert cfg.epochs == 7, "command line wins over the file"
@@ -148,13 +175,16 @@ def test_sweep_file_precedence_and_narrowing(tmp_path):
     assert "width" not in sweepfile.load(f).hp_for("baseline", declared_base)
 
 
-@pytest.mark.parametrize("text,needle", [
-    ('tuner = "grid"\n', "unknown tuner"),
-    ('archs = ["alexnet"]\n', "known architectures"),
-    ('trails = 3\n', "unknown key"),
-    ('repeats = 1\n', "at least 2"),
-    ('[hp.vgg]\nwidht = [1, 2]\n', "not in this architecture's search space"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ('tuner = "grid"\n', "unknown tuner"),
+        ('archs = ["alexnet"]\n', "known architectures"),
+        ("trails = 3\n", "unknown key"),
+        ("repeats = 1\n", "at least 2"),
+        ("[hp.vgg]\nwidht = [1, 2]\n", "not in this architecture's search space"),
+    ],
+)
 def test_bad_sweep_files_are_one_clear_error(tmp_path, text, needle):
     f = tmp_path / "bad.toml"
     f.write_text(text)
@@ -186,8 +216,12 @@ def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepare
     result = sweep.run(cfg)
     client = mlflow.MlflowClient()
     repeats = _runs("repeat", result.key)
-    assert sorted((r.data.tags["catdog.arch"], r.data.tags["catdog.repeat"]) for r in repeats) \
-        == [("baseline", "0"), ("baseline", "1"), ("bn_dropout", "0"), ("bn_dropout", "1")]
+    assert sorted((r.data.tags["catdog.arch"], r.data.tags["catdog.repeat"]) for r in repeats) == [
+        ("baseline", "0"),
+        ("baseline", "1"),
+        ("bn_dropout", "0"),
+        ("bn_dropout", "1"),
+    ]
     arch_runs = {r.data.tags["catdog.arch"]: r for r in _runs("arch", result.key)}
     for r in repeats:
         assert r.info.status == "FINISHED" and r.data.tags["catdog.fit_verdict"]
@@ -196,8 +230,11 @@ def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepare
         assert len(client.get_metric_history(r.info.run_id, "val_accuracy")) >= 1
     for arch, run in arch_runs.items():
         m = client.get_run(run.info.run_id).data.metrics
-        mine = [r.data.metrics["best_val_accuracy"] for r in repeats
-                if r.data.tags["catdog.arch"] == arch]
+        mine = [
+            r.data.metrics["best_val_accuracy"]
+            for r in repeats
+            if r.data.tags["catdog.arch"] == arch
+        ]
         assert m["best_val_accuracy_mean"] == pytest.approx(sum(mine) / 2)
         assert "best_val_accuracy_std" in m and m["repeats"] == 2
 
@@ -205,10 +242,15 @@ def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepare
     assert table.attrs["ranked_by"] == "mean of repeats"
     assert list(table["repeats"]) == [2, 2]
     assert table.iloc[0]["val_accuracy_mean"] >= table.iloc[1]["val_accuracy_mean"]
-    assert table.iloc[0]["ci95_low"] <= table.iloc[0]["val_accuracy_mean"] <= \
-        table.iloc[0]["ci95_high"]
-    assert list(table["vs_top"])[0] == "top" and table["vs_top"].iloc[1] in ("within noise",
-                                                                              "behind")
+    assert (
+        table.iloc[0]["ci95_low"]
+        <= table.iloc[0]["val_accuracy_mean"]
+        <= table.iloc[0]["ci95_high"]
+    )
+    assert list(table["vs_top"])[0] == "top" and table["vs_top"].iloc[1] in (
+        "within noise",
+        "behind",
+    )
     assert all(v != "-" for v in table["fit_verdict"])
     text = compare.render(table, "table")
     assert "±" in text and "95% CI" in text
@@ -217,8 +259,9 @@ def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepare
     assert again.parent_run_id == result.parent_run_id
     assert len(_runs("repeat", result.key)) == 4, "resuming does not repeat the repeats"
     best = [r for r in _runs(key=result.key) if r.data.tags.get("catdog.best_trial") == "true"]
-    assert sorted(r.data.tags["catdog.kind"] for r in best) == ["trial", "trial"], \
+    assert sorted(r.data.tags["catdog.kind"] for r in best) == ["trial", "trial"], (
         "a repeat of the best configuration is never taken for the best trial"
+    )
 
 
 def test_dry_run_prints_the_plan_and_records_nothing(tiny_prepared, workdir, logs):
@@ -226,9 +269,25 @@ def test_dry_run_prints_the_plan_and_records_nothing(tiny_prepared, workdir, log
 
     from catdog.cli import main
 
-    result = CliRunner().invoke(main, ["sweep", "--data", str(tiny_prepared), "--arch",
-                                       "baseline", "--max-trials", "3", "--epochs", "2",
-                                       "--image-size", "32", "--budget", "10m", "--dry-run"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "sweep",
+            "--data",
+            str(tiny_prepared),
+            "--arch",
+            "baseline",
+            "--max-trials",
+            "3",
+            "--epochs",
+            "2",
+            "--image-size",
+            "32",
+            "--budget",
+            "10m",
+            "--dry-run",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     assert "dry run" in result.output
     plan_text = "\n".join(r.getMessage() for r in logs.records if "plan:" in r.getMessage())
@@ -241,9 +300,23 @@ def test_sweep_register_flag_registers_this_sweeps_champion(tiny_prepared, workd
 
     from catdog.cli import main
 
-    result = CliRunner().invoke(main, ["sweep", "--data", str(tiny_prepared), "--arch",
-                                       "baseline", "--max-trials", "1", "--epochs", "1",
-                                       "--image-size", "32", "--register"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "sweep",
+            "--data",
+            str(tiny_prepared),
+            "--arch",
+            "baseline",
+            "--max-trials",
+            "1",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--register",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     final = json.loads(result.stdout)["final_fit"]
     version = mlflow.MlflowClient().get_model_version_by_alias("catdog", "champion")

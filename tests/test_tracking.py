@@ -15,10 +15,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "catdog"
 
 
 def test_tag_keys_are_written_only_in_the_tags_module():
-    offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in PACKAGE.rglob("*.py")
-                 if p.name != "tags.py"
-                 for n, line in enumerate(p.read_text().splitlines(), 1)
-                 if re.search(r"\"catdog\.", line)]
+    offenders = [
+        f"{p.relative_to(PACKAGE)}:{n}"
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "tags.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"\"catdog\.", line)
+    ]
     assert not offenders, f"catdog.* tag keys outside catdog/tracking/tags.py: {offenders}"
 
 
@@ -26,7 +29,8 @@ def test_filter_strings_are_built_from_tag_keys():
     where = {tags.SWEEP_KEY: "k-1", tags.KIND: tags.KIND_TRIAL}
     assert queries.filter_string(where, status="FINISHED") == (
         "tags.`catdog.sweep_key` = 'k-1' and tags.`catdog.kind` = 'trial' and "
-        "attributes.status = 'FINISHED'")
+        "attributes.status = 'FINISHED'"
+    )
 
 
 @pytest.mark.parametrize("crash", [RuntimeError("disk full"), KeyboardInterrupt()])

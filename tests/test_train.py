@@ -10,21 +10,45 @@ from catdog.train import train
 
 
 def test_train_records_a_complete_run(tiny_prepared, workdir):
-    result = train("bn_dropout", tiny_prepared, image_size=32, batch_size=8, epochs=3, seed=3,
-                   patience=5, lr=0.002)
+    result = train(
+        "bn_dropout",
+        tiny_prepared,
+        image_size=32,
+        batch_size=8,
+        epochs=3,
+        seed=3,
+        patience=5,
+        lr=0.002,
+    )
     client = mlflow.MlflowClient()
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
-    for name in ("arch", "image_size", "batch_size", "epochs", "seed", "lr", "optimizer",
-                 "dropout", "augment", "precision", "strategy", "param_count"):
+    for name in (
+        "arch",
+        "image_size",
+        "batch_size",
+        "epochs",
+        "seed",
+        "lr",
+        "optimizer",
+        "dropout",
+        "augment",
+        "precision",
+        "distribution",
+        "param_count",
+    ):
         assert name in params, f"param {name} missing"
     assert float(params["lr"]) == 0.002 and params["optimizer"] == "adam"  # default recorded too
     for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_auc"):
         history = client.get_metric_history(result.run_id, metric)
         assert [h.step for h in history] == list(range(3)), metric
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
-    assert {"plots/learning_curves.png", "plots/val_confusion.png", "plots/val_roc.png"} <= artifacts
+    assert {
+        "plots/learning_curves.png",
+        "plots/val_confusion.png",
+        "plots/val_roc.png",
+    } <= artifacts
     tags = run.data.tags
     assert tags["catdog.dataset_digest"] and tags["catdog.version"]
     assert "catdog.pkg.tensorflow" in tags

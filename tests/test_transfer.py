@@ -23,8 +23,9 @@ def _cache_weights(home, size: int = SIZE) -> None:
 
     folder = home / "models"
     folder.mkdir(parents=True, exist_ok=True)
-    model = keras.applications.MobileNetV2(include_top=False, weights=None,
-                                           input_shape=(size, size, 3))
+    model = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(size, size, 3)
+    )
     with h5py.File(folder / weights_file(size), "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
     keras.backend.clear_session()
@@ -65,22 +66,32 @@ def test_offline_the_sweep_leaves_transfer_out_in_one_sentence(keras_home, offli
     assert len(said) == 1, "one sentence"
     said = said.pop()
     assert "cannot be downloaded" in said and "\n" not in said
-    assert sweep._with_weights(sweepfile.load(None, archs=("transfer",), image_size=SIZE,
-                                              pretrained=False)).archs == ("transfer",), \
-        "without --pretrained nothing is needed"
+    assert sweep._with_weights(
+        sweepfile.load(None, archs=("transfer",), image_size=SIZE, pretrained=False)
+    ).archs == ("transfer",), "without --pretrained nothing is needed"
 
 
 @pytest.mark.slow
 def test_with_cached_weights_focus_plans_transfer_and_fits_frozen_then_fine_tuned(
-        keras_home, offline, tiny_prepared, workdir, logs):
+    keras_home, offline, tiny_prepared, workdir, logs
+):
     from catdog.search import sweep
     from catdog.tracking import runlog
 
     _cache_weights(keras_home)
-    cfg = sweepfile.load(None, archs=("transfer",), strategy="focus", tuner="random",
-                         trials=1, epochs=1, image_size=SIZE, image_sizes=[SIZE],
-                         batch_size=8, data=str(tiny_prepared),
-                         hp={"transfer": {"backbone": "mobilenet_v2", "fine_tune": 0}})
+    cfg = sweepfile.load(
+        None,
+        archs=("transfer",),
+        strategy="focus",
+        tuner="random",
+        trials=1,
+        epochs=1,
+        image_size=SIZE,
+        image_sizes=[SIZE],
+        batch_size=8,
+        data=str(tiny_prepared),
+        hp={"transfer": {"backbone": "mobilenet_v2", "fine_tune": 0}},
+    )
     result = sweep.run(cfg)
     assert "leaving transfer out" not in logs.text
     plan = runlog.read_text(result.parent_run_id, "plan.json")

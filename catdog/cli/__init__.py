@@ -3,9 +3,9 @@ function that returns a value, and prints it. Policy (which data, which metric m
 model, what is logged where) lives in those functions, so Python callers get the same rules.
 Errors a user can cause are one sentence and a non-zero exit.
 
-The commands live by group in `data`, `training` and `results`; what they share (option types,
-the error and TensorFlow decorators) in `common`. This module is the `main` group that holds
-them: the entry point `catdog.cli:main`."""
+The commands live by group in `data`, `training`, `results` and `curve`; what they share
+(option types, the error and TensorFlow decorators) in `common`. This module is the `main`
+group that holds them: the entry point `catdog.cli:main`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import os
 
 import click
 
-from catdog.cli import data, results, training
-from catdog.cli.common import (  # noqa: F401  (re-exported: the CLI's shared pieces)
-    DATA_HELP, IMAGE_SIZE, LEARNING_RATE, PORT, POSITIVE, SEED, _friendly, _tensorflow)
-from catdog.log import VERBOSE_ENV, setup as setup_logging
+from catdog.cli import curve, data, results, training
+from catdog.log import VERBOSE_ENV
+from catdog.log import setup as setup_logging
 
 EPILOG = """\b
 Also here, not as subcommands:
@@ -28,8 +27,12 @@ Also here, not as subcommands:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
 @click.version_option(package_name="catdog")
-@click.option("-v", "--verbose", is_flag=True,
-              help=f"Debug lines, and TensorFlow's own start-up logs (or {VERBOSE_ENV}=1).")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help=f"Debug lines, and TensorFlow's own start-up logs (or {VERBOSE_ENV}=1).",
+)
 def main(verbose):
     """Compare CNN architectures on your labelled images (Dogs-vs-Cats first), every experiment
     tracked in MLflow."""
@@ -38,9 +41,18 @@ def main(verbose):
     setup_logging()
 
 
-for _command in (data.data, data.archs,
-                 training.train, training.sweep, training.distributed,
-                 results.compare, results.report, results.register, results.evaluate,
-                 results.predict):
+for _command in (
+    data.data,
+    data.archs,
+    training.train,
+    training.sweep,
+    training.distributed,
+    results.compare,
+    results.report,
+    results.register,
+    results.evaluate,
+    results.predict,
+    curve.curve,
+):
     main.add_command(_command)
 del _command

@@ -17,8 +17,10 @@ PORT = click.IntRange(1, 65535)
 LEARNING_RATE = click.FloatRange(min=0, min_open=True, max=10)
 SEED = click.IntRange(0, 2**32 - 1)  # what keras.utils.set_random_seed accepts
 
-DATA_HELP = ("A prepared dataset, or a zip/folder to prepare once. Default: the latest prepared "
-             "dataset, else download one.")
+DATA_HELP = (
+    "A prepared dataset, or a zip/folder to prepare once. Default: the latest prepared "
+    "dataset, else download one."
+)
 
 
 def _friendly(fn):
@@ -41,6 +43,7 @@ def _friendly(fn):
 
 def _tensorflow(fn):
     """For commands that use TensorFlow: start it quietly before anything imports it."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from catdog import runtime

@@ -7,6 +7,8 @@ from catdog.data.download import (
     http_download,
     kaggle_credentials,
 )
+from catdog.data.balance import class_weights, is_imbalanced, objective
+from catdog.data.identity import dataset_name, resolve_name
 from catdog.data.images import ImageCheck, check_image
 from catdog.data.prepare import prepare
 from catdog.data.prepared import PreparedDataset, classes, is_prepared, load_manifest, read_summary
@@ -18,15 +20,20 @@ __all__ = [
     "PreparedDataset",
     "check_image",
     "check_kaggle_credentials",
+    "class_weights",
     "classes",
+    "dataset_name",
     "download",
     "http_download",
+    "is_imbalanced",
     "is_prepared",
     "kaggle_credentials",
     "latest_prepared",
     "load_manifest",
+    "objective",
     "prepare",
     "prepared_dir",
     "read_summary",
     "resolve_data",
+    "resolve_name",
 ]

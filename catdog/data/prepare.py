@@ -5,15 +5,18 @@ A prepared dataset is a folder that everything downstream reads instead of the r
 (its format: `catdog.data.prepared`):
 
     DEST/manifest.csv     path,label,split,sha256,width,height (path relative to DEST)
-    DEST/summary.json     classes, counts, what was dropped/converted and why, split settings, digest
+    DEST/summary.json     name, classes, counts, class balance, what was dropped/converted and why,
+                          split settings, digest
     DEST/images/<split>/<label>/<name>.jpg   checked RGB JPEGs
 
 Its `classes` (sorted) are the one truth downstream of what the classes are and in which order:
 class i is the model's output i.
 Every file is decoded once; unusable files are dropped, non-RGB or non-JPEG files converted,
 photos over 1024 px a side downscaled (images.MAX_SIDE), exact duplicates removed, and a
-stratified seeded val (and, if the source has none, test) split drawn. The folder appears under
-its final name only when complete.
+stratified seeded val (and, if the source has none, test) split drawn; imbalanced classes are
+warned about, and keep enough photos of each class in val and test (`balance`). The dataset's
+name (`identity`) names its registered model and experiment. The folder appears under its final
+name only when complete.
 
 The steps live in their own modules: `sources` reads the zip or folder safely and detects its
 layout, `checks` checks and dedupes the photos, `prepared` writes, installs and reads the folder.
@@ -33,7 +36,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from catdog import keys
+from catdog.data.balance import BALANCE, held_out_floor
+from catdog.data.balance import describe as describe_balance
+from catdog.data.balance import warning as imbalance_warning
 from catdog.data.checks import Checked, check_all, dedupe
+from catdog.data.identity import NAME, derive_name
 from catdog.data.images import check_image
 from catdog.data.prepared import (  # noqa: F401  (re-exported: imported from here across catdog)
     COLUMNS,
@@ -72,10 +79,12 @@ __all__ = [
 # ---------------------------------------------------------------- splitting
 
 
-def _share(n: int, fraction: float) -> int:
+def _share(n: int, fraction: float, floor: int = 0) -> int:
+    """How many of N go to a held-out split: FRACTION of them, at least one and FLOOR, and never
+    all of them."""
     if fraction <= 0 or n < 2:
         return 0
-    return min(n - 1, max(1, round(n * fraction)))
+    return min(n - 1, max(1, floor, round(n * fraction)))
 
 
 def _check_class_sizes(
@@ -104,23 +113,25 @@ def _check_class_sizes(
 
 def _assign_splits(
     kept: list[Checked], classes: tuple[str, ...], source_has_test: bool, val_fraction: float,
-    test_fraction: float, seed: int,
+    test_fraction: float, seed: int, imbalanced: bool = False,
 ) -> dict[int, str]:
     """Stratified, seeded split: {index: split}. Deterministic because `kept` is in path order
-    and the classes in sorted order."""
+    and the classes in sorted order. In an imbalanced dataset each held-out split keeps at least
+    `balance.held_out_floor` of every class, and at most half of what is left for training."""
     rng = random.Random(seed)
     splits = {}
     for label in classes:
         items = [r for r in kept if r.member.label == label]
+        floor = held_out_floor(len(items)) if imbalanced else 0
         if source_has_test:
             test = [r for r in items if r.member.source_split == "test"]
             pool = [r for r in items if r.member.source_split == "train"]
         else:
             rng.shuffle(items)
-            n_test = _share(len(items), test_fraction)
+            n_test = _share(len(items), test_fraction, floor)
             test, pool = items[:n_test], items[n_test:]
         rng.shuffle(pool)
-        n_val = _share(len(pool), val_fraction)
+        n_val = _share(len(pool), val_fraction, min(floor, len(pool) // 2))
         for split, records in (("test", test), ("val", pool[:n_val]), ("train", pool[n_val:])):
             splits.update((r.index, split) for r in records)
     return splits
@@ -164,7 +175,10 @@ def _build(
     kept, dup_reasons, cross = dedupe([r for r in checked if r.ok])
     source_has_test = any(r.member.source_split == "test" for r in kept)
     _check_class_sizes(kept, found.classes, source, source_has_test, val_fraction, test_fraction)
-    splits = _assign_splits(kept, found.classes, source_has_test, val_fraction, test_fraction, seed)
+    usable = Counter(r.member.label for r in kept)
+    balance = describe_balance({label: usable[label] for label in found.classes})
+    splits = _assign_splits(kept, found.classes, source_has_test, val_fraction, test_fraction, seed,
+                            balance["imbalanced"])
     rows, counts = write_images(tmp, staging, kept, splits, found.classes)
     shutil.rmtree(staging)
 
@@ -179,9 +193,11 @@ def _build(
     digest = hashlib.sha256(manifest).hexdigest()
     summary = {
         "source": str(source.resolve()),
+        NAME: derive_name(source.resolve(), found.layout, found.classes),
         "layout": found.layout,
         keys.CLASSES: list(found.classes),
         "counts": counts,
+        BALANCE: balance,
         "dropped": dict(sorted(Counter(d["reason"] for d in dropped_files).items())),
         "dropped_files": dropped_files,
         "converted": len(converted),
@@ -194,7 +210,8 @@ def _build(
         "digest": digest,
     }
     (tmp / MANIFEST).write_bytes(manifest)
-    (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                               encoding="utf-8")
     return counts, summary
 
 
@@ -208,6 +225,8 @@ def _log_result(source: Path, dest: Path, summary: dict, started: float) -> None
             source,
             " = ".join(cross[0]["paths"]),
         )
+    if summary[BALANCE]["imbalanced"]:
+        log.warning("%s", imbalance_warning(source, summary[BALANCE]))
     per_split = {split: sum(counts[split].values()) for split in SPLITS}
     log.info(
         "prepared %s in %.1f s: %s; dropped %s; converted %d; cross-split duplicates %d; digest %s",

@@ -1,7 +1,8 @@
 """The prepared-dataset folder: how it is laid out, written, installed and read back.
 
     DEST/manifest.csv     path,label,split,sha256,width,height (path relative to DEST)
-    DEST/summary.json     classes, counts, what was dropped/converted and why, split settings, digest
+    DEST/summary.json     name, classes, counts, class balance, what was dropped/converted and why,
+                          split settings, digest
     DEST/images/<split>/<label>/<name>.jpg   checked RGB JPEGs
 
 `prepare` builds one in a temporary folder and `install`s it under its final name only when
@@ -134,7 +135,7 @@ def load_manifest(root: str | Path) -> pd.DataFrame:
 def read_summary(root: str | Path) -> dict:
     root = Path(root)
     _require_prepared(root)
-    return json.loads((root / SUMMARY).read_text())
+    return json.loads((root / SUMMARY).read_text(encoding="utf-8"))
 
 
 def classes(root: str | Path) -> tuple[str, ...]:

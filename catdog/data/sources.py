@@ -33,6 +33,8 @@ LAYOUTS = {
     "folders": "<class>/*",
 }
 DOGS_VS_CATS_LAYOUTS = ("salader", "petimages", "flat")
+# The same two classes in the plain layouts, as folders are usually named.
+_DOGS_VS_CATS_NAMES = {DOGS_VS_CATS, ("cats", "dogs")}
 # Source split folders of `split_folders`: a source's own val folder joins the pool that catdog
 # draws its stratified val split from; its test folder stays the test split.
 SPLIT_FOLDERS = {"train": "train", "test": "test", "val": "train", "valid": "train",
@@ -70,6 +72,12 @@ class Found:
     classes: tuple[str, ...]
     members: list[Member]
     outside: list[str]
+
+
+def is_dogs_vs_cats(layout: str, classes) -> bool:
+    """Whether a dataset is Dogs-vs-Cats: one of its downloads' layouts, or plain folders of
+    exactly cats and dogs (any case)."""
+    return layout in DOGS_VS_CATS_LAYOUTS or tuple(sorted(c.lower() for c in classes)) in _DOGS_VS_CATS_NAMES
 
 
 def _unsafe(name: str) -> bool:

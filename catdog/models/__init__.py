@@ -7,7 +7,7 @@ A family is any module in this package (other than `registry`, `common` and name
 import importlib
 import pkgutil
 
-from catdog.models.common import SCHEDULES, schedule_callbacks
+from catdog.models.common import schedule_callbacks
 from catdog.models.registry import Architecture, fixed_hyperparameters, get, names, register
 
 _NOT_FAMILIES = {"registry", "common"}
@@ -30,5 +30,12 @@ def discover_families() -> list[str]:
 
 discover_families()
 
-__all__ = ["SCHEDULES", "Architecture", "discover_families", "fixed_hyperparameters", "get", "names",
-           "register", "schedule_callbacks"]
+__all__ = [
+    "Architecture",
+    "discover_families",
+    "fixed_hyperparameters",
+    "get",
+    "names",
+    "register",
+    "schedule_callbacks",
+]

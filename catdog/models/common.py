@@ -10,6 +10,8 @@ space, so architectures are compared on what differs: their bodies.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers
 
@@ -53,12 +55,15 @@ def head(x, num_classes: int):
 
 def _loss_and_metrics(units: int):
     if units == 1:
-        return "binary_crossentropy", [keras.metrics.BinaryAccuracy(name="accuracy"),
-                                       keras.metrics.AUC(name="auc")]
+        return "binary_crossentropy", [
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(name="auc"),
+        ]
     # Integer labels (the pipeline's class indices) against a softmax; the one-vs-rest ROC AUC
     # comes from scikit-learn when a model is evaluated (`catdog.metrics.summary`).
     return "sparse_categorical_crossentropy", [
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    ]
 
 
 def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
@@ -92,10 +97,18 @@ def batch_norm(name: str):
 
 
 def conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str = ""):
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                      name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
     x = batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def cosine(base: float, epoch: float, epochs: int) -> float:
+    """The rate at EPOCH (fractional: a time-kept fit is part-way through one) of a cosine decay
+    from BASE over EPOCHS epochs to COSINE_FLOOR of it."""
+    fraction = min(max(epoch, 0.0) / max(epochs, 1), 1.0)
+    return base * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * fraction)))
 
 
 def schedule_callbacks(hp_values: dict, epochs: int) -> list:
@@ -104,17 +117,17 @@ def schedule_callbacks(hp_values: dict, epochs: int) -> list:
     loss has not improved for 2 epochs (for fits that have validation data)."""
     choice = hp_values.get("lr_schedule", "constant")
     if choice == "cosine":
-        import math
-
         start: dict[str, float] = {}
 
-        def cosine(epoch: int, lr: float) -> float:
+        def rate(epoch: int, lr: float) -> float:
             base = start.setdefault("lr", float(lr))  # the rate the optimizer was built with
-            fraction = min(epoch / max(epochs, 1), 1.0)
-            return base * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi *
-                                                                                  fraction)))
-        return [keras.callbacks.LearningRateScheduler(cosine)]
+            return cosine(base, epoch, epochs)
+
+        return [keras.callbacks.LearningRateScheduler(rate)]
     if choice == "plateau":
-        return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=1 / 3, patience=2,
-                                                  min_lr=1e-6)]
+        return [
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=1 / 3, patience=2, min_lr=1e-6
+            )
+        ]
     return []

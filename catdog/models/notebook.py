@@ -28,11 +28,20 @@ def _notebook_cnn(hp, input_shape, num_classes: int, *, normalise: bool, name: s
     return compile_model(hp, inputs, head(x, num_classes), name)
 
 
-@register(family="notebook", description="The notebooks' 3-block CNN without normalisation")
+@register(
+    family="notebook",
+    description="The notebooks' 3-block CNN without normalisation",
+    any_size=False,
+)
 def baseline(hp, *, input_shape, num_classes):
     return _notebook_cnn(hp, input_shape, num_classes, normalise=False, name="baseline")
 
 
-@register(family="notebook", description="The notebooks' CNN as written: BatchNorm after each conv, Dropout after each dense")
+@register(
+    family="notebook",
+    description="The notebooks' CNN as written: BatchNorm after each conv, Dropout after each "
+    "dense",
+    any_size=False,
+)
 def bn_dropout(hp, *, input_shape, num_classes):
     return _notebook_cnn(hp, input_shape, num_classes, normalise=True, name="bn_dropout")

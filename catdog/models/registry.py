@@ -15,8 +15,8 @@ counting parameters, listing search spaces and tests never download anything.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from catdog.errors import CatdogError
 
@@ -37,6 +37,9 @@ class Architecture:
     # For a pretrained family: (image size) -> (whether its weights can be had, and why), so a
     # sweep can leave it out, saying why, rather than train a "pretrained" model from noise.
     weights: Callable[[int], tuple[bool, str]] | None = None
+    # Whether its weights fit any input size (a global-pooling head): a model trained at one
+    # size carries on at another. A Flatten head ties them to the size it was built at.
+    any_size: bool = True
 
     def weights_available(self, image_size: int) -> tuple[bool, str]:
         return self.weights(image_size) if self.weights else (True, "no weights needed")
@@ -45,8 +48,14 @@ class Architecture:
         lo, hi = self.image_range
         return [s for s in sizes if lo <= s <= hi]
 
-    def build(self, hp=None, *, image_size: int | None = None, pretrained: bool = False,
-              num_classes: int = 2):
+    def build(
+        self,
+        hp=None,
+        *,
+        image_size: int | None = None,
+        pretrained: bool = False,
+        num_classes: int = 2,
+    ):
         """Build and compile the model for NUM_CLASSES classes; `hp=None` means every
         hyperparameter at its default.
 
@@ -88,17 +97,33 @@ _REGISTRY: dict[str, Architecture] = {}
 _SPACES: dict[tuple[str, int], dict] = {}  # (arch, size) -> its declared HyperParameters
 
 
-def register(*, family: str, description: str, default_image_size: int = 128,
-             pretrained: bool = False, image_range: tuple[int, int] = (64, 256),
-             weights: Callable[[int], tuple[bool, str]] | None = None):
+def register(
+    *,
+    family: str,
+    description: str,
+    default_image_size: int = 128,
+    pretrained: bool = False,
+    image_range: tuple[int, int] = (64, 256),
+    weights: Callable[[int], tuple[bool, str]] | None = None,
+    any_size: bool = True,
+):
     """Decorator: add a builder to the registry under its function name."""
 
     def wrap(fn: Builder) -> Builder:
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _REGISTRY[name] = Architecture(name, family, description, default_image_size, fn,
-                                       pretrained, image_range, weights)
+        _REGISTRY[name] = Architecture(
+            name,
+            family,
+            description,
+            default_image_size,
+            fn,
+            pretrained,
+            image_range,
+            weights,
+            any_size,
+        )
         return fn
 
     return wrap

@@ -20,14 +20,17 @@ def _basic_block(x, filters: int, strides: int, name: str):
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
     y = batch_norm(f"{name}_2_bn")(y)
     if strides != 1 or shortcut.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False,
-                                 name=f"{name}_proj")(shortcut)
+        shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_proj")(
+            shortcut
+        )
         shortcut = batch_norm(f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-@register(family="resnet", description="Small ResNet: strided stem, 3-4 stages of basic residual blocks")
+@register(
+    family="resnet", description="Small ResNet: strided stem, 3-4 stages of basic residual blocks"
+)
 def resnet(hp, *, input_shape, num_classes):
     stages = hp.Int("stages", 3, 4, default=4)
     blocks = hp.Int("blocks_per_stage", 1, 2, default=1)

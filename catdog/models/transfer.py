@@ -31,8 +31,11 @@ def _backbone(name: str, input_shape, pretrained: bool):
         try:
             return cls(include_top=False, weights="imagenet", input_shape=input_shape), "imagenet"
         except Exception as exc:  # offline, or a proxy that refuses: still build the model
-            log.warning("could not load ImageNet weights for %s (%s); building it with random "
-                        "weights", name, type(exc).__name__)
+            log.warning(
+                "could not load ImageNet weights for %s (%s); building it with random weights",
+                name,
+                type(exc).__name__,
+            )
     return cls(include_top=False, weights=None, input_shape=input_shape), "none"
 
 
@@ -65,14 +68,21 @@ def weights_available(image_size: int) -> tuple[bool, str]:
             return True, "downloadable"
     except Exception as exc:  # offline, a proxy, DNS: all mean "not now"
         reason = getattr(exc, "reason", None) or type(exc).__name__
-        return False, (f"its ImageNet weights ({name}) are not in {folder} and cannot be "
-                       f"downloaded ({reason})")
+        return False, (
+            f"its ImageNet weights ({name}) are not in {folder} and cannot be downloaded ({reason})"
+        )
 
 
 # ImageNet backbones were trained at 224 px and lose much below 96 px.
-@register(family="transfer", default_image_size=160, pretrained=True, image_range=(96, 224),
-          weights=weights_available,
-          description="ImageNet backbone (MobileNetV2 or EfficientNetB0) with a new head; fine-tune depth searched")
+@register(
+    family="transfer",
+    default_image_size=160,
+    pretrained=True,
+    image_range=(96, 224),
+    weights=weights_available,
+    description="ImageNet backbone (MobileNetV2 or EfficientNetB0) with a new head; fine-tune "
+    "depth searched",
+)
 def transfer(hp, *, input_shape, num_classes, pretrained: bool = False):
     name = hp.Choice("backbone", list(_BACKBONES), default="mobilenet_v2")
     fine_tune = hp.Int("fine_tune", 0, 60, step=20, default=0)

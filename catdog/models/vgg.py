@@ -8,7 +8,9 @@ from catdog.models.common import compile_model, conv_bn_relu, head, inputs_and_a
 from catdog.models.registry import register
 
 
-@register(family="vgg", description="VGG-style: 4-5 blocks of two 3x3 convs (BN), global average pooling")
+@register(
+    family="vgg", description="VGG-style: 4-5 blocks of two 3x3 convs (BN), global average pooling"
+)
 def vgg(hp, *, input_shape, num_classes):
     blocks = hp.Int("blocks", 4, 5, default=4)
     width = hp.Choice("width", [16, 32, 64], default=32)

@@ -15,7 +15,10 @@ from catdog.models.common import (
 from catdog.models.registry import register
 
 
-@register(family="xception", description="Small Xception: separable convs with residuals (keras.io from-scratch model)")
+@register(
+    family="xception",
+    description="Small Xception: separable convs with residuals (keras.io from-scratch model)",
+)
 def xception(hp, *, input_shape, num_classes):
     width = hp.Choice("width", [16, 32, 64], default=32)
     dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.25)
@@ -30,7 +33,9 @@ def xception(hp, *, input_shape, num_classes):
         x = layers.SeparableConv2D(filters, 3, padding="same", name=f"sep{i}_b")(x)
         x = batch_norm(f"sep{i}_bn_b")(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"sep{i}_pool")(x)
-        residual = layers.Conv2D(filters, 1, strides=2, padding="same", name=f"sep{i}_res")(previous)
+        residual = layers.Conv2D(filters, 1, strides=2, padding="same", name=f"sep{i}_res")(
+            previous
+        )
         x = layers.Add(name=f"sep{i}_add")([x, residual])
         previous = x
     x = layers.SeparableConv2D(width * 32, 3, padding="same", name="exit_sep")(x)

@@ -1,18 +1,15 @@
-"""What a sweep's parts share: its settings, its runs, its plan, its clock and its progress;
-the objective every search maximises; and the signal that the budget is used up."""
+"""What a sweep's parts read: its settings, its runs, its data and its plan (read-only, with the
+progress it owns elsewhere); a process's role; and the signal that the budget is used up."""
 
 from __future__ import annotations
 
 import functools
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from catdog.keys import OBJECTIVE  # noqa: F401  (the search's objective, re-exported)
+from catdog.search.progress import SweepProgress
 
 TUNER_ROOT = Path(".tuner")
 
@@ -44,33 +41,31 @@ class SizedSplits:
         if size == self.cfg.image_size:
             return self.base
         if size not in self.others:
-            self.others[size] = pipeline.load(self.data_root, size, self.cfg.batch_size,
-                                              seed=self.cfg.seed)
+            self.others[size] = pipeline.load(
+                self.data_root, size, self.cfg.batch_size, seed=self.cfg.seed
+            )
         return self.others[size]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepContext:
+    """What a sweep's parts read: its settings, identity, runs, data and plan. Read-only: the
+    sweep's progress (trials done, time spent) is `progress`'s, which only its own methods
+    change (`catdog.search.progress`)."""
+
     cfg: Any  # sweepfile.SweepConfig
     strategy: Any  # the strategy object (catdog.search.strategies)
     key: str
     experiment_id: str
-    parent_run_id: str
     data_root: Path
     splits: Any  # pipeline.Splits; None on a distributed chief, which never touches pixels
+    progress: SweepProgress
+    parent_run_id: str = ""
     role: str = "local"
     digest: str = ""  # the prepared dataset's
     oracle_port: int | None = None  # distributed: architecture i's oracle is on this + i
-    total_trials: int = 0
-    arch_index: int = 0
-    started: float = field(default_factory=time.monotonic)
-    trials_done: int = 0
-    trial_seconds: list[float] = field(default_factory=list)
-    plan: Any = None  # catdog.plan.Plan or RacePlan: the strategy's, fitted to the budget
-    search_started: float = field(default_factory=time.monotonic)
-    deadline: float | None = None  # time.monotonic() at which the budget runs out
+    plan: Any = None  # catdog.plan.Plan or a strategy's subclass: fitted to the budget
     sized: SizedSplits | None = None
-    trial_speeds: dict[str, float] = field(default_factory=dict)  # trial id -> s/epoch
 
     def precision(self, arch: str) -> str:
         """The precision ARCH trains in: the plan's measured choice (`precision = "auto"` on a
@@ -98,10 +93,28 @@ class SweepContext:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @functools.cached_property
+    def class_weight(self) -> dict[int, float] | None:
+        """Keras's `class_weight` for every fit of the sweep: balanced weights where the
+        prepared dataset is imbalanced (`catdog.data.balance`), else None."""
+        from catdog.data import class_weights, is_imbalanced
+
+        return class_weights(self.data_root) if is_imbalanced(self.data_root) else None
+
     @property
     def owner(self) -> bool:
         """Whether this process owns the sweep's parent and architecture runs."""
         return self.role in ("local", "chief")
+
+    @property
+    def deadline(self) -> float | None:
+        """time.monotonic() at which the budget runs out (None: no budget, or no plan)."""
+        return self.progress.deadline if self.plan is not None else None
+
+    @functools.cached_property
+    def total_trials(self) -> int:
+        """The trials (and repeats, and a long fit) the plan expects, for progress lines."""
+        return self.strategy.total_trials(self)
 
     def splits_at(self, size: int):
         return self.sized.at(size) if self.sized else self.splits
@@ -116,8 +129,21 @@ class SweepContext:
         return self.strategy.eta(self, remaining)
 
     def mean_eta(self, remaining: int) -> float:
-        """REMAINING trials at the mean duration of those so far, plus the final fit."""
-        final = self.plan.final_seconds if self.plan else 0.0
-        if not self.trial_seconds:
+        """REMAINING trials at the mean duration of those so far, plus what follows the search
+        (a final fit, or a long fit)."""
+        after = self.plan.after_search_seconds if self.plan else 0.0
+        mean = self.progress.mean_trial_seconds()
+        if mean is None:
             return self.plan.total_seconds if self.plan else float("nan")
-        return remaining * float(np.mean(self.trial_seconds)) + final
+        return remaining * mean + after
+
+    def progress_line(self) -> str:
+        """ "sweep 3/8, ETA 12m" for a trial's line."""
+        from catdog.log import format_seconds
+
+        done, total = self.progress.trials_done, self.total_trials
+        remaining = max(total - done, 0)
+        return (
+            f"sweep {done}/{total}, ETA "
+            f"{format_seconds(self.eta(remaining)) if remaining else 'done'}"
+        )

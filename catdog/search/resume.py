@@ -27,10 +27,12 @@ def sweep_lock(root: Path, key: str):
         except BlockingIOError:
             handle.seek(0)
             pid = handle.read().strip() or "?"
-            raise CatdogError(f"sweep {key} is already running on this machine (pid {pid}); "
-                              "wait for it to finish, or to run one sweep from several "
-                              "processes use `make sweep-distributed` (KerasTuner workers and "
-                              "a tracking server)") from None
+            raise CatdogError(
+                f"sweep {key} is already running on this machine (pid {pid}); "
+                "wait for it to finish, or to run one sweep from several "
+                "processes use `make sweep-distributed` (KerasTuner workers and "
+                "a tracking server)"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -54,8 +56,9 @@ def completed_in_state(state_dir: Path, arch: str) -> list[str]:
     return done
 
 
-def check_state_matches_store(state_dir: Path, folders: dict[str, str | None], exp_id: str,
-                              key: str) -> None:
+def check_state_matches_store(
+    state_dir: Path, folders: dict[str, str | None], exp_id: str, key: str
+) -> None:
     """Resuming trusts the tuner state for which trials are done; the tracking store must hold
     them, or the sweep would report trials that are recorded nowhere (after `rm -rf mlruns`,
     or with MLflow pointed at another store). FOLDERS maps each tuner-state folder to the
@@ -68,8 +71,9 @@ def check_state_matches_store(state_dir: Path, folders: dict[str, str | None], e
         where = {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL}
         if arch is not None:
             where[tags.ARCH] = arch
-        recorded = {r.data.tags.get(tags.TRIAL_ID)
-                    for r in queries.search(exp_id, where, (runs.FINISHED,))}
+        recorded = {
+            r.data.tags.get(tags.TRIAL_ID) for r in queries.search(exp_id, where, (runs.FINISHED,))
+        }
         if lost := [t for t in done if t not in recorded]:
             missing[folder] = len(lost)
     if missing:
@@ -78,4 +82,5 @@ def check_state_matches_store(state_dir: Path, folders: dict[str, str | None], e
             f"the tuner state in {state_dir} says trials are done that the tracking store "
             f"{store.redacted(store.tracking_uri())} does not hold ({what}); run again with "
             "--fresh to start this sweep over in this store, or point MLFLOW_TRACKING_URI at "
-            "the store that holds them")
+            "the store that holds them"
+        )

@@ -14,18 +14,18 @@
 from __future__ import annotations
 
 import time
+
 import numpy as np
 
-from catdog import choose, heldout, metrics, models, pipeline, runtime
+from catdog import choose, heldout, keys, metrics, models, pipeline, runtime
 from catdog.log import format_seconds, get_logger
 from catdog.plan import FINAL_COST
-from catdog.search import records
+from catdog.search import runtree
 from catdog.search.context import SweepContext
-from catdog.search.strategies.base import trial_settings
-from catdog import keys
+from catdog.search.tuner import trial_settings
 from catdog.tracking import artifacts, queries, runlog, runs, tags
 from catdog.tracking.callbacks import EpochLogger, fit_callbacks
-from catdog.tracking.record import record_fit
+from catdog.tracking.fitlog import record_fit
 
 log = get_logger(__name__)
 
@@ -43,66 +43,127 @@ def final_fit(ctx: SweepContext) -> dict | None:
     top = choose.table(ctx.parent_run_id, (), keys.OBJECTIVE, cfg.experiment).iloc[0]
     arch, source = top["arch"], runlog.get(top["run_id"])
     trial_id = source.data.tags.get(tags.TRIAL_ID)
-    where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_FINAL, tags.ARCH: arch,
-             tags.TRIAL_ID: trial_id}
+    where = {
+        tags.SWEEP_KEY: ctx.key,
+        tags.KIND: tags.KIND_FINAL,
+        tags.ARCH: arch,
+        tags.TRIAL_ID: trial_id,
+    }
     done = queries.search(ctx.experiment_id, where, (runs.FINISHED,))
     if done:
         run = done[-1]
-        log.info("final fit of %s trial %s already done (run %s)", arch, trial_id,
-                 run.info.run_id)
-        return {"run_id": run.info.run_id, "arch": arch,
-                "test_accuracy": run.data.metrics.get("test_accuracy")}
+        log.info("final fit of %s trial %s already done (run %s)", arch, trial_id, run.info.run_id)
+        return {
+            "run_id": run.info.run_id,
+            "arch": arch,
+            keys.TEST_ACCURACY: run.data.metrics.get(keys.TEST_ACCURACY),
+        }
     queries.retire(ctx.experiment_id, where)
     values = dict(top["hyperparameters"])
     size = int(source.data.params.get(keys.IMAGE_SIZE, cfg.image_size))  # a race searched it
     epochs = max(int(source.data.metrics.get(keys.BEST_EPOCH, ctx.epochs_for(arch))), 1)
-    if ctx.deadline is not None:
-        # At the speed its trial actually trained (the plan's measurement can be optimistic).
-        per_epoch = source.data.metrics.get(keys.SECONDS_PER_EPOCH) or \
-            ctx.plan.seconds_per_epoch(arch, size)
-        need = epochs * per_epoch * FINAL_COST
-        left = ctx.deadline - time.monotonic()
-        if need > left:
-            log.info("no final fit: %s's %d epochs on train+val would take about %s and the "
-                     "budget has %s left; `register` will promote its best trial instead",
-                     arch, epochs, format_seconds(need), format_seconds(max(left, 0)))
-            runlog.set_tag(ctx.parent_run_id, tags.TIME_LIMITED, tags.TRUE)
-            return None
-    horizon = int(source.data.params.get(keys.EPOCHS, ctx.epochs_for(arch)))
-    keras.utils.set_random_seed(cfg.seed)
-    train_val = pipeline.combined(ctx.data_root, ("train", "val"), size, cfg.batch_size,
-                                  seed=cfg.seed)
-    strategy = runtime.strategy()
-    ctx.use_precision(arch)
-    with strategy.scope():
-        model = models.get(arch).build(models.fixed_hyperparameters(values), image_size=size,
-                                       pretrained=cfg.pretrained, num_classes=ctx.num_classes)
-    log.info("final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images at %dpx) for "
-             "%d epochs", arch, trial_id, top[keys.OBJECTIVE], train_val.n, size, epochs)
+    if not _affordable(ctx, source, arch, size, epochs):
+        return None
     t0 = time.monotonic()
-    with runs.active_run(experiment=cfg.experiment, parent_run_id=ctx.parent_run_id,
-                         run_name=f"{arch}-final",
-                         tags={**where, tags.SOURCE_RUN_ID: source.info.run_id,
-                               **tags.environment_tags()}) as run:
-        runlog.log_params({**values, **trial_settings(ctx, arch, strategy, epochs, size),
-                           **keys.run_settings(trained_on="train+val", n_train=train_val.n,
-                                               schedule_epochs=horizon,
-                                               param_count=model.count_params())})
-        logger = EpochLogger(run.info.run_id, f"{arch} final", epochs)
-        model.fit(train_val.dataset, epochs=epochs, verbose=0,
-                  callbacks=[logger, _replayed_rates(source, values, horizon)])
-        runlog.log_metrics({keys.SECONDS_PER_EPOCH: logger.seconds_per_epoch})
-        artifacts.log_keras_model(model, ctx.splits_at(size).decoded("val").images[:1]
-                                  .astype("float32"), ctx.classes)
-    run = runlog.get(run.info.run_id)
+    model, run_id = _fit_final(ctx, top, source, where, values, size, epochs)
+    run = runlog.get(run_id)
     frame = heldout.test_predictions(run, runlog.get(ctx.parent_run_id), model)
     accuracy = heldout.test_metrics(frame)["accuracy"]
-    log.info("final fit done in %s: test accuracy %.4f on %d photos never used for a choice",
-             format_seconds(time.monotonic() - t0), accuracy, len(frame))
+    log.info(
+        "final fit done in %s: test accuracy %.4f on %d photos never used for a choice",
+        format_seconds(time.monotonic() - t0),
+        accuracy,
+        len(frame),
+    )
     del model
     keras.backend.clear_session()
     runtime.release_memory()
-    return {"run_id": run.info.run_id, "arch": arch, "test_accuracy": accuracy}
+    return {"run_id": run.info.run_id, "arch": arch, keys.TEST_ACCURACY: accuracy}
+
+
+def _affordable(ctx: SweepContext, source, arch: str, size: int, epochs: int) -> bool:
+    """Whether the final fit's EPOCHS on train+val end within the budget, at the speed its trial
+    actually trained (the plan's measurement can be optimistic); if not, say so and tag it."""
+    if ctx.deadline is None:
+        return True
+    per_epoch = source.data.metrics.get(keys.SECONDS_PER_EPOCH) or ctx.plan.seconds_per_epoch(
+        arch, size
+    )
+    need = epochs * per_epoch * FINAL_COST
+    left = ctx.deadline - time.monotonic()
+    if need <= left:
+        return True
+    log.info(
+        "no final fit: %s's %d epochs on train+val would take about %s and the "
+        "budget has %s left; `register` will promote its best trial instead",
+        arch,
+        epochs,
+        format_seconds(need),
+        format_seconds(max(left, 0)),
+    )
+    runlog.set_tag(ctx.parent_run_id, tags.TIME_LIMITED, tags.TRUE)
+    return False
+
+
+def _fit_final(ctx: SweepContext, top, source, where: dict, values: dict, size: int, epochs: int):
+    """The final fit itself, in its own run: (the trained model, its run id)."""
+    import keras
+
+    cfg, arch = ctx.cfg, top["arch"]
+    horizon = int(source.data.params.get(keys.EPOCHS, ctx.epochs_for(arch)))
+    keras.utils.set_random_seed(cfg.seed)
+    train_val = pipeline.combined(
+        ctx.data_root, ("train", "val"), size, cfg.batch_size, seed=cfg.seed
+    )
+    distribution = runtime.strategy()
+    ctx.use_precision(arch)
+    with distribution.scope():
+        model = models.get(arch).build(
+            models.fixed_hyperparameters(values),
+            image_size=size,
+            pretrained=cfg.pretrained,
+            num_classes=ctx.num_classes,
+        )
+    log.info(
+        "final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images at %dpx) for %d epochs",
+        arch,
+        where[tags.TRIAL_ID],
+        top[keys.OBJECTIVE],
+        train_val.n,
+        size,
+        epochs,
+    )
+    with runs.active_run(
+        experiment=cfg.experiment,
+        parent_run_id=ctx.parent_run_id,
+        run_name=f"{arch}-final",
+        tags={**where, tags.SOURCE_RUN_ID: source.info.run_id, **tags.environment_tags()},
+    ) as run:
+        runlog.log_params(
+            {
+                **values,
+                **trial_settings(ctx, arch, distribution, epochs, size),
+                **keys.run_settings(
+                    trained_on="train+val",
+                    n_train=train_val.n,
+                    schedule_epochs=horizon,
+                    param_count=model.count_params(),
+                ),
+            }
+        )
+        logger = EpochLogger(run.info.run_id, f"{arch} final", epochs)
+        model.fit(
+            train_val.dataset,
+            epochs=epochs,
+            verbose=0,
+            class_weight=ctx.class_weight,
+            callbacks=[logger, _replayed_rates(source, values, horizon)],
+        )
+        runlog.log_metrics({keys.SECONDS_PER_EPOCH: logger.seconds_per_epoch})
+        artifacts.log_keras_model(
+            model, ctx.splits_at(size).decoded("val").images[:1].astype("float32"), ctx.classes
+        )
+    return model, run.info.run_id
 
 
 def _replayed_rates(source, values: dict, horizon: int):
@@ -116,11 +177,15 @@ def _replayed_rates(source, values: dict, horizon: int):
     history = runlog.history(source.info.run_id, keys.LEARNING_RATE)
     rates = [value for _, value in history]
     if not history or history[0][0] > FIRST_STEP:
-        fallback = models.schedule_callbacks({**values, "lr_schedule": "cosine"}, horizon) \
-            if values.get("lr_schedule") == "cosine" else []
+        fallback = (
+            models.schedule_callbacks({**values, "lr_schedule": "cosine"}, horizon)
+            if values.get("lr_schedule") == "cosine"
+            else []
+        )
         return fallback[0] if fallback else keras.callbacks.Callback()
-    return keras.callbacks.LearningRateScheduler(lambda epoch, lr: rates[min(epoch,
-                                                                             len(rates) - 1)])
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch, lr: rates[min(epoch, len(rates) - 1)]
+    )
 
 
 def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> None:
@@ -136,57 +201,99 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
     for r in range(cfg.repeats):
         # Tied to the trial they retrain: if a resumed search finds a better configuration,
         # the repeats of the old one are not counted for the new one.
-        where = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_REPEAT, tags.ARCH: arch,
-                 tags.TRIAL_ID: trial_id, tags.REPEAT: str(r)}
+        where = {
+            tags.SWEEP_KEY: ctx.key,
+            tags.KIND: tags.KIND_REPEAT,
+            tags.ARCH: arch,
+            tags.TRIAL_ID: trial_id,
+            tags.REPEAT: str(r),
+        }
         if queries.search(ctx.experiment_id, where, (runs.FINISHED,)):
-            ctx.trials_done += 1
-            continue
+            continue  # counted when it finished (`progress`)
         queries.retire(ctx.experiment_id, where)
         seed = cfg.seed + 1000 * (r + 1)
         keras.utils.set_random_seed(seed)
         t0 = time.monotonic()
-        strategy = runtime.strategy()
+        distribution = runtime.strategy()
         ctx.use_precision(arch)
-        with strategy.scope():
-            model = entry.build(models.fixed_hyperparameters(values), image_size=cfg.image_size,
-                                pretrained=cfg.pretrained, num_classes=ctx.num_classes)
-        with runs.active_run(experiment=cfg.experiment, parent_run_id=arch_run_id,
-                             run_name=f"{arch}-repeat-{r}",
-                             tags={**where, **tags.environment_tags()}) as run:
+        with distribution.scope():
+            model = entry.build(
+                models.fixed_hyperparameters(values),
+                image_size=cfg.image_size,
+                pretrained=cfg.pretrained,
+                num_classes=ctx.num_classes,
+            )
+        with runs.active_run(
+            experiment=cfg.experiment,
+            parent_run_id=arch_run_id,
+            run_name=f"{arch}-repeat-{r}",
+            tags={**where, **tags.environment_tags()},
+        ) as run:
             epochs = ctx.epochs_for(arch)
-            runlog.log_params({**values, **trial_settings(ctx, arch, strategy, epochs),
-                               **keys.run_settings(seed=seed, repeat=r,
-                                                   param_count=model.count_params())})
-            callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", epochs,
-                                              cfg.patience)
-            model.fit(ctx.splits.train, validation_data=ctx.splits.val, epochs=epochs,
-                      callbacks=callbacks + models.schedule_callbacks(values, epochs), verbose=0)
-            record = record_fit(model, logger.history, logger.seconds_per_epoch,
-                                splits=ctx.splits, title=f"{arch} repeat {r}", log_model=False)
+            runlog.log_params(
+                {
+                    **values,
+                    **trial_settings(ctx, arch, distribution, epochs),
+                    **keys.run_settings(seed=seed, repeat=r, param_count=model.count_params()),
+                }
+            )
+            callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", epochs, cfg.patience)
+            model.fit(
+                ctx.splits.train,
+                validation_data=ctx.splits.val,
+                epochs=epochs,
+                class_weight=ctx.class_weight,
+                callbacks=callbacks + models.schedule_callbacks(values, epochs),
+                verbose=0,
+            )
+            record = record_fit(
+                model,
+                logger.history,
+                logger.seconds_per_epoch,
+                splits=ctx.splits,
+                title=f"{arch} repeat {r}",
+                log_model=False,
+            )
         del model
         keras.backend.clear_session()
         runtime.release_memory()
         seconds = time.monotonic() - t0
-        ctx.trials_done += 1
-        ctx.trial_seconds.append(seconds)
-        remaining = max(ctx.total_trials - ctx.trials_done, 0)
-        log.info("[%s] repeat %d/%d (seed %d)  val_accuracy %.4f  %s  (%s; sweep %d/%d, ETA %s)",
-                 arch, r + 1, cfg.repeats, seed, record.summary.get("best_val_accuracy"),
-                 record.verdict, format_seconds(seconds), ctx.trials_done, ctx.total_trials,
-                 format_seconds(ctx.eta(remaining)) if remaining else "done")
+        ctx.progress.trial_done(seconds)
+        log.info(
+            "[%s] repeat %d/%d (seed %d)  val_accuracy %.4f  %s  (%s; %s)",
+            arch,
+            r + 1,
+            cfg.repeats,
+            seed,
+            record.summary.get(keys.best(keys.OBJECTIVE)),
+            record.verdict,
+            format_seconds(seconds),
+            ctx.progress_line(),
+        )
 
 
 REPEATED = ("best_val_accuracy", "best_val_loss", "best_val_auc")
 
 
-def log_repeat_stats(arch_run_id: str, exp_id: str, key: str, arch: str,
-                     trial_id: str, repeats: int) -> dict:
+def log_repeat_stats(
+    arch_run_id: str, exp_id: str, key: str, arch: str, trial_id: str, repeats: int
+) -> dict:
     """Mean, std and 95% CI over the best trial's repeats, as metrics of the architecture's
     run (only the repeats asked for now, when an earlier run of the sweep asked for more)."""
-    found = [r for r in queries.search(
-        exp_id, {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_REPEAT, tags.ARCH: arch,
-                 tags.TRIAL_ID: trial_id}, (runs.FINISHED,))
-        if int(r.data.tags.get(tags.REPEAT, 0)) < repeats]
+    found = [
+        r
+        for r in queries.search(
+            exp_id,
+            {
+                tags.SWEEP_KEY: key,
+                tags.KIND: tags.KIND_REPEAT,
+                tags.ARCH: arch,
+                tags.TRIAL_ID: trial_id,
+            },
+            (runs.FINISHED,),
+        )
+        if int(r.data.tags.get(tags.REPEAT, 0)) < repeats
+    ]
     out = {"repeats": len(found)}
     for name in REPEATED:
         stats = metrics.mean_ci([r.data.metrics.get(name) for r in found])
@@ -203,11 +310,19 @@ def repeat_all(ctx: SweepContext, results: dict[str, dict]) -> None:
     for arch in ctx.cfg.archs if ctx.role == "local" and ctx.cfg.repeats else ():
         if not results.get(arch):
             continue
-        current = records.arch_run(ctx, arch)  # reopened
+        current = runtree.arch_run(ctx, arch)  # reopened
         try:
             run_repeats(ctx, arch, current, results[arch])
-            results[arch].update(log_repeat_stats(current, ctx.experiment_id, ctx.key, arch,
-                                                  results[arch]["trial_id"], ctx.cfg.repeats))
+            results[arch].update(
+                log_repeat_stats(
+                    current,
+                    ctx.experiment_id,
+                    ctx.key,
+                    arch,
+                    results[arch]["trial_id"],
+                    ctx.cfg.repeats,
+                )
+            )
         except BaseException as exc:
             runs.terminate(current, runs.status_for(exc))
             raise

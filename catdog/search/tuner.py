@@ -13,13 +13,13 @@ import time
 
 import keras_tuner as kt
 
-from catdog import metrics, models, runtime
-from catdog.log import format_seconds, get_logger
-from catdog.search.context import OBJECTIVE, SweepContext, TimeLimitReached
-from catdog import keys
+from catdog import keys, metrics, models, runtime
+from catdog.keys import OBJECTIVE
+from catdog.log import get_logger
+from catdog.search.context import SweepContext, TimeLimitReached
 from catdog.tracking import queries, runlog, runs, store, tags
 from catdog.tracking.callbacks import fit_callbacks
-from catdog.tracking.record import record_fit
+from catdog.tracking.fitlog import record_fit
 
 log = get_logger(__name__)
 
@@ -27,8 +27,15 @@ log = get_logger(__name__)
 class ArchHyperModel(kt.HyperModel):
     """One architecture's builder as a HyperModel; `fit` keeps the model for logging."""
 
-    def __init__(self, entry: models.Architecture, image_size: int, pretrained: bool,
-                 epochs: int, num_classes: int = 2, precision: str = "fp32"):
+    def __init__(
+        self,
+        entry: models.Architecture,
+        image_size: int,
+        pretrained: bool,
+        epochs: int,
+        num_classes: int = 2,
+        precision: str = "fp32",
+    ):
         super().__init__(name=entry.name)
         self.entry, self.image_size, self.pretrained = entry, image_size, pretrained
         self.epochs = epochs  # the schedule's horizon: Hyperband's longest fit
@@ -38,8 +45,9 @@ class ArchHyperModel(kt.HyperModel):
 
     def build(self, hp):
         runtime.set_precision(self.precision)
-        return self.entry.build(hp, image_size=self.image_size, pretrained=self.pretrained,
-                                num_classes=self.num_classes)
+        return self.entry.build(
+            hp, image_size=self.image_size, pretrained=self.pretrained, num_classes=self.num_classes
+        )
 
     def size(self, hp) -> int:
         return self.image_size
@@ -51,8 +59,9 @@ class ArchHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         # Timed here, around model.fit alone, so a trial's overhead counts build and compile.
         self.last_model = model
-        kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + \
-            models.schedule_callbacks(hp.values, self.epochs)
+        kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + models.schedule_callbacks(
+            hp.values, self.epochs
+        )
         t0 = time.monotonic()
         try:
             return model.fit(*args, **kwargs)
@@ -64,9 +73,11 @@ def plain(values: dict) -> dict:
     """A joint search's trial values under the builder's names: its architecture's, unscoped
     (see `JointHyperModel`)."""
     prefix = f"{values['arch']}/"
-    return {"arch": values["arch"],
-            **{k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)},
-            **{k: v for k, v in values.items() if k.startswith("tuner/")}}
+    return {
+        "arch": values["arch"],
+        **{k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)},
+        **{k: v for k, v in values.items() if k.startswith("tuner/")},
+    }
 
 
 class JointHyperModel(ArchHyperModel):
@@ -76,17 +87,25 @@ class JointHyperModel(ArchHyperModel):
     it drew."""
 
     def __init__(self, ctx: SweepContext, epochs: int):
-        super().__init__(models.get(ctx.cfg.archs[0]), ctx.cfg.image_size, ctx.cfg.pretrained,
-                         epochs, ctx.num_classes)
+        super().__init__(
+            models.get(ctx.cfg.archs[0]),
+            ctx.cfg.image_size,
+            ctx.cfg.pretrained,
+            epochs,
+            ctx.num_classes,
+        )
         self.ctx = ctx
 
     def build(self, hp):
         arch = hp.get("arch")
         self.ctx.use_precision(arch)
         with hp.conditional_scope("arch", [arch]), hp.name_scope(arch):
-            return models.get(arch).build(hp, image_size=hp.get("image_size"),
-                                          pretrained=self.pretrained,
-                                          num_classes=self.num_classes)
+            return models.get(arch).build(
+                hp,
+                image_size=hp.get("image_size"),
+                pretrained=self.pretrained,
+                num_classes=self.num_classes,
+            )
 
     def size(self, hp) -> int:
         return int(self.values(hp)["image_size"])
@@ -112,9 +131,34 @@ class TrialTimeLimit(TimeLimitReached, kt.errors.FatalError):
 
 def best_trial(oracle, arch: str | None = None):
     """The oracle's best completed trial, of ARCH only in a joint search (None: of any)."""
-    done = [t for t in oracle.trials.values() if t.status == "COMPLETED" and t.score is not None
-            and (arch is None or t.hyperparameters.values.get("arch") == arch)]
+    done = [
+        t
+        for t in oracle.trials.values()
+        if t.status == "COMPLETED"
+        and t.score is not None
+        and (arch is None or t.hyperparameters.values.get("arch") == arch)
+    ]
     return max(done, key=lambda t: t.score, default=None)
+
+
+def best_of(tuner, arch: str):
+    """ARCH's best trial in TUNER's search (the oracle's own choice where it searches ARCH
+    alone), or None."""
+    if tuner.arch is None:
+        return best_trial(tuner.oracle, arch)
+    best = tuner.oracle.get_best_trials(1)
+    return best[0] if best else None
+
+
+def single(group: tuple[str, ...]) -> str | None:
+    """The one architecture a search covers, or None for a search over several."""
+    return group[0] if len(group) == 1 else None
+
+
+def link(tuner, ctx: SweepContext, group: tuple[str, ...], arch_runs: dict[str, str]) -> None:
+    """Tie a tracked tuner to its sweep: its context, its architecture (None: the trial says),
+    and the runs its trials nest under."""
+    tuner.ctx, tuner.arch, tuner.arch_runs = ctx, single(group), arch_runs
 
 
 class Tracked:
@@ -141,52 +185,92 @@ class Tracked:
         arch, size = self.arch_of(trial), self.hypermodel.size(hp)
         epochs = hp.values.get("tuner/epochs", kwargs.get("epochs", ctx.epochs_for(arch)))
         initial = hp.values.get("tuner/initial_epoch", 0)
-        ctx.strategy.check_trial(ctx, arch, size, epochs - initial,
-                                 hp.values.get("tuner/trial_id"))
+        ctx.strategy.check_trial(ctx, arch, size, epochs - initial, hp.values.get("tuner/trial_id"))
         self._supersede(arch, trial.trial_id)
-        run_tags = {tags.SWEEP_KEY: ctx.key, tags.KIND: tags.KIND_TRIAL,
-                    tags.ARCH: arch, tags.TRIAL_ID: trial.trial_id,
-                    tags.TUNER_ID: self.tuner_id, **tags.environment_tags()}
+        run_tags = {
+            tags.SWEEP_KEY: ctx.key,
+            tags.KIND: tags.KIND_TRIAL,
+            tags.ARCH: arch,
+            tags.TRIAL_ID: trial.trial_id,
+            tags.TUNER_ID: self.tuner_id,
+            **tags.environment_tags(),
+        }
         t0 = time.monotonic()
-        with runs.active_run(experiment=ctx.cfg.experiment,
-                             parent_run_id=self.arch_runs[arch],
-                             run_name=f"{arch}-trial-{trial.trial_id}", tags=run_tags) as run:
+        with runs.active_run(
+            experiment=ctx.cfg.experiment,
+            parent_run_id=self.arch_runs[arch],
+            run_name=f"{arch}-trial-{trial.trial_id}",
+            tags=run_tags,
+        ) as run:
             runlog.log_params({**self.hypermodel.values(hp), **self._run_params(arch, size)})
-            stop_and_log, logger = fit_callbacks(run.info.run_id, f"{arch} t{trial.trial_id}",
-                                                 epochs, ctx.cfg.patience, initial)
+            stop_and_log, logger = fit_callbacks(
+                run.info.run_id, f"{arch} t{trial.trial_id}", epochs, ctx.cfg.patience, initial
+            )
             kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + stop_and_log
+            if ctx.class_weight:
+                kwargs["class_weight"] = ctx.class_weight
             results = super().run_trial(trial, *args, **kwargs)
             fit_seconds = self.hypermodel.fit_seconds
-            ctx.trial_speeds[trial.trial_id] = logger.seconds_per_epoch
             model = self.hypermodel.last_model
             runlog.log_params({keys.PARAM_COUNT: model.count_params()})
             score = metrics.history_summary(logger.history, OBJECTIVE, initial).get(
-                keys.best(OBJECTIVE), float("nan"))
+                keys.best(OBJECTIVE), float("nan")
+            )
             best_before = self._best_score(arch)
             # Only a trial that ties or beats its architecture's best logs its model: the
             # final best trial always has one (ties too: whichever tied trial the oracle later
             # calls best), and disk is not spent on models nobody will register.
             keep = best_before is None or score >= best_before
-            record_fit(model, logger.history, logger.seconds_per_epoch,
-                       splits=ctx.splits_at(size), title=f"{arch} trial {trial.trial_id}",
-                       log_model=keep, objective=OBJECTIVE, initial_epoch=initial)
+            record_fit(
+                model,
+                logger.history,
+                logger.seconds_per_epoch,
+                splits=ctx.splits_at(size),
+                title=f"{arch} trial {trial.trial_id}",
+                log_model=keep,
+                objective=OBJECTIVE,
+                initial_epoch=initial,
+            )
             runtime.release_memory()
             rss, peak = runtime.rss_mb()
-            runlog.log_metrics({"rss_mb": rss, "peak_rss_mb": peak, "fit_seconds": fit_seconds,
-                                "overhead_seconds": time.monotonic() - t0 - fit_seconds})
-        self._report(arch, trial, hp, score, best_before, time.monotonic() - t0)
+            runlog.log_metrics(
+                {
+                    "rss_mb": rss,
+                    "peak_rss_mb": peak,
+                    "fit_seconds": fit_seconds,
+                    "overhead_seconds": time.monotonic() - t0 - fit_seconds,
+                }
+            )
+        self._report(
+            arch, trial, hp, score, best_before, time.monotonic() - t0, logger.seconds_per_epoch
+        )
         return results
 
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        super().on_epoch_end(trial, model, epoch, logs)
+        self.ctx.progress.save()  # the time spent, so a kill costs the budget at most an epoch
+
     def _run_params(self, arch: str, size: int) -> dict:
-        return self.ctx.strategy.run_params(self.ctx, arch, size,
-                                            self.distribution_strategy or runtime.strategy())
+        return trial_settings(
+            self.ctx,
+            arch,
+            self.distribution_strategy or runtime.strategy(),
+            self.ctx.epochs_for(arch),
+            size,
+        )
 
     def _supersede(self, arch: str, trial_id: str) -> None:
         """A trial about to (re)run: earlier runs of it were interrupted; close them."""
-        queries.retire(self.ctx.experiment_id,
-                       {tags.SWEEP_KEY: self.ctx.key, tags.KIND: tags.KIND_TRIAL,
-                        tags.ARCH: arch, tags.TRIAL_ID: trial_id},
-                       (runs.RUNNING, runs.FINISHED))
+        queries.retire(
+            self.ctx.experiment_id,
+            {
+                tags.SWEEP_KEY: self.ctx.key,
+                tags.KIND: tags.KIND_TRIAL,
+                tags.ARCH: arch,
+                tags.TRIAL_ID: trial_id,
+            },
+            (runs.RUNNING, runs.FINISHED),
+        )
 
     def _best_score(self, arch: str) -> float | None:
         if self.arch is None:  # a joint search: the best of this architecture's trials
@@ -195,13 +279,15 @@ class Tracked:
         best = self.oracle.get_best_trials(1)  # a distributed worker's oracle has no .trials
         return best[0].score if best and best[0].score is not None else None
 
-    def _report(self, arch, trial, hp, score, best_before, seconds) -> None:
+    def _report(self, arch, trial, hp, score, best_before, seconds, per_epoch) -> None:
         ctx = self.ctx
-        ctx.trials_done += 1
-        ctx.trial_seconds.append(seconds)
+        ctx.progress.trial_done(seconds, trial.trial_id, per_epoch)
         best = score if best_before is None else max(score, best_before)
-        shown = {k: (round(v, 5) if isinstance(v, float) else v)
-                 for k, v in self.hypermodel.values(hp).items() if not k.startswith("tuner/")}
+        shown = {
+            k: (round(v, 5) if isinstance(v, float) else v)
+            for k, v in self.hypermodel.values(hp).items()
+            if not k.startswith("tuner/")
+        }
         ctx.strategy.report_trial(ctx, arch, trial, hp, shown, score, best, seconds)
 
 
@@ -228,15 +314,17 @@ class TrackedHyperband(Tracked, kt.Hyperband):
         if "tuner/trial_id" in hp.values:
             trial_id = hp.values["tuner/trial_id"]
             if kt_backend.config.multi_backend():
-                model.build_from_config(
-                    kt_utils.load_json(self._get_build_config_fname(trial_id)))
+                model.build_from_config(kt_utils.load_json(self._get_build_config_fname(trial_id)))
             model.optimizer.build(model.trainable_variables)
             model.load_weights(self._get_checkpoint_fname(trial_id))
         return model
 
 
-TUNERS = {"random": TrackedRandomSearch, "bayesian": TrackedBayesianOptimization,
-          "hyperband": TrackedHyperband}
+TUNERS = {
+    "random": TrackedRandomSearch,
+    "bayesian": TrackedBayesianOptimization,
+    "hyperband": TrackedHyperband,
+}
 
 
 def objective():
@@ -248,11 +336,20 @@ def distribution():
     return runtime.strategy() if runtime.gpus() else None
 
 
-def report_line(ctx: SweepContext, arch: str, trial, shown: dict, score: float, best: float,
-                seconds: float) -> str:
-    """The per-trial progress line of a search with a fixed number of trials, with its ETA."""
-    remaining = max(ctx.total_trials - ctx.trials_done, 0)
-    return (f"[{arch}] trial {int(trial.trial_id) + 1}/{ctx.cfg.trials} {shown}  "
-            f"val_accuracy {score:.4f}  best {best:.4f}  ({format_seconds(seconds)}; sweep "
-            f"{ctx.trials_done}/{ctx.total_trials}, ETA "
-            f"{format_seconds(ctx.eta(remaining)) if remaining else 'done'})")
+def trial_settings(
+    ctx, arch: str, distribution, epochs: int, image_size: int | None = None
+) -> dict:
+    """How a trial, repeat, long fit or final fit of ARCH ran, as params (`keys.RUN_PARAMS`):
+    its precision is the one the plan chose for ARCH."""
+    cfg = ctx.cfg
+    return keys.run_settings(
+        arch=arch,
+        tuner=cfg.tuner,
+        image_size=image_size or cfg.image_size,
+        batch_size=cfg.batch_size,
+        epochs=epochs,
+        seed=cfg.seed,
+        precision=ctx.precision(arch),
+        distribution=runtime.strategy_name(distribution),
+        pretrained=cfg.pretrained if models.get(arch).pretrained else None,
+    )

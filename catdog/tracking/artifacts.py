@@ -28,8 +28,9 @@ def log_figure(fig, name: str) -> None:
         mlflow.log_artifact(str(path), artifact_path="plots")
 
 
-def log_evaluation(y_true: np.ndarray, y_prob: np.ndarray, prefix: str, title: str,
-                   classes, leave_out=()) -> dict:
+def log_evaluation(
+    y_true: np.ndarray, y_prob: np.ndarray, prefix: str, title: str, classes, leave_out=()
+) -> dict:
     """Log metrics, a confusion matrix and ROC curves for one split to the active run.
 
     LEAVE_OUT names metrics not to log, e.g. those the val split's per-epoch history already
@@ -40,12 +41,25 @@ def log_evaluation(y_true: np.ndarray, y_prob: np.ndarray, prefix: str, title: s
     from catdog import metrics, plots
 
     result = metrics.summary(y_true, y_prob, classes)
-    mlflow.log_metrics({f"{prefix}_{k}": v for k, v in result.items()
-                        if isinstance(v, float) and k not in leave_out})
-    log_figure(plots.confusion_matrix(np.asarray(result["confusion"]), classes,
-                                      title=f"{title}: {prefix} confusion"), f"{prefix}_confusion.png")
-    log_figure(plots.roc(metrics.roc_curves(y_true, y_prob, classes), classes,
-                         title=f"{title}: {prefix} ROC"), f"{prefix}_roc.png")
+    mlflow.log_metrics(
+        {
+            f"{prefix}_{k}": v
+            for k, v in result.items()
+            if isinstance(v, float) and k not in leave_out
+        }
+    )
+    log_figure(
+        plots.confusion_matrix(
+            np.asarray(result["confusion"]), classes, title=f"{title}: {prefix} confusion"
+        ),
+        f"{prefix}_confusion.png",
+    )
+    log_figure(
+        plots.roc(
+            metrics.roc_curves(y_true, y_prob, classes), classes, title=f"{title}: {prefix} ROC"
+        ),
+        f"{prefix}_roc.png",
+    )
     return result
 
 
@@ -56,8 +70,9 @@ def log_dataset(root: Path, digest: str, context: str = "training") -> None:
     from catdog.data.prepare import load_manifest
 
     manifest = load_manifest(root).drop(columns=["abspath"])
-    ds = mlflow.data.from_pandas(manifest, source=str(Path(root).resolve()),
-                                 name=Path(root).name, digest=digest[:16])
+    ds = mlflow.data.from_pandas(
+        manifest, source=str(Path(root).resolve()), name=Path(root).name, digest=digest[:16]
+    )
     mlflow.log_input(ds, context=context)
     mlflow.set_tag(tags.DATASET_DIGEST, digest)
 
@@ -78,8 +93,14 @@ def log_keras_model(model, sample: np.ndarray, classes=None, name: str = "model"
     metadata = {CLASSES: [str(c) for c in classes]} if classes else None
     # MLflow validates the example with a default-verbosity predict(): keep its bar off stdout.
     with keras_input_example_folder(), contextlib.redirect_stdout(io.StringIO()):
-        return mlflow.keras.log_model(model, name=name, signature=signature, input_example=sample,
-                                      pip_requirements=model_requirements(), metadata=metadata)
+        return mlflow.keras.log_model(
+            model,
+            name=name,
+            signature=signature,
+            input_example=sample,
+            pip_requirements=model_requirements(),
+            metadata=metadata,
+        )
 
 
 def model_requirements() -> list[str]:

@@ -21,10 +21,11 @@ class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch (step = epoch) to `run_id`, keeps the history and each epoch's seconds
     (training and validation), and prints one progress line with the fit's ETA."""
 
-    def __init__(self, run_id: str, label: str, epochs: int, initial_epoch: int = 0):
+    def __init__(self, run_id: str, label: str, epochs: int, initial_epoch: int = 0, eta=None):
         super().__init__()
         self.run_id, self.label = run_id, label
         self.epochs, self.initial_epoch = epochs, initial_epoch
+        self.eta = eta  # () -> seconds left, for a fit kept to time (its epochs are a guess)
         self.history: dict[str, list[float]] = {}
         self.seconds: list[float] = []
 
@@ -49,31 +50,67 @@ class EpochLogger(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._t_epoch
         self.seconds.append(seconds)
         now = int(time.time() * 1000)
-        metrics = [Metric(mlflow_metric_name(k), float(v), now, epoch) for k, v in logs.items()
-                   if k != "learning_rate"]
+        metrics = [
+            Metric(mlflow_metric_name(k), float(v), now, epoch)
+            for k, v in logs.items()
+            if k != "learning_rate"
+        ]
         metrics.append(Metric("epoch_seconds", seconds, now, epoch))
         # The rate this epoch trained at, whatever schedule set it: a final fit replays it.
-        metrics.append(Metric(keys.LEARNING_RATE, float(keras.ops.convert_to_numpy(
-            self.model.optimizer.learning_rate)), now, epoch))
+        metrics.append(
+            Metric(
+                keys.LEARNING_RATE,
+                float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                now,
+                epoch,
+            )
+        )
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
-        left = (self.epochs - epoch - 1) * float(np.mean(self.seconds))
-        val = (f" | val_loss {logs['val_loss']:.4f} val_acc {logs.get(keys.VAL_ACCURACY, np.nan):.4f}"
-               f" val_auc {logs.get('val_auc', np.nan):.4f}" if "val_loss" in logs else "")
-        log.info("[%s] epoch %d/%d  loss %.4f acc %.4f%s | %.1fs, ETA %s", self.label, epoch + 1,
-                 self.epochs, logs.get("loss", np.nan), logs.get("accuracy", np.nan), val,
-                 seconds, format_seconds(left))
+        mean = float(np.mean(self.seconds))
+        if self.eta is not None:  # kept to time: the epochs are as many as the time holds
+            left = self.eta()
+            total = epoch + 1 + int(left // mean)
+        else:
+            total = max(self.epochs, epoch + 1)
+            left = (total - epoch - 1) * mean
+        val = ""
+        if "val_loss" in logs:
+            val = (
+                f" | val_loss {logs['val_loss']:.4f} "
+                f"val_acc {logs.get(keys.VAL_ACCURACY, np.nan):.4f}"
+            )
+            if "val_auc" in logs:  # two classes: Keras's AUC (softmax heads have none)
+                val += f" val_auc {logs['val_auc']:.4f}"
+        log.info(
+            "[%s] epoch %d/%s  loss %.4f acc %.4f%s | %.1fs, ETA %s",
+            self.label,
+            epoch + 1,
+            f"{total}" if self.eta is None else f"~{total}",
+            logs.get("loss", np.nan),
+            logs.get("accuracy", np.nan),
+            val,
+            seconds,
+            format_seconds(left),
+        )
 
     @property
     def seconds_per_epoch(self) -> float:
         return float(np.mean(self.seconds)) if self.seconds else float("nan")
 
 
-def fit_callbacks(run_id: str, label: str, epochs: int, patience: int,
-                  initial_epoch: int = 0, monitor: str = keys.OBJECTIVE):
+def fit_callbacks(
+    run_id: str,
+    label: str,
+    epochs: int,
+    patience: int,
+    initial_epoch: int = 0,
+    monitor: str = keys.OBJECTIVE,
+):
     """Early stopping (best weights restored) and the epoch logger, as train and sweep use them."""
     logger = EpochLogger(run_id, label, epochs, initial_epoch)
-    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
-                                         restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(
+        monitor=monitor, mode="max", patience=patience, restore_best_weights=True
+    )
     return [stop, logger], logger

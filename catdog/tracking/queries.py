@@ -25,15 +25,24 @@ def filter_string(where: dict[str, str], *, status: str | None = None) -> str:
     return " and ".join(parts)
 
 
-def search(experiment_id: str, where: dict[str, str], statuses: tuple[str, ...] | None = None,
-           *, newest_first: bool = False, max_results: int = MAX_RESULTS) -> list:
+def search(
+    experiment_id: str,
+    where: dict[str, str],
+    statuses: tuple[str, ...] | None = None,
+    *,
+    newest_first: bool = False,
+    max_results: int = MAX_RESULTS,
+) -> list:
     """Runs carrying every tag in `where` (and one of `statuses`), oldest first by default."""
     import mlflow
 
     order = "DESC" if newest_first else "ASC"
     found = mlflow.MlflowClient().search_runs(
-        [experiment_id], filter_string(where), max_results=max_results,
-        order_by=[f"attributes.start_time {order}"])
+        [experiment_id],
+        filter_string(where),
+        max_results=max_results,
+        order_by=[f"attributes.start_time {order}"],
+    )
     return [r for r in found if statuses is None or r.info.status in statuses]
 
 
@@ -49,8 +58,9 @@ def histories(where: dict[str, str], metric: str, tracking_uri: str | None = Non
     return [(run, client.get_metric_history(run.info.run_id, metric)) for run in found]
 
 
-def find_or_create(experiment_id: str, where: dict[str, str], run_name: str,
-                   parent: str | None, *, create: bool) -> str:
+def find_or_create(
+    experiment_id: str, where: dict[str, str], run_name: str, parent: str | None, *, create: bool
+) -> str:
     """The run carrying these tags, reopened if it exists; created if allowed, else awaited
     (a distributed worker waits for the chief to create the sweep's runs)."""
     import mlflow
@@ -70,23 +80,21 @@ def find_or_create(experiment_id: str, where: dict[str, str], run_name: str,
                 all_tags[tags.PARENT_RUN_ID] = parent
             return client.create_run(experiment_id, tags=all_tags, run_name=run_name).info.run_id
         if time.monotonic() > deadline:
-            raise CatdogError(f"no run tagged {where} appeared on the tracking server within "
-                              f"{POLL_SECONDS}s; is the chief running?")
+            raise CatdogError(
+                f"no run tagged {where} appeared on the tracking server within "
+                f"{POLL_SECONDS}s; is the chief running?"
+            )
         time.sleep(2)
 
 
-def retire(experiment_id: str, where: dict[str, str],
-           statuses: tuple[str, ...] = (runs.RUNNING,)) -> int:
+def retire(
+    experiment_id: str, where: dict[str, str], statuses: tuple[str, ...] = (runs.RUNNING,)
+) -> int:
     """Mark runs left behind by an interrupted process (or about to be re-run) as orphaned and
     KILLED, so none stays RUNNING and none is counted twice."""
     import mlflow
 
-    client = mlflow.MlflowClient()
-    stale = search(experiment_id, where, statuses)
-    for run in stale:
-        client.set_tag(run.info.run_id, tags.ORPHANED, tags.TRUE)
-        client.set_terminated(run.info.run_id, runs.KILLED)
-    return len(stale)
+    return _orphan(mlflow.MlflowClient(), search(experiment_id, where, statuses))
 
 
 def retire_everywhere(where: dict[str, str], since: float, tracking_uri: str) -> int:
@@ -96,8 +104,18 @@ def retire_everywhere(where: dict[str, str], since: float, tracking_uri: str) ->
 
     client = mlflow.MlflowClient(tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(experiments, filter_string(where, status=runs.RUNNING)
-                               + f" and attributes.start_time >= {int(since * 1000)}")
+    return _orphan(
+        client,
+        client.search_runs(
+            experiments,
+            filter_string(where, status=runs.RUNNING)
+            + f" and attributes.start_time >= {int(since * 1000)}",
+        ),
+    )
+
+
+def _orphan(client, found) -> int:
+    """Tag FOUND's runs orphaned and end them KILLED; how many."""
     for run in found:
         client.set_tag(run.info.run_id, tags.ORPHANED, tags.TRUE)
         client.set_terminated(run.info.run_id, runs.KILLED)
@@ -115,8 +133,12 @@ def retire_sweep(experiment_id: str, key: str) -> None:
             client.set_terminated(run.info.run_id, runs.KILLED)
 
 
-def sweep_trials(experiment_id: str, key: str, arch: str | None = None,
-                 statuses: tuple[str, ...] | None = (runs.FINISHED,)) -> list:
+def sweep_trials(
+    experiment_id: str,
+    key: str,
+    arch: str | None = None,
+    statuses: tuple[str, ...] | None = (runs.FINISHED,),
+) -> list:
     """A sweep's trial runs (of one architecture, if given)."""
     where = {tags.SWEEP_KEY: key, tags.KIND: tags.KIND_TRIAL}
     if arch:
@@ -125,26 +147,42 @@ def sweep_trials(experiment_id: str, key: str, arch: str | None = None,
 
 
 def find_sweep(sweep: str = "latest", experiment: str | None = None):
-    """The parent run of a sweep: by run id, or the most recent one in the experiment."""
+    """The parent run of a sweep: by run id, or the most recent one in EXPERIMENT, or in the
+    whole store when EXPERIMENT is None (each dataset sweeps in an experiment of its own)."""
     import mlflow
 
     from catdog.tracking import store
 
     store.configure()
-    experiment = experiment or store.DEFAULT_EXPERIMENT
     client = mlflow.MlflowClient()
     if sweep != "latest":
         try:
             run = client.get_run(sweep)
         except Exception:
-            raise CatdogError(f"no MLflow run with id {sweep!r} in {store.tracking_uri()}") from None
+            raise CatdogError(
+                f"no MLflow run with id {sweep!r} in {store.tracking_uri()}"
+            ) from None
         if run.data.tags.get(tags.KIND) != tags.KIND_SWEEP:
             raise CatdogError(f"run {sweep} is not a sweep's parent run")
         return run
-    exp = client.get_experiment_by_name(experiment)
-    found = [] if exp is None else search(exp.experiment_id, {tags.KIND: tags.KIND_SWEEP},
-                                          newest_first=True, max_results=1)
+    if experiment is None:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        exp = client.get_experiment_by_name(experiment)
+        ids = [] if exp is None else [exp.experiment_id]
+    found = (
+        client.search_runs(
+            ids,
+            filter_string({tags.KIND: tags.KIND_SWEEP}),
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        if ids
+        else []
+    )
     if not found:
-        raise CatdogError(f"no sweep found in experiment {experiment!r} at "
-                          f"{store.tracking_uri()}; run `make sweep` first")
+        where = f"in experiment {experiment!r} " if experiment is not None else ""
+        raise CatdogError(
+            f"no sweep found {where}at {store.tracking_uri()}; run `make sweep` first"
+        )
     return found[0]

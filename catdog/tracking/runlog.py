@@ -44,8 +44,9 @@ def log_params(params: dict, run_id: str | None = None, *, only_new: bool = Fals
         existing = get(run_id).data.params
         params = {k: v for k, v in params.items() if k not in existing}
     if params:
-        _client().log_batch(run_id, params=[mlflow.entities.Param(k, str(v))
-                                            for k, v in params.items()])
+        _client().log_batch(
+            run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in params.items()]
+        )
 
 
 def log_metrics(values: dict, run_id: str | None = None) -> None:
@@ -67,8 +68,7 @@ def log_text(run_id: str, text: str, path: str) -> None:
     _client().log_text(run_id, text, path)
 
 
-def log_file(path: str | Path, run_id: str | None = None,
-             artifact_path: str | None = None) -> None:
+def log_file(path: str | Path, run_id: str | None = None, artifact_path: str | None = None) -> None:
     import mlflow
 
     if run_id is None:

@@ -39,9 +39,14 @@ def status_for(exc: BaseException | None) -> str:
 
 
 @contextlib.contextmanager
-def active_run(*, run_id: str | None = None, experiment: str | None = None,
-               run_name: str | None = None, parent_run_id: str | None = None,
-               tags: dict | None = None):
+def active_run(
+    *,
+    run_id: str | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict | None = None,
+):
     """A fluent MLflow run (new, or reopened by `run_id`) that always ends with a status."""
     import mlflow
 
@@ -49,8 +54,12 @@ def active_run(*, run_id: str | None = None, experiment: str | None = None,
 
     kwargs = {}
     if run_id is None:
-        kwargs = dict(experiment_id=store.experiment_id(experiment or store.DEFAULT_EXPERIMENT),
-                      run_name=run_name, parent_run_id=parent_run_id, tags=tags)
+        kwargs = dict(
+            experiment_id=store.experiment_id(experiment or store.DEFAULT_EXPERIMENT),
+            run_name=run_name,
+            parent_run_id=parent_run_id,
+            tags=tags,
+        )
     run = mlflow.start_run(run_id=run_id, **kwargs)
     try:
         yield run
@@ -65,7 +74,8 @@ def active_run(*, run_id: str | None = None, experiment: str | None = None,
             raise store.StoreUnavailable(
                 f"the MLflow tracking store {store.redacted(store.tracking_uri())} stopped "
                 f"answering ({_first_line(exc)}); start it again and run the same command to "
-                "resume") from exc
+                "resume"
+            ) from exc
         mlflow.end_run(status_for(exc))
         raise
     mlflow.end_run(FINISHED)

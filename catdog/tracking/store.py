@@ -23,9 +23,11 @@ DEFAULT_EXPERIMENT = "catdog"
 
 # A store that answered once and then blips is retried, with a bound: MLflow's own HTTP retries
 # (default 7 with a 120 s timeout, about 4 minutes of silence a call) are set to about a minute.
-HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
-                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
-                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
 CHECK_TIMEOUT = 3.0  # seconds per attempt of the start-up check
 CHECK_ATTEMPTS = 2
 
@@ -39,13 +41,13 @@ def tracking_uri() -> str:
     stores by URI, so a relative one would follow whichever directory used it first)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     return uri
 
 
 def sqlite_dir(uri: str) -> Path | None:
     """The folder of a sqlite store (its artifacts live beside it), or None for a server."""
-    return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]).parent if uri.startswith("sqlite:///") else None
 
 
 def configure() -> str:
@@ -147,9 +149,11 @@ def check(uri: str | None = None) -> str:
             return uri
         if attempt + 1 < CHECK_ATTEMPTS:
             time.sleep(1)
-    raise StoreUnavailable(f"the MLflow tracking store {redacted(uri)} does not answer ({why}); "
-                           "start it, or unset MLFLOW_TRACKING_URI to use the project's "
-                           "sqlite store")
+    raise StoreUnavailable(
+        f"the MLflow tracking store {redacted(uri)} does not answer ({why}); "
+        "start it, or unset MLFLOW_TRACKING_URI to use the project's "
+        "sqlite store"
+    )
 
 
 def answers(uri: str | None = None) -> bool:

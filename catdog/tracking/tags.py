@@ -24,6 +24,7 @@ KIND_ARCH = "arch"
 KIND_TRIAL = "trial"
 KIND_REPEAT = "repeat"
 KIND_FINAL = "final"  # the winner retrained on train+val: what `register` promotes
+KIND_CURVE = "curve"  # the champion's configuration on a fraction of the train split
 
 ARCH = "catdog.arch"
 DATASET_DIGEST = "catdog.dataset_digest"
@@ -38,9 +39,10 @@ BEST_TRIAL = "catdog.best_trial"  # "true" on each architecture's best trial run
 BEST_RUN_ID = "catdog.best_run_id"  # on an architecture's run and on the sweep's parent run
 BEST_ARCH = "catdog.best_arch"  # on the sweep's parent run
 TIME_LIMITED = "catdog.time_limited"
-TTA = "catdog.tta"  # on a model version: whether its test figures used test-time augmentation
+TTA = "catdog.tta"  # flip TTA is part of the model: a run's (modelstore.set_tta), a version's
 SOURCE_RUN_ID = "catdog.source_run_id"  # on a final fit: the trial run it retrains
 REPEAT = "catdog.repeat"  # which repeat (0, 1, ...) of the architecture's best configuration
+CURVE_VERDICT = "catdog.curve_verdict"  # on the sweep's parent run: would more photos help?
 
 # -- registered model versions
 RUN_ID = "catdog.run_id"  # the run whose model the version holds
@@ -74,8 +76,13 @@ def environment_tags() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(catdog.__file__).parent, timeout=5)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(catdog.__file__).parent,
+            timeout=5,
+        )
         if commit.returncode == 0:
             tags[GIT_COMMIT] = commit.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):

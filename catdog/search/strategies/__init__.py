@@ -18,7 +18,11 @@ import importlib
 
 from catdog.errors import CatdogError
 
-MODULES = ("equal_budget", "race", "focus")  # the files of this package that register strategies
+MODULES = (
+    "compare",
+    "best",
+    "focus",
+)  # the files (and folder) of this package that register strategies
 
 _REGISTRY: dict[str, object] = {}
 
