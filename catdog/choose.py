@@ -79,7 +79,7 @@ def table(
     sweep: str = "latest",
     archs: tuple[str, ...] = (),
     metric: str = keys.OBJECTIVE,
-    experiment: str = "catdog",
+    experiment: str | None = None,
 ) -> pd.DataFrame:
     """One row per architecture (its best trial by `metric` on validation), sorted best first."""
     parent = queries.find_sweep(sweep, experiment)

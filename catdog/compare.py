@@ -293,7 +293,7 @@ def compare_and_plot(
     sweep: str = "latest",
     archs: tuple[str, ...] = (),
     metric: str = keys.OBJECTIVE,
-    experiment: str = "catdog",
+    experiment: str | None = None,
     plot_path: str | Path = "comparison.png",
     test: bool = False,
 ) -> Comparison:

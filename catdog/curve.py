@@ -137,7 +137,7 @@ def train_fractions(
     *,
     budget_seconds: float | None = None,
     seconds_per_epoch: float | None = None,
-    experiment: str = "catdog",
+    experiment: str | None = None,
     parent_run_id: str | None = None,
     run_tags: dict | None = None,
 ) -> DataCurve:
@@ -291,7 +291,7 @@ def _params(recipe: Recipe, fraction: float, n_train: int, n_val: int, model, st
 def learning_curve(
     sweep: str = "latest",
     *,
-    experiment: str = "catdog",
+    experiment: str | None = None,
     fractions=DEFAULT_FRACTIONS,
     budget_seconds: float | None = None,
     epochs: int | None = None,

@@ -134,7 +134,7 @@ def _saliency(model, frame: pd.DataFrame, root: Path, size: int) -> bytes | None
 
 
 def gather_report(
-    sweep: str = "latest", metric: str = keys.OBJECTIVE, experiment: str = "catdog"
+    sweep: str = "latest", metric: str = keys.OBJECTIVE, experiment: str | None = None
 ) -> dict:
     """Everything the report shows, as plain values: names, sentences, numbers, table markup and
     figures as data: URIs. `render_report` turns it into the page."""
@@ -275,7 +275,7 @@ def render_report(context: dict) -> str:
 
 
 def build_report(
-    sweep: str = "latest", metric: str = keys.OBJECTIVE, experiment: str = "catdog"
+    sweep: str = "latest", metric: str = keys.OBJECTIVE, experiment: str | None = None
 ) -> tuple[str, str]:
     """The report's HTML, and the sweep's parent run id."""
     context = gather_report(sweep, metric, experiment)
@@ -336,7 +336,7 @@ def write_report(
     out: str | Path | None = None,
     *,
     metric: str = keys.OBJECTIVE,
-    experiment: str = "catdog",
+    experiment: str | None = None,
 ) -> Path:
     """Write the report to OUT (default reports/<sweep>-<run id>.html) and log it to the
     sweep's parent run."""

@@ -125,13 +125,10 @@ def test_focus_screens_then_fits_the_winner_long_and_progressively_resized(
         "the logged best score is the kept model's own score on validation"
     )
     assert "long fit done" in logs.text
-    winner = table.iloc[0]["arch"]
     measured = [r.getMessage() for r in logs.records if "measured:" in r.getMessage()]
-    assert [m for m in measured if m.startswith(f"[{winner}]") and "at 72px" in m], (
-        "the winner is measured at its finish size before its long fit"
-    )
-    assert not [m for m in measured if "at 72px" in m and not m.startswith(f"[{winner}]")], (
-        "and only the winner"
+    assert not [m for m in measured if "at 72px" in m], (
+        "without a budget the long fit's length is epochs: no finish size is measured (under a "
+        "budget only the winner is: test_focus.py)"
     )
     import mlflow
 

@@ -52,3 +52,9 @@ def _tensorflow(fn):
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+EXPERIMENT_HELP = (
+    "MLflow experiment whose latest sweep is meant (default: the latest sweep in "
+    "any experiment; each dataset sweeps in an experiment of its own)."
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from catdog import keys
-from catdog.cli.common import POSITIVE, _friendly, _tensorflow
+from catdog.cli.common import EXPERIMENT_HELP, POSITIVE, _friendly, _tensorflow
 
 
 @click.command()
@@ -37,7 +37,7 @@ from catdog.cli.common import POSITIVE, _friendly, _tensorflow
     show_default=True,
     help="Where to write the plot.",
 )
-@click.option("--experiment", default="catdog", show_default=True)
+@click.option("--experiment", default=None, help=EXPERIMENT_HELP)
 @_friendly
 @_tensorflow
 def curve(sweep, fractions, budget, epochs, plot_path, experiment):

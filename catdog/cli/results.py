@@ -9,14 +9,10 @@ import sys
 import click
 
 from catdog import keys
-from catdog.cli.common import _friendly, _tensorflow
+from catdog.cli.common import EXPERIMENT_HELP, _friendly, _tensorflow
 from catdog.compare import FORMATS as COMPARE_FORMATS
 from catdog.search import strategies
 
-EXPERIMENT_HELP = (
-    "MLflow experiment whose latest sweep is meant (default: the latest sweep in "
-    "any experiment; each dataset sweeps in an experiment of its own)."
-)
 DEFAULT_MODEL = "models:/catdog@champion"
 MODEL_HELP = (
     "models:/, runs:/ or a logged model's URI, or a local path; another dataset's "
