@@ -10,7 +10,8 @@ LOCK   := constraints.txt
 PIP    := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
 # The experiment `make sweep` runs is sized to this machine: gpu.toml where nvidia-smi lists a
-# GPU, else cpu.toml (a 45-minute budget, planned to this CPU's measured speed). EXP= overrides.
+# GPU, else cpu.toml (a 42-minute budget planned to this CPU's measured speed; 45 minutes with
+# the install). EXP= overrides.
 GPUS    := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 HAS_GPU := $(filter-out 0,$(GPUS))
 MACHINE_EXP = $(if $(HAS_GPU),experiments/gpu.toml,experiments/cpu.toml)
