@@ -53,7 +53,7 @@ def notebook_time(root: Path, settings: Settings, work: Path) -> dict:
     """The notebook's fit: its per-epoch val accuracy and wall time; target and time to it."""
     import keras
 
-    from benchmarks.measure import notebook_model
+    from benchmarks.notebook import notebook_model
 
     size, epochs = settings.accuracy_size, settings.accuracy_epochs
     view = _notebook_root(root, work)

@@ -24,8 +24,8 @@ from benchmarks.measure import (
     scaling,
     sweep_costs,
     training,
-    versus_notebook,
 )
+from benchmarks.notebook import versus_notebook
 from benchmarks.probes import _split_sizes, machine_info
 from benchmarks.render import render
 from benchmarks.serving import serving
