@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from catdog.errors import CatdogError
-from catdog.log import get_logger
+from catdog.log import format_seconds, get_logger
 from catdog.plan import Plan
 from catdog.search import runtree
 from catdog.search.context import TimeLimitReached
@@ -217,15 +217,9 @@ class Strategy:
             shown,
             score,
             best,
-            _seconds(seconds),
+            format_seconds(seconds),
             ctx.progress_line(),
         )
-
-
-def _seconds(seconds: float) -> str:
-    from catdog.log import format_seconds
-
-    return format_seconds(seconds)
 
 
 def folder(group: tuple[str, ...]) -> str:
