@@ -10,8 +10,8 @@ LOCK   := constraints.txt
 PIP    := $(BIN)/python -m pip install --quiet -c $(LOCK)
 
 # The experiment `make sweep` runs is sized to this machine: gpu.toml where nvidia-smi lists a
-# GPU, else cpu.toml (a 42-minute budget planned to this CPU's measured speed; 45 minutes with
-# the install). EXP= overrides.
+# GPU, else cpu.toml (a 42-minute budget planned to this CPU's measured speed; about 45 minutes
+# in all with the install, preparing the photos and registering). EXP= overrides.
 GPUS    := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 HAS_GPU := $(filter-out 0,$(GPUS))
 MACHINE_EXP = $(if $(HAS_GPU),experiments/gpu.toml,experiments/cpu.toml)
@@ -34,6 +34,8 @@ WORKERS ?= 2
 HOST    ?= 127.0.0.1
 PORT    ?= 5000
 ORACLE_PORT ?= 8000
+# Port of the tracking server make sweep-distributed starts.
+TRACKING_PORT ?= 5001
 # Database of sweep-distributed's tracking server, e.g. postgresql://user@127.0.0.1:5432/mlflow;
 # empty: the project's store, sqlite:///mlruns/mlflow.db. make prints the command it runs, so
 # keep a password out of it (PGPASSWORD or ~/.pgpass).
@@ -48,7 +50,8 @@ SERVE_WORKERS ?= 2
 MODEL ?= catdog
 NAME  ?=
 # The project's store; MLFLOW_TRACKING_URI (e.g. a tracking server) overrides it.
-STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
+# postgresql:// names the driver the postgres extra installs (SQLAlchemy would look for psycopg 3).
+STORE = $(subst postgresql://,postgresql+psycopg2://,$(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db))
 
 DATA_OPT = $(if $(DATA),--data $(DATA),)
 NAME_OPT = $(if $(NAME),--name $(NAME),)
@@ -126,14 +129,14 @@ smoke: $(STAMP)  ## the smoke run: every from-scratch architecture, 10 minutes: 
 	$(BIN)/catdog sweep experiments/quick.toml $(DATA_OPT) $(NAME_OPT) --register
 
 sweep-distributed: $(PG_STAMP)  ## tracking server (BACKEND=postgresql://...) + KerasTuner chief + WORKERS workers: make sweep-distributed [DIST_EXP=...] [DATA=path] [HOST=...]
-	$(BIN)/catdog distributed $(DIST_EXP) $(DATA_OPT) --workers $(WORKERS) --host $(HOST) --oracle-port $(ORACLE_PORT) $(BACKEND_OPT)
+	$(BIN)/catdog distributed $(DIST_EXP) $(DATA_OPT) $(NAME_OPT) --workers $(WORKERS) --host $(HOST) --oracle-port $(ORACLE_PORT) --tracking-port $(TRACKING_PORT) $(BACKEND_OPT) --register
 
 report: $(STAMP)  ## the latest sweep's report: one self-contained HTML file in reports/
 	$(BIN)/catdog report
 
 ui: $(STAMP)  ## MLflow UI for the project's store on http://127.0.0.1:5000
 	mkdir -p mlruns
-	$(BIN)/mlflow ui --backend-store-uri $(STORE) --default-artifact-root ./mlruns/artifacts --host $(HOST) --port $(PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(STORE) --default-artifact-root ./mlruns/artifacts --artifacts-destination ./mlruns/artifacts --host $(HOST) --port $(PORT)
 
 serve: $(STAMP)  ## serve models:/catdog@champion on http://127.0.0.1:5002 (POST /invocations): make serve [MODEL=another registered name]
 	@echo "make serve: models:/$(MODEL)@champion$(if $(filter command line environment,$(origin MODEL)),, (the default; MODEL=name serves another dataset's champion))"

@@ -4,7 +4,9 @@ times (itself, mirrored, and centre crops of 90% and 80%, mirrored or not), re-e
 
 It is for planning and memory figures only (how the CPU plan sizes its screen and its long fit
 at the real download's scale, and what the decoded cache takes): its copies are near-duplicates,
-so accuracy on it means nothing.
+so accuracy on it means nothing. So it is prepared where --out says, as a prepared dataset of
+its own, and never under data/prepared: the dataset prepared there last is what a bare
+`make sweep` trains on, and the stand-in must not become it.
 
     python -m benchmarks.standin --data ../shared/data/dogs-vs-cats-mini --out /tmp/standin
     catdog sweep experiments/cpu.toml --data /tmp/standin --dry-run
@@ -13,6 +15,8 @@ so accuracy on it means nothing.
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -53,9 +57,28 @@ def build(data: Path, out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data/dogs-vs-cats-mini"))
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="where the prepared stand-in goes")
     args = p.parse_args(argv)
-    print(f"wrote {build(args.data, args.out)} files under {args.out}")
+    from catdog import log
+    from catdog.data.prepare import prepare
+    from catdog.data.resolve import DATA_ROOT
+    from catdog.errors import CatdogError
+
+    if args.out.resolve().is_relative_to((DATA_ROOT / "prepared").resolve()):
+        p.error(
+            f"--out {args.out} is in {DATA_ROOT / 'prepared'}, whose latest dataset a bare "
+            "`make sweep` trains on; put the stand-in elsewhere, e.g. /tmp/standin"
+        )
+    log.setup()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the photos only until they are prepared: the prepared dataset has its own copies
+        with tempfile.TemporaryDirectory(prefix=".standin-photos-", dir=args.out.parent) as tmp:
+            written = build(args.data, Path(tmp) / "standin")
+            prepare(Path(tmp) / "standin", args.out)
+    except CatdogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {written} photos, prepared as {args.out}: pass it as --data {args.out}")
     return 0
 
 

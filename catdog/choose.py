@@ -75,14 +75,23 @@ def _parse(value: str):
         return {"True": True, "False": False}.get(value, value)
 
 
+def objective(parent) -> str:
+    """The validation metric the sweep of PARENT (its parent run) searched and chose on: balanced
+    accuracy where its dataset was imbalanced, else val accuracy (as every sweep logged before
+    the objective was recorded chose)."""
+    return parent.data.params.get(keys.SWEEP_OBJECTIVE, keys.OBJECTIVE)
+
+
 def table(
     sweep: str = "latest",
     archs: tuple[str, ...] = (),
-    metric: str = keys.OBJECTIVE,
+    metric: str | None = None,
     experiment: str | None = None,
 ) -> pd.DataFrame:
-    """One row per architecture (its best trial by `metric` on validation), sorted best first."""
+    """One row per architecture (its best trial by `metric` on validation; None: the sweep's
+    `objective`), sorted best first."""
     parent = queries.find_sweep(sweep, experiment)
+    metric = metric or objective(parent)
     trials = trial_runs(parent)
     if trials.empty:
         raise CatdogError(f"sweep {parent.info.run_id} has no finished trials yet")
@@ -135,7 +144,7 @@ def _row(group: pd.DataFrame, repeats: pd.DataFrame, arch: str, metric: str) -> 
     stats = metrics.mean_ci(mine[col].tolist() if col in mine else [])
     return {
         "arch": arch,
-        **{m: best.get(keys.best(m), np.nan) for m in METRICS},
+        **{m: best.get(keys.best(m), np.nan) for m in dict.fromkeys((*METRICS, metric))},
         f"{metric}_mean": stats["mean"],
         f"{metric}_std": stats["std"],
         "ci95_low": stats["ci_low"],

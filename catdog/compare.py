@@ -183,22 +183,21 @@ def plot(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def anytime(parent) -> pd.DataFrame:
-    """Best validation accuracy so far against wall-clock minutes since the sweep started, per
-    architecture and overall: one row per finished trial, in the order trials finished."""
+    """The sweep's objective (val accuracy, or balanced accuracy on imbalanced data), best so
+    far, against wall-clock minutes since the sweep started, per architecture and overall: one
+    row per finished trial, in the order trials finished."""
     trials = choose.trial_runs(parent)
     if trials.empty:
         return trials
+    metric = choose.objective(parent)
     frame = pd.DataFrame(
-        {
-            "arch": trials["arch"],
-            "run_id": trials["run_id"],
-            keys.OBJECTIVE: trials[keys.best(keys.OBJECTIVE)],
-        }
+        {"arch": trials["arch"], "run_id": trials["run_id"], metric: trials[keys.best(metric)]}
     )
     frame["minutes"] = (trials["end_time"] - parent.info.start_time) / 60000
     frame = frame.sort_values("minutes").reset_index(drop=True)
-    frame["best_so_far_arch"] = frame.groupby("arch")[keys.OBJECTIVE].cummax()
-    frame["best_so_far"] = frame[keys.OBJECTIVE].cummax()
+    frame["best_so_far_arch"] = frame.groupby("arch")[metric].cummax()
+    frame["best_so_far"] = frame[metric].cummax()
+    frame.attrs["metric"] = metric
     return frame
 
 
@@ -249,8 +248,9 @@ def anytime_plot(frame: pd.DataFrame, path: Path, strategy: str) -> Path:
         label="sweep best",
     )
     ax.set_xlabel("wall-clock minutes since the sweep started")
-    ax.set_ylabel("best val accuracy so far")
-    ax.set_title(f"anytime: best val accuracy so far (the {strategy} strategy)")
+    shown = frame.attrs.get("metric", keys.OBJECTIVE).replace("_", " ")  # "val accuracy"
+    ax.set_ylabel(f"best {shown} so far")
+    ax.set_title(f"anytime: best {shown} so far (the {strategy} strategy)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -292,7 +292,7 @@ class Comparison:
 def compare_and_plot(
     sweep: str = "latest",
     archs: tuple[str, ...] = (),
-    metric: str = keys.OBJECTIVE,
+    metric: str | None = None,
     experiment: str | None = None,
     plot_path: str | Path = "comparison.png",
     test: bool = False,
@@ -300,7 +300,8 @@ def compare_and_plot(
     """`catdog compare`: the table, its plot written to `plot_path`, and, when the comparison
     covers the whole sweep, both logged to the sweep's parent run (refreshing what the sweep
     logged at its end). A comparison of some architectures never overwrites the sweep's own.
-    `test=True` adds the top two's test accuracy and McNemar's test between them."""
+    METRIC None: the sweep's objective (`choose.objective`). `test=True` adds the top two's test
+    accuracy and McNemar's test between them."""
     from catdog import heldout
 
     table = choose.table(sweep, archs, metric, experiment)

@@ -300,7 +300,7 @@ def learning_curve(
     """`catdog curve`: the data curve of SWEEP's champion configuration (see the module's
     docstring), logged to the sweep's parent run; its plot also written to PLOT_PATH if given.
     EPOCHS overrides the epochs its trial was given."""
-    chosen = choose.champion(choose.table(sweep, (), keys.OBJECTIVE, experiment))
+    chosen = choose.champion(choose.table(sweep, (), None, experiment))  # on its objective
     parent, trial = chosen.parent, runlog.get(chosen.row["run_id"])
     root = Path(parent.data.params[keys.DATA])
     if not root.is_dir():

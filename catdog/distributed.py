@@ -33,11 +33,18 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 from catdog import runtime
 from catdog.errors import CatdogError
 from catdog.log import get_logger
-from catdog.tracking.store import DEFAULT_TRACKING_URI, answers, redacted
+from catdog.tracking.store import (
+    DEFAULT_TRACKING_URI,
+    answers,
+    experiment_at,
+    redacted,
+    with_driver,
+)
 
 log = get_logger(__name__)
 
@@ -50,13 +57,6 @@ POLL_SECONDS = 1.0
 
 
 # ------------------------------------------------------------------------- the tracking server
-def with_driver(uri: str) -> str:
-    """A postgresql:// URI with the driver catdog's postgres extra installs, psycopg2, named:
-    SQLAlchemy 2.1 would otherwise look for psycopg 3."""
-    plain = "postgresql://"
-    return "postgresql+psycopg2://" + uri[len(plain) :] if uri.startswith(plain) else uri
-
-
 def check_database(uri: str, timeout: float = DB_TIMEOUT) -> None:
     """Connect once to the server's database, so an unreachable one fails now, in a sentence,
     rather than as a server that never answers."""
@@ -128,7 +128,13 @@ def start_tracking_server(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **runtime.quiet_env()},
+            # MLflow 3's server also starts a job runner and four huey consumers, for its GenAI
+            # jobs, which catdog never submits: five processes and a slower start, spared.
+            env={
+                **os.environ,
+                **runtime.quiet_env(),
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
         )
 
 
@@ -211,9 +217,9 @@ class Sweep:
         self.started = time.time()
         self.stopping = False
 
-    def start(self, fresh: bool) -> None:
-        self.chief = self._spawn("chief", ["--fresh"] if fresh else [])
-        time.sleep(2)  # the chief creates the sweep's runs; workers wait for them anyway
+    def start(self, chief_args: list[str]) -> None:
+        self.chief = self._spawn("chief", chief_args)
+        time.sleep(2)  # the chief plans and creates the sweep's runs; workers wait for them
         self.workers = {tuner_id: self._spawn(tuner_id) for tuner_id in self.tuner_ids}
 
     def _spawn(self, tuner_id: str, extra: list[str] = ()) -> subprocess.Popen:
@@ -338,19 +344,25 @@ def launch(
     tracking_port: int = 5001,
     backend_store_uri: str | None = None,
     fresh: bool = False,
+    register: bool = False,
+    name: str | None = None,
     max_restarts: int = MAX_RESTARTS,
 ) -> int:
     """Start a tracking server (unless MLFLOW_TRACKING_URI names one) on BACKEND_STORE_URI, a
     KerasTuner chief and WORKERS workers for one sweep; restart a worker that dies while its
-    trial can still be re-run; return the sweep's exit code."""
+    trial can still be re-run; return the sweep's exit code. The data is prepared here, once,
+    before any of them starts. The chief plans the sweep to its file's budget, stops handing
+    out trials when it is used, runs the final fit and, with REGISTER, registers the champion
+    (under NAME, default the dataset's) in the server's store."""
     from catdog import sweepfile
+    from catdog.data import resolve_data, resolve_name
     from catdog.search import strategies
 
     runtime.start()  # loading the sweep file imports Keras: quietly, as in the processes below
     cfg = sweepfile.load(sweep_file, data=data)
     strategies.validate(cfg, "chief")  # before any process
     runtime.require_gpu(cfg.device, cfg.name)
-    server = None
+    server, backend = None, None
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith("http"):
         if backend_store_uri:
@@ -362,6 +374,10 @@ def launch(
         backend = backend_store_uri or DEFAULT_TRACKING_URI
         check_database(backend)
         uri = f"http://{host}:{tracking_port}"
+    # After the store's check, which takes seconds; before any process, so it is done once.
+    data_root = resolve_data(cfg.data)
+    experiment = cfg.experiment or resolve_name(None, data_root)
+    if backend is not None:
         server = start_tracking_server(host, tracking_port, with_driver(backend))
     try:
         if server is not None:
@@ -372,9 +388,13 @@ def launch(
                 redacted(backend),
                 ARTIFACTS,
             )
+            # Its artifacts in mlruns/artifacts, as the project's store keeps them, so `report`,
+            # `register` and `make ui` read them with the server stopped too; a server left
+            # to decide would answer mlflow-artifacts:/ URIs that work only through it.
+            experiment_at(uri, experiment, Path(ARTIFACTS).resolve().as_uri())
         args = [sys.executable, "-m", "catdog", "sweep"]
         args += [sweep_file] if sweep_file else []
-        args += ["--data", data] if data else []
+        args += ["--data", str(data_root)]
         # Processes that share a GPU each take what they need, not all of its memory at once.
         env = {
             "TF_FORCE_GPU_ALLOW_GROWTH": "true",
@@ -394,7 +414,10 @@ def launch(
         )
         signal.signal(signal.SIGINT, sweep.forward)
         signal.signal(signal.SIGTERM, sweep.forward)
-        sweep.start(fresh)
+        chief_args = ["--fresh"] if fresh else []
+        chief_args += ["--register"] if register else []
+        chief_args += ["--name", name] if name else []
+        sweep.start(chief_args)
         return sweep.run()
     finally:
         if server is not None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 
 # -- metrics
-OBJECTIVE = "val_accuracy"  # what every search maximises and every choice is made on
+# What a search maximises and a choice is made on, unless the dataset is imbalanced: then it is
+# VAL_BALANCED_ACCURACY (`catdog.data.balance.objective`), recorded on the sweep (SWEEP_OBJECTIVE).
+OBJECTIVE = "val_accuracy"
 VAL_ACCURACY = OBJECTIVE
 TEST_ACCURACY = "test_accuracy"
 BEST_EPOCH = "best_epoch"
@@ -23,6 +25,7 @@ MS_PER_IMAGE_BATCH = "ms_per_image_batch32"  # per image, in a batch of 32
 MODEL_BYTES = "model_bytes"  # the logged model's artifacts on the store
 # Figures that weigh every class the same: an imbalanced dataset is judged by them.
 BALANCED_ACCURACY = "balanced_accuracy"  # the mean of the per-class recalls
+VAL_BALANCED_ACCURACY = f"val_{BALANCED_ACCURACY}"  # its Keras history key on validation
 MACRO_F1 = "macro_f1"
 
 
@@ -63,6 +66,9 @@ BUDGET_SECONDS = "budget_seconds"
 SWEEP_SECONDS = "sweep_seconds"
 PLANNED_TRIALS = "planned_trials"
 TRIALS_RUN = "trials_run"
+# The validation metric the sweep searched and chose on, where it is not OBJECTIVE (an imbalanced
+# dataset's sweep); a sweep without it chose on OBJECTIVE.
+SWEEP_OBJECTIVE = "objective"
 # -- the data curve (`catdog curve`): the predicted gain in val accuracy from twice the training
 # photos, and its 95% interval, on the sweep's parent run
 CURVE_GAIN = "curve_gain_2x"

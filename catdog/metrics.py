@@ -167,6 +167,18 @@ def mlflow_metric_name(key: str) -> str:
     return key if key.startswith("val_") else f"train_{key}"
 
 
+# The Keras history keys a fit's summary holds at its best epoch, as best_<MLflow name>.
+SUMMARISED = (
+    keys.VAL_ACCURACY,
+    "val_loss",
+    "val_auc",
+    keys.VAL_BALANCED_ACCURACY,
+    "accuracy",
+    "loss",
+    keys.BALANCED_ACCURACY,
+)
+
+
 def history_summary(
     history: dict[str, list[float]], objective: str = keys.OBJECTIVE, initial_epoch: int = 0
 ) -> dict:
@@ -178,7 +190,7 @@ def history_summary(
     val = history.get(objective) or [np.nan]
     best = _best_index(history, objective)
     out = {keys.BEST_EPOCH: initial_epoch + best + 1, "epochs_run": len(val)}
-    for key in (keys.VAL_ACCURACY, "val_loss", "val_auc", "accuracy", "loss"):
+    for key in dict.fromkeys((*SUMMARISED, objective)):
         if history.get(key):
             out[f"best_{mlflow_metric_name(key)}"] = float(history[key][best])
     acc, vacc = history.get("accuracy"), history.get(keys.VAL_ACCURACY)

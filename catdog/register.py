@@ -60,16 +60,17 @@ def should_promote(
 def register(
     sweep: str = "latest",
     arch: str | None = None,
-    metric: str = keys.OBJECTIVE,
+    metric: str | None = None,
     name: str | None = None,
     alias: str = "champion",
     force: bool = False,
     experiment: str | None = None,
     tta: bool | None = None,
 ) -> Registration:
-    """Register the best model of a sweep, chosen by a validation metric; evaluate it once on
-    the held-out test split; move `alias` to it only if it beats the current holder there.
-    NAME None: the sweep's dataset's name (`catdog` for Dogs-vs-Cats); EXPERIMENT None: any.
+    """Register the best model of a sweep, chosen by a validation metric (None: the sweep's
+    objective, `choose.objective`); evaluate it once on the held-out test split; move `alias` to
+    it only if it beats the current holder there. NAME None: the sweep's dataset's name (`catdog`
+    for Dogs-vs-Cats); EXPERIMENT None: any.
 
     TTA=None keeps the model's own setting: flip TTA where the sweep found on validation that it
     helps (`modelstore.tta_of`). True or False registers the model with or without it. Either
@@ -79,9 +80,11 @@ def register(
     from catdog import runtime
     from catdog.inference import load_classifier, with_tta
 
-    heldout.require_validation_metric(metric)
+    if metric is not None:
+        heldout.require_validation_metric(metric)
     runtime.start()
     table, chosen = _choose(sweep, arch, metric, experiment)
+    metric = table.attrs["metric"]
     best, parent, run, final = chosen.row, chosen.parent, chosen.run, chosen.final
     name = resolve_name(name, parent.data.params[keys.DATA])
     digest = parent.data.tags.get(tags.DATASET_DIGEST, "")
@@ -132,7 +135,7 @@ def register(
     )
 
 
-def _choose(sweep: str, arch: str | None, metric: str, experiment: str | None):
+def _choose(sweep: str, arch: str | None, metric: str | None, experiment: str | None):
     """The comparison table of SWEEP (of ARCH alone if given) and its champion, chosen on
     validation; what ships is its final fit on train+val when the sweep made one."""
     table = choose.table(sweep, (arch,) if arch else (), metric, experiment)

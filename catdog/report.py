@@ -134,13 +134,15 @@ def _saliency(model, frame: pd.DataFrame, root: Path, size: int) -> bytes | None
 
 
 def gather_report(
-    sweep: str = "latest", metric: str = keys.OBJECTIVE, experiment: str | None = None
+    sweep: str = "latest", metric: str | None = None, experiment: str | None = None
 ) -> dict:
     """Everything the report shows, as plain values: names, sentences, numbers, table markup and
-    figures as data: URIs. `render_report` turns it into the page."""
+    figures as data: URIs. `render_report` turns it into the page. METRIC None: the sweep's
+    objective (`choose.objective`)."""
     from catdog.inference import load_classifier
 
     table = choose.table(sweep, (), metric, experiment)
+    metric = table.attrs["metric"]
     sig = heldout.with_test(table)
     chosen = choose.champion(table)  # what ships: the final fit when the sweep made one
     parent, champion, champ_run = chosen.parent, chosen.row, chosen.run
@@ -275,7 +277,7 @@ def render_report(context: dict) -> str:
 
 
 def build_report(
-    sweep: str = "latest", metric: str = keys.OBJECTIVE, experiment: str | None = None
+    sweep: str = "latest", metric: str | None = None, experiment: str | None = None
 ) -> tuple[str, str]:
     """The report's HTML, and the sweep's parent run id."""
     context = gather_report(sweep, metric, experiment)
@@ -335,7 +337,7 @@ def write_report(
     sweep: str = "latest",
     out: str | Path | None = None,
     *,
-    metric: str = keys.OBJECTIVE,
+    metric: str | None = None,
     experiment: str | None = None,
 ) -> Path:
     """Write the report to OUT (default reports/<sweep>-<run id>.html) and log it to the

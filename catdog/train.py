@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from catdog import keys, models, pipeline, runtime
-from catdog.data import class_weights, is_imbalanced, resolve_data, resolve_name
+from catdog.data import class_weights, is_imbalanced, objective, resolve_data, resolve_name
 from catdog.log import format_seconds, get_logger
 from catdog.settings import default
 from catdog.tracking import artifacts, runlog, runs, store, tags
@@ -96,15 +96,14 @@ def train(
             splits.sizes["val"],
             run_id,
         )
-        callbacks, logger = fit_callbacks(run_id, arch, epochs, patience)
+        callbacks, logger = fit_callbacks(run_id, arch, epochs, patience, monitor=objective(root))
         callbacks += models.schedule_callbacks(hp.values, epochs)
-        weights = class_weights(root) if is_imbalanced(root) else None  # see catdog.data.balance
         model.fit(
             splits.train,
             validation_data=splits.val,
             epochs=epochs,
             callbacks=callbacks,
-            class_weight=weights,
+            class_weight=class_weights(root) if is_imbalanced(root) else None,
             verbose=0,
         )
         record = record_fit(
@@ -114,14 +113,16 @@ def train(
             splits=splits,
             title=arch,
             log_model=True,
+            objective=logger.objective,
         )
     seconds = time.perf_counter() - t0
     summary = record.summary
     log.info(
-        "run %s finished in %s: best val_accuracy %.4f at epoch %d (train-val gap %+.3f); %s",
+        "run %s finished in %s: best %s %.4f at epoch %d (train-val gap %+.3f); %s",
         run_id,
         format_seconds(seconds),
-        summary.get("best_val_accuracy", np.nan),
+        logger.objective,
+        summary.get(keys.best(logger.objective), np.nan),
         summary[keys.BEST_EPOCH],
         summary.get("gap_best", np.nan),
         record.verdict,

@@ -196,3 +196,26 @@ def test_serving_targets_judge_make_serves_workers():
     }
     text = render(res)
     assert "8. Serving" in text and "(make serve)" in text and "143" in text  # 1000 / 7 ms
+
+
+def test_the_standin_is_prepared_outside_data_prepared(tmp_path, monkeypatch):
+    """The stand-in is a prepared dataset of its own at --out, used as it is: the latest
+    dataset under data/prepared, which a bare `make sweep` trains on, is never the stand-in."""
+    from benchmarks import standin
+    from catdog.data.prepared import is_prepared, read_summary
+    from catdog.data.resolve import latest_prepared, resolve_data
+    from tests.imagegen import make_layout
+
+    sample = make_layout(tmp_path / "sample", "salader", 3, seed=3)  # 12 photos
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "standin"
+    assert standin.main(["--data", str(sample), "--out", str(out)]) == 0
+    counts = read_summary(out)["counts"]
+    assert is_prepared(out) and sum(sum(c.values()) for c in counts.values()) == 5 * 12
+    assert resolve_data(out) == out, "a prepared dataset is used as it is"
+    assert latest_prepared() is None, "nothing was prepared under data/prepared"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sample", "standin"], (
+        "the photos it was prepared from are gone, and nothing went under data/"
+    )
+    with pytest.raises(SystemExit):
+        standin.main(["--data", str(sample), "--out", "data/prepared/standin"])

@@ -272,7 +272,7 @@ def test_a_worker_that_keeps_dying_is_restarted_then_stops_the_sweep(workdir, me
     # past the first architecture: restarted (it skips what the chief finished), then stopped.
     sweep = _stand_in_sweep(workdir, max_restarts=1, chief="serve 5", tuner0="die 6", tuner1="wait")
     orphan = client.create_run(exp, tags={"catdog.kind": "trial", "catdog.tuner_id": "tuner0"})
-    sweep.start(fresh=False)
+    sweep.start([])
     t0 = time.monotonic()
     code = sweep.run()
     assert code == 128 + signal.SIGKILL
@@ -288,7 +288,7 @@ def test_restarts_are_bounded(workdir, messages):
     sweep = _stand_in_sweep(
         workdir, max_restarts=2, chief="serve 3600", tuner0="exit 0.5 3", tuner1="wait"
     )
-    sweep.start(fresh=False)
+    sweep.start([])
     assert sweep.run() == 3
     assert sweep.restarts == {"tuner0": 2, "tuner1": 0}
     assert sum("tuner0 ended with exit code 3; restarting it" in m for m in messages) == 2
@@ -299,7 +299,81 @@ def test_restarts_are_bounded(workdir, messages):
 def test_a_worker_still_running_after_the_chief_finished_is_stopped(workdir, messages, monkeypatch):
     monkeypatch.setattr(distributed, "GRACE_SECONDS", 2)
     sweep = _stand_in_sweep(workdir, chief="exit 1 0", tuner0="exit 0 0", tuner1="wait")
-    sweep.start(fresh=False)
+    sweep.start([])
     assert sweep.run() == 0
     assert sweep.workers["tuner1"].returncode == -signal.SIGTERM
     assert any("tuner1 still running" in m for m in messages), messages
+
+
+@pytest.mark.slow
+def test_make_sweep_distributed_keeps_its_budget_and_registers_a_champion(tiny_prepared, tmp_path):
+    from tests.distributed_journey import check_the_store, sweep_distributed
+
+    project, seconds = sweep_distributed(tmp_path, tiny_prepared)
+    check_the_store(project, f"sqlite:///{project}/mlruns/mlflow.db", seconds)
+
+
+class _OutOfTime:
+    """A strategy whose budget check says the share is used once ALLOWED trials exist."""
+
+    def __init__(self, allowed: int):
+        self.allowed, self.asked = allowed, 0
+
+    def before_trial(self, tuner):
+        from catdog.search.context import TimeLimitReached
+
+        self.asked += 1
+        if len(tuner.oracle.trials) >= self.allowed:
+            raise TimeLimitReached("the share is used up")
+
+
+@pytest.mark.parametrize("allowed", [0, 2])
+def test_a_chiefs_oracle_stops_handing_out_trials_when_the_budget_says(allowed, tmp_path):
+    """KerasTuner's own STOPPED answer, also before any trial (a cap of 0 would mean none)."""
+    from types import SimpleNamespace
+
+    import keras_tuner as kt
+
+    from catdog.search.tuner import hand_out_within_budget
+
+    hp = kt.HyperParameters()
+    hp.Float("lr", 1e-4, 1e-2)
+    oracle = kt.oracles.RandomSearchOracle(
+        objective="val_accuracy", max_trials=10, hyperparameters=hp, seed=1
+    )
+    oracle._set_project_dir(str(tmp_path), "p")
+    strategy = _OutOfTime(allowed)
+    tuner = SimpleNamespace(oracle=oracle, arch="baseline", ctx=SimpleNamespace(strategy=strategy))
+    hand_out_within_budget(tuner)
+    handed = [oracle.create_trial(f"tuner{i}") for i in range(allowed)]
+    assert [t.status for t in handed] == ["RUNNING"] * allowed
+    for t in handed:
+        oracle.update_trial(t.trial_id, {"val_accuracy": 0.5})
+        t.status = "COMPLETED"
+        oracle.end_trial(t)
+    stopped = oracle.create_trial("tuner9")
+    assert stopped.status == "STOPPED"
+    assert "tuner9" not in oracle.tuner_ids, "a stopped worker is let go, so the chief can end"
+    assert oracle.create_trial("tuner8").status == "STOPPED"
+    assert tuner.time_limited == "the share is used up"
+    assert strategy.asked == allowed + 1, "once out of time, the check is not asked again"
+
+
+def test_a_worker_ends_its_trial_at_the_batch_that_passes_the_deadline():
+    import keras
+    import numpy as np
+
+    from catdog.search.tuner import StopAtDeadline
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.zeros((8, 2), "float32")
+    seen = []
+    count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: seen.append(1))
+    history = model.fit(
+        x, x[:, :1], epochs=5, batch_size=2, verbose=0, callbacks=[StopAtDeadline(0.0, "t"), count]
+    )
+    assert len(history.history["loss"]) == 1 and len(seen) == 1, "one batch, then stopped"
+    later = StopAtDeadline(time.time() + 3600, "t")
+    history = model.fit(x, x[:, :1], epochs=3, verbose=0, callbacks=[later])
+    assert len(history.history["loss"]) == 3

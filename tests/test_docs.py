@@ -26,6 +26,12 @@ What counts as a name, precisely (the rules `problems` applies to one document):
   `--help` lists (read from `catdog.cli.main` with click's API, not a subprocess), and so must
   every `--option` up to the end of the command (`|`, `&&`, `;`, `#`). Placeholders (`...`,
   `<command>`, `[...]`) end the check.
+- **A catdog command line**, parsed: each `catdog` command in code is also parsed by click as
+  the shell would pass it (`make_context`, nothing runs), so a value an option no longer takes
+  (a strategy's name, a number where a duration was) fails too. `[...]` marks what may be left
+  out, `a|b` a choice (the first is parsed) and `<...>` one value; a line with `...` is not
+  parsed. A command in a shell block must be whole (its required options given); inline code
+  may name a command (`catdog train`) without them.
 - **A test**: `file.py::test_name` anywhere (and `::test_name` continuing a list) must be a test
   defined in tests/file.py (in tests/ for `::name`); a code span that is a bare `test_name` must
   be a test defined in tests/, unless catdog's own source writes that exact string (a metric
@@ -279,6 +285,40 @@ def _check_invocation(args: list[str]) -> list[str]:
     return out
 
 
+def parse_problems(words: list[str], whole: bool) -> list[str]:
+    """The problem click finds parsing a `catdog` command line as a shell would pass it (values,
+    choices, ranges, arguments; nothing runs). `[...]` marks what may be left out and `a|b` a
+    choice: the first is taken; `<...>` is one value. A line with `...` is not parsed. Unless
+    WHOLE (a command in a shell block), a missing required option is no problem: inline code
+    also names a command (`catdog train`) without writing a whole line of it."""
+    for i, word in enumerate(words):
+        if (word == "catdog" or word.endswith("/catdog")) and starts_command(words, i):
+            line = " ".join(words[i + 1 :]).replace("\\", "")
+            break
+    else:
+        return []
+    if "..." in line or "…" in line:
+        return []
+    line = re.sub(r"<[^>]*>", "VALUE", line)
+    args = [w.split("|")[0] for w in line.replace("[", " ").replace("]", " ").split()]
+    if not args or {"-h", "--help", "--version"} & set(args):
+        return []
+    try:
+        ctx = main.make_context("catdog", args)
+        cmd = main
+        while isinstance(cmd, click.Group):
+            rest = [*ctx._protected_args, *ctx.args]  # what the group left to its subcommand
+            if not rest:
+                break
+            name, cmd, rest = cmd.resolve_command(ctx, rest)
+            ctx = cmd.make_context(name, rest, parent=ctx)
+    except click.MissingParameter:
+        return [f"runs `catdog {line}`, which lacks a required option or argument"] if whole else []
+    except click.UsageError as exc:  # click's BadParameter, NoSuchOption, extra arguments...
+        return [f"runs `catdog {line}`, which click refuses: {exc.format_message()}"]
+    return []
+
+
 def cited_test_problems(text: str) -> list[str]:
     out = []
     defined = defined_tests()
@@ -314,7 +354,8 @@ def problems(text: str, doc: Path = ROOT / "README.md") -> list[str]:
             found += [p for p in [path_problem(target.split("#")[0], doc.parent)] if p]
     for code in (*spans, *fenced):
         for words in commands(code):
-            found += make_problems(words) + catdog_problems(words)
+            named = catdog_problems(words)  # names first: then no second word on the same
+            found += make_problems(words) + (named or parse_problems(words, code in fenced))
     found += cited_test_problems(text)
     return list(dict.fromkeys(found))
 
@@ -355,6 +396,11 @@ def test_sweep_files_name_no_data_outside_the_repository():
             "catdog sweep --max-trial",
         ),
         ("Run `catdog --quiet train`.", "catdog --quiet"),
+        ("Run `catdog sweep experiments/cpu.toml --strategy fastest`.", "'fastest' is not one"),
+        ("| `catdog sweep FILE [--strategy race\\|best]` |", "'race' is not one"),
+        ("```bash\ncatdog train --arch resnet --epochs ten\n```", "--epochs"),
+        ("Run `catdog archs resnet`.", "unexpected extra argument"),
+        ("```bash\n.venv/bin/catdog train --epochs 2\n```", "lacks a required"),
         (
             "Proof: `test_faults.py::test_memory_stays_flat_over_20_trials`.",
             "test_memory_stays_flat_over_20_trials",
@@ -377,7 +423,7 @@ Runs land in `mlruns/mlflow.db`, tuner state in `.tuner/`, reports in `reports/x
 bench in `benchmarks/results/bench.json`. See https://mlflow.org/docs and
 [MLflow](https://mlflow.org), `models:/catdog@champion`, `sqlite:///mlruns/mlflow.db`,
 `path/to/photos`, `<sweep>.toml`, `experiments/*.toml`, `../shared/data/x`, `/tmp/a.py`,
-`test_accuracy` and `test_predictions_tta`, class folders such as `horses/` and `train/cats/`,
+`test_accuracy` and `test_predictions_tta`, `catdog train` (a command named, not a line), class folders such as `horses/` and `train/cats/`,
 and `strategies/best.py`, `cpu.toml`, `catdog/models/`,
 `tests/test_docs.py::test_each_rule_fails_on_a_bad_sample`.
 To make sure it works, make the `catdog` command the first thing you try. A sweep logs
@@ -395,6 +441,8 @@ import catdog
 
 ```bash
 nice -n 19 make -C . sweep EXP=experiments/quick.toml [DATA=...]
+.venv/bin/catdog sweep experiments/cpu.toml --data <the sample> --register --seed 7
+catdog sweep FILE [--strategy focus|compare|best] [--budget 45m]
 KERASTUNER_TUNER_ID=chief python -m catdog sweep experiments/gpu.toml --data DIR  # chief
 catdog --verbose sweep ... --no-pretrained
 catdog data prepare path/to/zip --help | less

@@ -459,7 +459,7 @@ def test_distributed_help_says_a_dead_worker_is_restarted_as_the_code_does():
     assert f"in any architecture, at most {times}" in text, text
 
 
-def test_the_processes_of_a_distributed_sweep_start_quietly(tmp_path, monkeypatch):
+def test_the_processes_of_a_distributed_sweep_start_quietly(tmp_path, monkeypatch, tiny_prepared):
     """The tracking server, the chief and the workers get TensorFlow's logging down to errors
     (catdog --verbose brings it back), as `runtime.start` does for every other command."""
     monkeypatch.chdir(tmp_path)
@@ -479,7 +479,7 @@ def test_the_processes_of_a_distributed_sweep_start_quietly(tmp_path, monkeypatc
         def __init__(self, args, env, **kwargs):
             envs.append(env)
 
-        def start(self, fresh):
+        def start(self, chief_args):
             pass
 
         def run(self):
@@ -491,7 +491,7 @@ def test_the_processes_of_a_distributed_sweep_start_quietly(tmp_path, monkeypatc
     monkeypatch.setattr(distributed.signal, "signal", lambda *a: None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")  # a server: none started
     (tmp_path / "one.toml").write_text('archs = ["baseline"]\ntrials = 1\n')
-    assert distributed.launch("one.toml") == 0
+    assert distributed.launch("one.toml", str(tiny_prepared)) == 0
     assert [env.get("TF_CPP_MIN_LOG_LEVEL") for env in envs] == ["3", "3"]
     assert envs[1]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true", "workers share a GPU"
     monkeypatch.setenv("CATDOG_VERBOSE", "1")

@@ -182,7 +182,11 @@ def test_distributed_sweep_writes_every_run_to_postgres(postgres, tiny_prepared,
     assert finished == {(a, str(t)): 1 for a in ARCHS for t in range(TRIALS)}, (
         "every trial has exactly one FINISHED run"
     )
-    assert len(runs) == 1 + len(ARCHS) + len(trials), "one sweep run and one run per architecture"
+    finals = [r for r in runs if r.data.tags.get("catdog.kind") == "final"]
+    assert len(finals) == 1, "the chief's final fit of the winner"
+    assert len(runs) == 1 + len(ARCHS) + len(trials) + 1, (
+        "one sweep run, one run per architecture, the trials and the final fit"
+    )
 
 
 def test_unreachable_database_fails_fast_naming_it_without_the_password(workdir):
@@ -211,3 +215,14 @@ def test_a_malformed_database_uri_is_refused_without_echoing_it(uri, workdir):
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: --backend-store-uri "), result.output
     assert "cret" not in result.output
+
+
+@pytest.mark.slow
+def test_make_sweep_distributed_on_postgres_keeps_its_budget_and_registers(
+    postgres, tiny_prepared, tmp_path
+):
+    from tests.distributed_journey import check_the_store, sweep_distributed
+
+    project, seconds = sweep_distributed(tmp_path, tiny_prepared, backend=postgres)
+    assert not (project / "mlruns" / "mlflow.db").exists(), "nothing went to the sqlite store"
+    check_the_store(project, postgres, seconds)

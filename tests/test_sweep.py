@@ -295,6 +295,27 @@ def test_dry_run_prints_the_plan_and_records_nothing(tiny_prepared, workdir, log
     assert not _runs(), "no run is created before the plan is accepted"
 
 
+@pytest.mark.slow  # a whole sweep, with MLflow's logging: 40 s on 2 cores
+def test_a_dry_runs_plan_is_not_resumed_by_the_real_sweep(tiny_prepared, workdir, logs):
+    """Nothing ran under a dry run's plan, so the real sweep plans again (on what the machine
+    does now); a plan a sweep did start under is resumed."""
+    cfg = _cfg(tiny_prepared, archs=("baseline",), trials=1, epochs=1, final_fit=False)
+
+    def plans():  # how each run's plan was announced: "the plan:" or "resumed plan:"
+        said = {
+            r.getMessage().split(" plan:")[0] for r in logs.records if " plan:\n" in r.getMessage()
+        }
+        logs.clear()
+        return said
+
+    dry = sweep.run(cfg, dry_run=True)
+    assert not dry.started and plans() == {"the"}
+    real = sweep.run(cfg)
+    assert real.started and plans() == {"the"}, "the real sweep measures and plans again"
+    sweep.run(cfg)
+    assert plans() == {"resumed"}, "a sweep that started under its plan keeps it"
+
+
 def test_sweep_register_flag_registers_this_sweeps_champion(tiny_prepared, workdir):
     from click.testing import CliRunner
 

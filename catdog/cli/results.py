@@ -18,6 +18,11 @@ MODEL_HELP = (
     "models:/, runs:/ or a logged model's URI, or a local path; another dataset's "
     "champion is models:/NAME@champion (`catdog register` prints NAME)."
 )
+METRIC_HELP = (
+    "Validation metric that picks the model (never a test metric). Default: the sweep's "
+    f"objective: {keys.VAL_BALANCED_ACCURACY} where its dataset is imbalanced, else "
+    f"{keys.OBJECTIVE}."
+)
 TTA = click.option(
     "--tta/--no-tta",
     default=None,
@@ -29,7 +34,7 @@ TTA = click.option(
 @click.command()
 @click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
 @click.option("--arch", "archs", multiple=True, help="Architectures to show side by side.")
-@click.option("--metric", default=keys.OBJECTIVE, show_default=True)
+@click.option("--metric", default=None, help=METRIC_HELP)
 @click.option(
     "--format", "fmt", type=click.Choice(COMPARE_FORMATS), default="table", show_default=True
 )
@@ -77,7 +82,7 @@ def compare(sweep, archs, metric, fmt, plot_path, test, experiment):
 @click.option(
     "--out", type=click.Path(), default=None, help="Default: reports/<sweep name>-<run id>.html."
 )
-@click.option("--metric", default=keys.OBJECTIVE, show_default=True)
+@click.option("--metric", default=None, help=METRIC_HELP)
 @click.option("--experiment", default=None, help=EXPERIMENT_HELP)
 @_friendly
 @_tensorflow
@@ -92,12 +97,7 @@ def report(sweep, out, metric, experiment):
 @click.command()
 @click.option("--sweep", default="latest", show_default=True, help="A sweep's parent run id.")
 @click.option("--arch", default=None, help="Only consider this architecture.")
-@click.option(
-    "--metric",
-    default=keys.OBJECTIVE,
-    show_default=True,
-    help="Validation metric that picks the model (never a test metric).",
-)
+@click.option("--metric", default=None, help=METRIC_HELP)
 @click.option(
     "--name",
     default=None,

@@ -323,17 +323,44 @@ sweep = sweep_command()
     " artifacts stay in mlruns/artifacts.",
 )
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming this sweep.")
+@click.option(
+    "--register",
+    "then_register",
+    is_flag=True,
+    help="Then register the sweep's champion in the tracking server's store.",
+)
+@click.option(
+    "--name",
+    "model_name",
+    default=None,
+    help="With --register: the registered model's name (default: the dataset's name).",
+)
 @_friendly
 def distributed(
-    sweep_file, data, workers, host, oracle_port, tracking_port, backend_store_uri, fresh
+    sweep_file,
+    data,
+    workers,
+    host,
+    oracle_port,
+    tracking_port,
+    backend_store_uri,
+    fresh,
+    then_register,
+    model_name,
 ):
     """One sweep as a tracking server, a KerasTuner chief and WORKERS workers on this machine.
 
     The sweep file's strategy must hand out trials (`compare`, e.g. experiments/cpu-compare.toml;
-    not a race). A worker that dies (it crashed or was killed) is restarted under its id and
-    re-runs its trial, in any architecture, at most twice; if it dies again the sweep stops, and
-    running the same command again resumes it."""
+    not focus or a race). The data is prepared once, here; the chief plans the sweep to its
+    budget, stops handing out trials when it is used, and runs the final fit. A worker that
+    dies (it crashed or was killed) is restarted under its id and re-runs its trial, in any
+    architecture, at most twice; if it dies again the sweep stops, and running the same command
+    again resumes it."""
+    from catdog.data.identity import check_name
     from catdog.distributed import launch
+
+    if model_name:  # refused now, not after the sweep
+        check_name(model_name)
 
     sys.exit(
         launch(
@@ -345,5 +372,7 @@ def distributed(
             tracking_port=tracking_port,
             backend_store_uri=backend_store_uri,
             fresh=fresh,
+            register=then_register,
+            name=model_name,
         )
     )

@@ -7,10 +7,15 @@ the benchmark:
    `data/prepared/<name>-<hash of the source path>`, so two different `train.zip` never collide.
 3. Nothing given: the most recently prepared dataset under `data/prepared`; if there is none,
    download one (Kaggle with credentials, else PetImages) and prepare it as in 2.
+
+Downloading and preparing happen under a file lock (`data/.prepare.lock`): processes started at
+once on one data folder (a distributed sweep's chief and workers, two sweeps) prepare it once;
+the others wait, then find it prepared.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -23,6 +28,25 @@ log = get_logger(__name__)
 
 DATA_ROOT = Path("data")
 _REMEDY = "pass --data path/to/zip-or-folder (DATA=... with make)"
+LOCK = ".prepare.lock"
+
+
+@contextlib.contextmanager
+def preparing(data_root: str | Path = DATA_ROOT):
+    """Held while a dataset is downloaded or prepared under DATA_ROOT: one process at a time."""
+    import fcntl  # Linux and macOS
+
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    with open(Path(data_root) / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is preparing data under %s; waiting for it", data_root)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def prepared_dir(source: str | Path, data_root: str | Path = DATA_ROOT) -> Path:
@@ -59,20 +83,29 @@ def resolve_data(data: str | Path | None = None, data_root: str | Path = DATA_RO
     if is_prepared(data):
         log.info("using prepared dataset %s", data)
         return data
-    target = prepared_dir(data, data_root)
-    if is_prepared(target):
-        log.info("reusing %s, prepared earlier from %s", target, data)
-        return target
-    log.info("%s is not prepared yet; preparing it into %s", data, target)
-    return prepare(data, target).root
+    with preparing(data_root):  # the second of two processes finds it prepared
+        target = prepared_dir(data, data_root)
+        if is_prepared(target):
+            log.info("reusing %s, prepared earlier from %s", target, data)
+            return target
+        log.info("%s is not prepared yet; preparing it into %s", data, target)
+        return prepare(data, target).root
 
 
 def _default_data(data_root: str | Path) -> Path:
-    from catdog.data.download import download
-
     found = latest_prepared(data_root)
     if found is not None:
         log.info("no data given; using the latest prepared dataset %s", found)
+        return found
+    with preparing(data_root):
+        return _download_and_prepare(data_root)
+
+
+def _download_and_prepare(data_root: str | Path) -> Path:
+    from catdog.data.download import download
+
+    found = latest_prepared(data_root)  # prepared by another process while this one waited
+    if found is not None:
         return found
     log.info("no data given and none prepared under %s; downloading it",
              Path(data_root) / "prepared")

@@ -1,16 +1,18 @@
 """Importing this package fills the registry with every architecture family.
 
-A family is any module in this package (other than `registry`, `common` and names starting with
-`_`): dropping a new file with `@register`ed builders here is enough for it to be found.
+A family is any module in this package (other than `registry`, `common`, `balanced` and names
+starting with `_`): dropping a new file with `@register`ed builders here is enough for it to be
+found.
 """
 
 import importlib
 import pkgutil
 
+from catdog.models.balanced import BalancedAccuracy  # registered: saved models load with it
 from catdog.models.common import schedule_callbacks
 from catdog.models.registry import Architecture, fixed_hyperparameters, get, names, register
 
-_NOT_FAMILIES = {"registry", "common"}
+_NOT_FAMILIES = {"registry", "common", "balanced"}  # balanced: a metric, not a family
 
 
 def discover_families() -> list[str]:
@@ -32,6 +34,7 @@ discover_families()
 
 __all__ = [
     "Architecture",
+    "BalancedAccuracy",
     "discover_families",
     "fixed_hyperparameters",
     "get",

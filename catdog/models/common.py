@@ -15,6 +15,8 @@ import math
 import keras
 from keras import layers
 
+from catdog.errors import CatdogError
+
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "plateau")
 COSINE_FLOOR = 0.01  # the cosine ends at 1% of the initial rate, not zero
@@ -28,11 +30,17 @@ def inputs_and_augment(hp, input_shape, seed: int | None = None):
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
     strength = hp.Float("augment", 0.0, 0.3, step=0.05, default=0.1)
+    # A shift of up to this fraction of the photo each way. Off unless asked for (see `OPT_IN`):
+    # read here where a sweep file or --set gave it, declared with the other tricks at the end
+    # (`compile_model`), so a search draws every other value from the seed it always did.
+    translate = float(hp.values.get("translate", 0.0))
     if strength > 0:
         x = layers.RandomFlip("horizontal", seed=seed, name="aug_flip")(x)
         x = layers.RandomRotation(strength, seed=seed, name="aug_rotate")(x)
         x = layers.RandomZoom(strength, seed=seed, name="aug_zoom")(x)
         x = layers.RandomContrast(strength, value_range=(0, 1), seed=seed, name="aug_contrast")(x)
+    if translate:
+        x = layers.RandomTranslation(translate, translate, seed=seed, name="aug_translate")(x)
     return inputs, x
 
 
@@ -54,15 +62,22 @@ def head(x, num_classes: int):
 
 
 def _loss_and_metrics(units: int):
+    from catdog import keys
+    from catdog.models.balanced import BalancedAccuracy
+
+    # Balanced accuracy in every model: an imbalanced dataset's sweep searches and chooses on it
+    # (`catdog.data.balance.objective`); on balanced data it is close to accuracy.
     if units == 1:
         return "binary_crossentropy", [
             keras.metrics.BinaryAccuracy(name="accuracy"),
             keras.metrics.AUC(name="auc"),
+            BalancedAccuracy(2, name=keys.BALANCED_ACCURACY),
         ]
     # Integer labels (the pipeline's class indices) against a softmax; the one-vs-rest ROC AUC
     # comes from scikit-learn when a model is evaluated (`catdog.metrics.summary`).
     return "sparse_categorical_crossentropy", [
-        keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        BalancedAccuracy(units, name=keys.BALANCED_ACCURACY),
     ]
 
 
@@ -75,13 +90,27 @@ def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
     # How the rate changes over the fit; applied by `schedule_callbacks` at fit time, because a
     # cosine needs the fit's length, which the builder does not know.
     hp.Choice("lr_schedule", list(SCHEDULES), default="cosine")
+    # Off unless asked for (see `OPT_IN`); declared last, so a search still draws the others'
+    # values from the seeds it drew them from before these existed.
+    hp.Fixed("translate", 0.0)  # used by `inputs_and_augment`
+    smoothing = hp.Fixed("label_smoothing", 0.0)
+    ema = hp.Fixed("ema", 0.0)  # the weights' moving average's momentum (True: EMA_MOMENTUM)
+    # Validation and the saved model see the average through `EMAWeights` at fit time.
+    averaged = {"use_ema": True, "ema_momentum": ema_momentum(ema)} if ema else {}
     if optimizer == "sgd":
-        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True)
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, **averaged)
     elif optimizer == "rmsprop":
-        opt = keras.optimizers.RMSprop(learning_rate=lr)
+        opt = keras.optimizers.RMSprop(learning_rate=lr, **averaged)
     else:
-        opt = keras.optimizers.Adam(learning_rate=lr)
-    loss, metrics = _loss_and_metrics(int(outputs.shape[-1]))
+        opt = keras.optimizers.Adam(learning_rate=lr, **averaged)
+    units = int(outputs.shape[-1])
+    loss, metrics = _loss_and_metrics(units)
+    if smoothing:
+        if units != 1:  # Keras's SparseCategoricalCrossentropy has no label_smoothing
+            raise CatdogError(
+                f"label_smoothing works with two classes only; this dataset has {units}"
+            )
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
     model.compile(optimizer=opt, loss=loss, metrics=metrics)
     return model
 
@@ -112,6 +141,12 @@ def cosine(base: float, epoch: float, epochs: int) -> float:
 
 
 def schedule_callbacks(hp_values: dict, epochs: int) -> list:
+    """The callbacks a configuration's fit of EPOCHS epochs needs: its learning-rate schedule,
+    then `EMAWeights` when it averages its weights (`ema`)."""
+    return _rate_callbacks(hp_values, epochs) + ema_callbacks(hp_values)
+
+
+def _rate_callbacks(hp_values: dict, epochs: int) -> list:
     """The learning-rate schedule a configuration chose, as Keras callbacks for a fit of EPOCHS
     epochs: a per-epoch cosine decay to 1% of the initial rate, or a 3x cut whenever the val
     loss has not improved for 2 epochs (for fits that have validation data)."""
@@ -131,3 +166,78 @@ def schedule_callbacks(hp_values: dict, epochs: int) -> list:
             )
         ]
     return []
+
+
+# Training tricks a configuration may ask for, off by default. They are declared `hp.Fixed` at
+# 0, not as ranges: catdog's tuners search every declared range (`tune_new_entries`), and these
+# should change no sweep that does not name them. A sweep file that gives one a value, a list or
+# a range registers it first, and the builder takes that (`sweepfile.apply_hp`); so does a fixed
+# value (`fixed_hyperparameters`, `catdog train --set ema=0.99`).
+OPT_IN = ("translate", "label_smoothing", "ema")
+EMA_MOMENTUM = 0.99  # `ema = true`: an average over about the last 100 steps (~an epoch here)
+
+
+def ema_momentum(value) -> float:
+    """The EMA momentum an `ema` hyperparameter asks for: True means EMA_MOMENTUM."""
+    momentum = EMA_MOMENTUM if value is True else float(value)
+    if not 0 < momentum < 1:
+        raise CatdogError(f"ema is the average's momentum, between 0 and 1; got {value}")
+    return momentum
+
+
+def ema_callbacks(hp_values: dict) -> list:
+    """[`EMAWeights`] for a configuration that averages its weights, else []: what a fit that
+    does not take `schedule_callbacks` (the focus long fit, a benchmark) adds for `ema`."""
+    return [EMAWeights()] if hp_values.get("ema") else []
+
+
+class EMAWeights(keras.callbacks.Callback):
+    """Validation, callbacks at an epoch's end and whatever the fit leaves behind (the saved,
+    registered model) see the moving average of the weights (an optimizer with `use_ema`);
+    training goes on from the raw weights.
+
+    From an epoch's validation (or its end, without validation data) to the next epoch's start,
+    the raw weights are held aside and the model's weights and the optimizer's averages are
+    both the average. So a checkpoint written between epochs holds the validated weights, and
+    `finalize_variable_values`, which Keras runs at the end of every fit and which copies the
+    averages into the model, changes nothing, however the fit ended. (Keras's `SwapEMAWeights`
+    swaps the two in place instead: a fit stopped before its last epoch then ends on the raw
+    weights, and a checkpoint holds them the wrong way round.) A fit resumed from a checkpoint
+    or continued at another size starts from the average. Batch-norm statistics are not
+    averaged (they are not trainable): they follow the raw weights' last batches.
+    With validation data its place among the callbacks does not matter; without, the callbacks
+    before it see the raw weights at an epoch's end.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._raw = None  # [(variable, its raw value)] while the average is in the model
+
+    def on_train_begin(self, logs=None):
+        self._raw = None
+
+    def _average_in(self):
+        opt = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        if self._raw is not None or not (getattr(opt, "use_ema", False) and opt.built):
+            return
+        if int(keras.ops.convert_to_numpy(opt.iterations)) == 0:
+            return  # no step yet: the averages are not set
+        pairs = [
+            (var, avg)
+            for var, avg in zip(opt._trainable_variables, opt._model_variables_moving_average)
+            if avg is not None
+        ]
+        self._raw = [(var, keras.ops.convert_to_numpy(var)) for var, _ in pairs]
+        for var, avg in pairs:
+            var.assign(avg)
+
+    def on_test_begin(self, logs=None):
+        self._average_in()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._average_in()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for var, value in self._raw or ():
+            var.assign(value)
+        self._raw = None

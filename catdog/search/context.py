@@ -32,7 +32,7 @@ class SizedSplits:
 
     data_root: Path
     cfg: Any  # sweepfile.SweepConfig
-    base: Any  # pipeline.Splits at cfg.image_size (None on a distributed chief)
+    base: Any  # pipeline.Splits at cfg.image_size
     others: dict[int, Any] = field(default_factory=dict)
 
     def at(self, size: int):
@@ -58,7 +58,7 @@ class SweepContext:
     key: str
     experiment_id: str
     data_root: Path
-    splits: Any  # pipeline.Splits; None on a distributed chief, which never touches pixels
+    splits: Any  # pipeline.Splits at the sweep's image size
     progress: SweepProgress
     parent_run_id: str = ""
     role: str = "local"
@@ -84,7 +84,7 @@ class SweepContext:
     @functools.cached_property
     def classes(self) -> tuple[str, ...]:
         """The prepared dataset's class names, in order: every model the sweep builds has a head
-        for them (read from the dataset, so a distributed chief, without pixels, knows them too)."""
+        for them (read from the prepared dataset)."""
         from catdog.data import classes
 
         return classes(self.data_root)
@@ -100,6 +100,14 @@ class SweepContext:
         from catdog.data import class_weights, is_imbalanced
 
         return class_weights(self.data_root) if is_imbalanced(self.data_root) else None
+
+    @functools.cached_property
+    def objective(self) -> str:
+        """The validation metric the sweep searches, stops and chooses on: balanced accuracy
+        where the prepared dataset is imbalanced, else val accuracy (`catdog.data.balance`)."""
+        from catdog.data import objective
+
+        return objective(self.data_root)
 
     @property
     def owner(self) -> bool:

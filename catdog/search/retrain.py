@@ -40,7 +40,7 @@ def final_fit(ctx: SweepContext) -> dict | None:
     import keras
 
     cfg = ctx.cfg
-    top = choose.table(ctx.parent_run_id, (), keys.OBJECTIVE, cfg.experiment).iloc[0]
+    top = choose.table(ctx.parent_run_id, (), ctx.objective, cfg.experiment).iloc[0]
     arch, source = top["arch"], runlog.get(top["run_id"])
     trial_id = source.data.tags.get(tags.TRIAL_ID)
     where = {
@@ -125,10 +125,11 @@ def _fit_final(ctx: SweepContext, top, source, where: dict, values: dict, size: 
             num_classes=ctx.num_classes,
         )
     log.info(
-        "final fit: %s trial %s (val_accuracy %.4f) on train+val (%d images at %dpx) for %d epochs",
+        "final fit: %s trial %s (%s %.4f) on train+val (%d images at %dpx) for %d epochs",
         arch,
         where[tags.TRIAL_ID],
-        top[keys.OBJECTIVE],
+        ctx.objective,
+        top[ctx.objective],
         train_val.n,
         size,
         epochs,
@@ -237,7 +238,9 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
                     **keys.run_settings(seed=seed, repeat=r, param_count=model.count_params()),
                 }
             )
-            callbacks, logger = fit_callbacks(run.info.run_id, f"{arch} r{r}", epochs, cfg.patience)
+            callbacks, logger = fit_callbacks(
+                run.info.run_id, f"{arch} r{r}", epochs, cfg.patience, monitor=ctx.objective
+            )
             model.fit(
                 ctx.splits.train,
                 validation_data=ctx.splits.val,
@@ -253,6 +256,7 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
                 splits=ctx.splits,
                 title=f"{arch} repeat {r}",
                 log_model=False,
+                objective=ctx.objective,
             )
         del model
         keras.backend.clear_session()
@@ -260,19 +264,25 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
         seconds = time.monotonic() - t0
         ctx.progress.trial_done(seconds)
         log.info(
-            "[%s] repeat %d/%d (seed %d)  val_accuracy %.4f  %s  (%s; %s)",
+            "[%s] repeat %d/%d (seed %d)  %s %.4f  %s  (%s; %s)",
             arch,
             r + 1,
             cfg.repeats,
             seed,
-            record.summary.get(keys.best(keys.OBJECTIVE)),
+            ctx.objective,
+            record.summary.get(keys.best(ctx.objective)),
             record.verdict,
             format_seconds(seconds),
             ctx.progress_line(),
         )
 
 
-REPEATED = ("best_val_accuracy", "best_val_loss", "best_val_auc")
+REPEATED = (
+    "best_val_accuracy",
+    "best_val_loss",
+    "best_val_auc",
+    keys.best(keys.VAL_BALANCED_ACCURACY),  # an imbalanced dataset's objective
+)
 
 
 def log_repeat_stats(

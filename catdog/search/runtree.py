@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from catdog import keys
+from catdog.data import balance
 from catdog.log import format_seconds, get_logger
 from catdog.tracking import queries, runlog, runs, tags
 
@@ -86,8 +87,13 @@ def retire_orphans(ctx, archs) -> int:
 def log_sweep_params(parent: str, cfg, strategy, data_root: Path, digest: str) -> None:
     # Repeats and the budget may change when a sweep is resumed, and params cannot: they live
     # in sweep_config.json (rewritten on every run) and, for repeats, on the arch runs.
-    # `data` is logged as the prepared dataset it resolved to, not as written.
+    # `data` is logged as the prepared dataset it resolved to, not as written. The objective is
+    # logged only where it is not val accuracy (an imbalanced dataset): a balanced dataset's
+    # params are what they always were, and `choose.objective` reads its absence as accuracy.
     params = {**cfg.params(searches_size=strategy.searches_size), keys.DATA: str(data_root)}
+    if (chosen_by := balance.objective(data_root)) != keys.OBJECTIVE:
+        params[keys.SWEEP_OBJECTIVE] = chosen_by
+        log.info("%s", balance.sweep_line(data_root))
     runlog.log_params(params, parent, only_new=True)
     runlog.set_tag(parent, tags.DATASET_DIGEST, digest)
     runlog.log_text(

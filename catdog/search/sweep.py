@@ -14,9 +14,12 @@ the interrupted trial's MLflow run is marked KILLED (never left RUNNING) and the
 architecture runs are reopened rather than duplicated; the budget goes on from what the earlier
 runs spent. `fresh=True` starts over.
 
-Distributed: with KERASTUNER_TUNER_ID/ORACLE_IP/ORACLE_PORT set, the chief serves the oracle
-and owns the parent and architecture runs; workers run trials and log them to the shared
-tracking server. Only a distributable strategy runs so (see `context.role`).
+Distributed: with KERASTUNER_TUNER_ID/ORACLE_IP/ORACLE_PORT set, the chief plans the sweep to
+the budget as a sweep on one machine does, owns the budget's clock, the parent and architecture
+runs, serves each architecture's oracle (which stops handing out trials when its share of the
+budget is used) and runs the final fit; workers read the chief's plan, run trials, log them to
+the shared tracking server, and stop a trial at the search's deadline. Only a distributable
+strategy runs so (see `context.role`).
 """
 
 from __future__ import annotations
@@ -86,10 +89,7 @@ def run(
                 retrain.repeat_all(ctx, results)
                 final = (
                     retrain.final_fit(ctx)
-                    if ctx.role == "local"
-                    and cfg.final_fit
-                    and strategy.final_fit
-                    and any(results.values())
+                    if ctx.owner and cfg.final_fit and strategy.final_fit and any(results.values())
                     else None
                 )
                 seconds = _finish(ctx, stopped)
@@ -120,8 +120,7 @@ def _guards(cfg):
     the pretrained families whose weights cannot be had, left out with a sentence saying why."""
     store.configure()  # a store that does not answer fails now, not after decoding the data
     runtime.start()
-    if role() != "chief":  # the chief serves the oracle; it trains nothing
-        runtime.require_gpu(cfg.device, cfg.name)
+    runtime.require_gpu(cfg.device, cfg.name)  # a distributed chief measures and final-fits
     strategy = strategies.validate(cfg, role())
     cfg = _with_weights(cfg)
     return cfg, strategy, sweepfile.search_spaces(cfg)
@@ -172,16 +171,14 @@ def _open(cfg, strategy, fresh: bool, held: contextlib.ExitStack) -> SweepContex
             shutil.rmtree(state_dir, ignore_errors=True)
         else:
             resume.check_state_matches_store(state_dir, strategy.state_folders(cfg), exp_id, key)
-    progress = (
+    progress = (  # the budget's clock is the owner's: a worker's is only for its own lines
         SweepProgress.load(state_dir, cfg.budget_seconds)
-        if who == "local"
+        if who != "worker"
         else SweepProgress(cfg.budget_seconds)
     )
     runtime.set_precision(cfg.precision)  # per architecture once planned (ctx.precision)
-    splits = None
-    if who != "chief":  # the chief only serves the oracle; it never touches pixels
-        runtime.announce_devices()
-        splits = pipeline.load(data_root, cfg.image_size, cfg.batch_size, seed=cfg.seed)
+    runtime.announce_devices()
+    splits = pipeline.load(data_root, cfg.image_size, cfg.batch_size, seed=cfg.seed)
     port = int(os.environ["KERASTUNER_ORACLE_PORT"]) if who != "local" else None
     return SweepContext(
         cfg,
@@ -200,13 +197,16 @@ def _open(cfg, strategy, fresh: bool, held: contextlib.ExitStack) -> SweepContex
 
 def _plan(ctx: SweepContext, spaces: dict):
     """Measure this machine and fit the search to the budget; a resumed sweep keeps the plan it
-    started with unless its budget changed, and says what its earlier runs spent. Distributed
-    sweeps run the file as written."""
-    if ctx.role != "local":
+    started with unless its budget changed, and says what its earlier runs spent. A distributed
+    sweep's chief plans it so; its workers read that plan once the chief has made it
+    (`_start`)."""
+    if ctx.role == "worker":
         return None
     cfg, progress = ctx.cfg, ctx.progress
     path = TUNER_ROOT / ctx.key / "plan.json"
     make = lambda: ctx.strategy.plan(cfg, ctx.sized.at, spaces, progress.elapsed())  # noqa: E731
+    if not progress.resumed:  # a plan no run started under (a dry run's): measure again
+        path.unlink(missing_ok=True)
     saved, resumed = load_or_make(path, make, ctx.strategy.plan_type)
     if resumed and saved.budget != cfg.budget_seconds:
         path.unlink()
@@ -255,6 +255,8 @@ def _start(ctx: SweepContext) -> SweepContext:
         runtree.log_sweep_params(ctx.parent_run_id, cfg, ctx.strategy, ctx.data_root, ctx.digest)
         if ctx.plan:
             runlog.log_text(ctx.parent_run_id, ctx.plan.to_json(), "plan.json")
+    else:  # the chief saved its plan before it created the parent run found above
+        ctx = replace(ctx, plan=_chiefs_plan(ctx))
     log.info(
         "sweep %s (%s, %s) on %s: %d architectures, MLflow parent run %s",
         ctx.key,
@@ -275,6 +277,20 @@ def _start(ctx: SweepContext) -> SweepContext:
             "file afterwards to add them to this distributed sweep"
         )
     return ctx
+
+
+def _chiefs_plan(ctx: SweepContext):
+    """A worker's copy of the plan its chief made: the trials' epochs and precisions. Every
+    process of a distributed sweep shares the tuner state's folder (docs/distributed.md)."""
+    path = TUNER_ROOT / ctx.key / "plan.json"
+    if not path.is_file():
+        log.warning(
+            "no plan from the chief at %s (is .tuner/ shared?); this worker runs the sweep "
+            "file's epochs as written",
+            path,
+        )
+        return None
+    return ctx.strategy.plan_type.from_json(path.read_text())
 
 
 def _finish(ctx: SweepContext, stopped: str | None) -> float:

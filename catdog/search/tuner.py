@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import keras
 import keras_tuner as kt
 
 from catdog import keys, metrics, models, runtime
@@ -119,6 +120,43 @@ class JointHyperModel(ArchHyperModel):
         return super().fit(hp, model, splits.train, validation_data=splits.val, **kwargs)
 
 
+class StopAtDeadline(keras.callbacks.Callback):
+    """Ends a fit at the first batch that passes DEADLINE, a Unix time: Keras then validates
+    what it has and stops, so a trial that started before the deadline ends within a batch of
+    it, however long its epochs are."""
+
+    def __init__(self, deadline: float, label: str):
+        super().__init__()
+        self.deadline, self.label = deadline, label
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.time() >= self.deadline and not self.model.stop_training:
+            log.info("[%s] the search's time is up: this trial ends now", self.label)
+            self.model.stop_training = True
+
+
+def hand_out_within_budget(tuner) -> None:
+    """On a distributed chief: its oracle stops handing out trials once the strategy's budget
+    check (`Strategy.before_trial`, on the chief's clock) says so. The oracle's own way of
+    ending a search does it: asked for a new trial, it answers STOPPED, so each worker that asks
+    next moves on, and the chief's server ends once they all have and no trial runs."""
+    oracle, populate = tuner.oracle, tuner.oracle.populate_space
+
+    def populate_space(trial_id):  # called under the oracle's lock, for a new trial only
+        if tuner.time_limited is None:
+            try:
+                tuner.ctx.strategy.before_trial(tuner)
+            except TimeLimitReached as exc:
+                tuner.time_limited = str(exc)
+                log.info("%s: no more trials for %s", exc, tuner.arch or "the search")
+        if tuner.time_limited is not None:
+            return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+        return populate(trial_id)
+
+    tuner.time_limited = None
+    oracle.populate_space = populate_space
+
+
 class StoreLost(store.StoreUnavailable, kt.errors.FatalError):
     """KerasTuner counts an ordinary exception as a failed trial and moves on; losing the store
     must stop the search instead, leaving the trial to be re-run on resume."""
@@ -172,7 +210,8 @@ class Tracked:
         return self.arch or trial.hyperparameters.values["arch"]
 
     def pre_create_trial(self):
-        self.ctx.strategy.before_trial(self)
+        if self.ctx.role == "local":  # distributed, the chief's oracle decides (see below)
+            self.ctx.strategy.before_trial(self)
 
     def run_trial(self, trial, *args, **kwargs):
         try:
@@ -204,17 +243,23 @@ class Tracked:
         ) as run:
             runlog.log_params({**self.hypermodel.values(hp), **self._run_params(arch, size)})
             stop_and_log, logger = fit_callbacks(
-                run.info.run_id, f"{arch} t{trial.trial_id}", epochs, ctx.cfg.patience, initial
+                run.info.run_id,
+                f"{arch} t{trial.trial_id}",
+                epochs,
+                ctx.cfg.patience,
+                initial,
+                monitor=ctx.objective,
             )
             kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + stop_and_log
+            kwargs["callbacks"] += self._deadline(f"{arch} t{trial.trial_id}")
             if ctx.class_weight:
                 kwargs["class_weight"] = ctx.class_weight
             results = super().run_trial(trial, *args, **kwargs)
             fit_seconds = self.hypermodel.fit_seconds
             model = self.hypermodel.last_model
             runlog.log_params({keys.PARAM_COUNT: model.count_params()})
-            score = metrics.history_summary(logger.history, OBJECTIVE, initial).get(
-                keys.best(OBJECTIVE), float("nan")
+            score = metrics.history_summary(logger.history, ctx.objective, initial).get(
+                keys.best(ctx.objective), float("nan")
             )
             best_before = self._best_score(arch)
             # Only a trial that ties or beats its architecture's best logs its model: the
@@ -228,7 +273,7 @@ class Tracked:
                 splits=ctx.splits_at(size),
                 title=f"{arch} trial {trial.trial_id}",
                 log_model=keep,
-                objective=OBJECTIVE,
+                objective=ctx.objective,
                 initial_epoch=initial,
             )
             runtime.release_memory()
@@ -245,6 +290,14 @@ class Tracked:
             arch, trial, hp, score, best_before, time.monotonic() - t0, logger.seconds_per_epoch
         )
         return results
+
+    def _deadline(self, label: str) -> list:
+        """A distributed worker stops its trial after the epoch that passes the search's end,
+        as its chief published it (none before the chief has planned to a budget)."""
+        if self.ctx.role != "worker":
+            return []
+        ends = runlog.get(self.ctx.parent_run_id).data.tags.get(tags.SEARCH_DEADLINE)
+        return [StopAtDeadline(float(ends), label)] if ends else []
 
     def on_epoch_end(self, trial, model, epoch, logs=None):
         super().on_epoch_end(trial, model, epoch, logs)
@@ -327,8 +380,9 @@ TUNERS = {
 }
 
 
-def objective():
-    return kt.Objective(OBJECTIVE, "max")
+def objective(name: str = OBJECTIVE):
+    """KerasTuner's objective: maximise NAME, the sweep's (`SweepContext.objective`)."""
+    return kt.Objective(name, "max")
 
 
 def distribution():

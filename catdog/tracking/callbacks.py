@@ -19,11 +19,20 @@ log = get_logger(__name__)
 
 class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch (step = epoch) to `run_id`, keeps the history and each epoch's seconds
-    (training and validation), and prints one progress line with the fit's ETA."""
+    (training and validation), and prints one progress line with the fit's ETA (and the
+    OBJECTIVE the fit is judged by, where it is not val accuracy)."""
 
-    def __init__(self, run_id: str, label: str, epochs: int, initial_epoch: int = 0, eta=None):
+    def __init__(
+        self,
+        run_id: str,
+        label: str,
+        epochs: int,
+        initial_epoch: int = 0,
+        eta=None,
+        objective: str = keys.OBJECTIVE,
+    ):
         super().__init__()
-        self.run_id, self.label = run_id, label
+        self.run_id, self.label, self.objective = run_id, label, objective
         self.epochs, self.initial_epoch = epochs, initial_epoch
         self.eta = eta  # () -> seconds left, for a fit kept to time (its epochs are a guess)
         self.history: dict[str, list[float]] = {}
@@ -83,6 +92,8 @@ class EpochLogger(keras.callbacks.Callback):
             )
             if "val_auc" in logs:  # two classes: Keras's AUC (softmax heads have none)
                 val += f" val_auc {logs['val_auc']:.4f}"
+            if self.objective != keys.VAL_ACCURACY and self.objective in logs:
+                val += f" {self.objective} {logs[self.objective]:.4f}"
         log.info(
             "[%s] epoch %d/%s  loss %.4f acc %.4f%s | %.1fs, ETA %s",
             self.label,
@@ -108,8 +119,9 @@ def fit_callbacks(
     initial_epoch: int = 0,
     monitor: str = keys.OBJECTIVE,
 ):
-    """Early stopping (best weights restored) and the epoch logger, as train and sweep use them."""
-    logger = EpochLogger(run_id, label, epochs, initial_epoch)
+    """Early stopping on MONITOR (best weights restored) and the epoch logger, as train and
+    sweep use them: MONITOR is the sweep's objective (`catdog.data.balance.objective`)."""
+    logger = EpochLogger(run_id, label, epochs, initial_epoch, objective=monitor)
     stop = keras.callbacks.EarlyStopping(
         monitor=monitor, mode="max", patience=patience, restore_best_weights=True
     )

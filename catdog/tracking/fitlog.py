@@ -66,15 +66,20 @@ def record_fit(
     if not log_model:
         return FitRecord(summary, verdict, None)
     labels, probs = splits.predict(model, "val")
-    # What the per-epoch history already holds (for two classes: accuracy, loss and AUC) is not
-    # logged a second time; a softmax model's one-vs-rest AUC comes only from here.
+    # What the per-epoch history already holds (accuracy, loss, balanced accuracy, and for two
+    # classes AUC) is not logged a second time; a softmax model's one-vs-rest AUC comes only
+    # from here.
     artifacts.log_evaluation(
         labels,
         probs,
         "val",
         title,
         splits.classes,
-        leave_out={k for k in ("accuracy", "loss", "auc") if history.get(f"val_{k}")},
+        leave_out={
+            k
+            for k in ("accuracy", "loss", "auc", keys.BALANCED_ACCURACY)
+            if history.get(f"val_{k}")
+        },
     )
     sample = splits.decoded("val").images[: speed.INFERENCE_BATCH].astype(np.float32)
     one_ms, batch_ms = speed.inference_ms(model, sample)  # while the model is at hand

@@ -45,6 +45,13 @@ def tracking_uri() -> str:
     return uri
 
 
+def with_driver(uri: str) -> str:
+    """A postgresql:// URI with the driver catdog's postgres extra installs, psycopg2, named:
+    SQLAlchemy 2.1 would otherwise look for psycopg 3."""
+    plain = "postgresql://"
+    return "postgresql+psycopg2://" + uri[len(plain) :] if uri.startswith(plain) else uri
+
+
 def sqlite_dir(uri: str) -> Path | None:
     """The folder of a sqlite store (its artifacts live beside it), or None for a server."""
     return Path(uri[len("sqlite:///") :]).parent if uri.startswith("sqlite:///") else None
@@ -56,11 +63,13 @@ def configure() -> str:
     import mlflow
 
     uri = check(tracking_uri())  # within seconds, before any slow work
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(with_driver(uri))
     for name, value in HTTP_RETRY_DEFAULTS.items():
         os.environ.setdefault(name, value)
     # A progress bar per artifact read (model loads, report) is noise between catdog's lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints each run's URL when it ends against a tracking server: noise in every trial.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for noisy in ("mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if (folder := sqlite_dir(uri)) is not None:
@@ -102,6 +111,18 @@ def experiment_id(name: str = DEFAULT_EXPERIMENT) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def experiment_at(uri: str, name: str, artifact_location: str) -> str:
+    """The experiment NAME in the store at URI, created with its artifacts at ARTIFACT_LOCATION
+    if it is new (an existing one keeps its own)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def redacted(uri: str) -> str:

@@ -39,6 +39,9 @@ BEST_TRIAL = "catdog.best_trial"  # "true" on each architecture's best trial run
 BEST_RUN_ID = "catdog.best_run_id"  # on an architecture's run and on the sweep's parent run
 BEST_ARCH = "catdog.best_arch"  # on the sweep's parent run
 TIME_LIMITED = "catdog.time_limited"
+# On a distributed sweep's parent run: the Unix time its chief ends the search at; workers stop a
+# trial there (their clocks are the hosts', so keep them in step, e.g. NTP).
+SEARCH_DEADLINE = "catdog.search_deadline"
 TTA = "catdog.tta"  # flip TTA is part of the model: a run's (modelstore.set_tta), a version's
 SOURCE_RUN_ID = "catdog.source_run_id"  # on a final fit: the trial run it retrains
 REPEAT = "catdog.repeat"  # which repeat (0, 1, ...) of the architecture's best configuration

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from catdog.errors import CatdogError
@@ -27,6 +28,9 @@ from catdog.tracking import runlog, runs, tags
 
 log = get_logger(__name__)
 
+# How often KerasTuner's distributed chief checks that the trials it handed out have ended, once
+# its oracle has stopped handing out more (keras_tuner/src/distribute/oracle_chief.py).
+CHIEF_WAIT_S = 20
 JOINT_FOLDER = "race"  # the tuner-state folder of a search over several architectures at once
 
 
@@ -96,7 +100,7 @@ class Strategy:
                 ctx.num_classes,
                 ctx.precision(arch),
             ),
-            objective=tuning.objective(),
+            objective=tuning.objective(ctx.objective),
             seed=ctx.cfg.seed,
             hyperparameters=spaces[arch],
             tune_new_entries=True,
@@ -173,6 +177,9 @@ class Strategy:
                 log.info("[%s] resuming: %d trial(s) already done", ", ".join(group), done)
         ctx.progress.at_arch(index)
         ctx.progress.begin_search()
+        if ctx.role == "chief":
+            self._publish_deadline(ctx)
+            tuning.hand_out_within_budget(tuner)
         fit = ((ctx.splits.train,), {"validation_data": ctx.splits.val}) if ctx.splits else ((), {})
         stopped = None
         try:
@@ -180,8 +187,9 @@ class Strategy:
         except TimeLimitReached as exc:
             stopped = str(exc)
             log.info("%s: no more trials for %s", exc, ", ".join(group))
-            for run_id in arch_runs.values() if ctx.owner else ():
-                runlog.set_tag(run_id, tags.TIME_LIMITED, tags.TRUE)
+        stopped = stopped or getattr(tuner, "time_limited", None)  # a chief's oracle stopped
+        for run_id in arch_runs.values() if ctx.owner and stopped else ():
+            runlog.set_tag(run_id, tags.TIME_LIMITED, tags.TRUE)
         if not ctx.owner:
             return {}, stopped
         space = json.dumps(tuner.oracle.hyperparameters.get_config(), indent=2, default=str)
@@ -190,6 +198,20 @@ class Strategy:
             for a in group
         }
         return found, stopped
+
+    @staticmethod
+    def _publish_deadline(ctx) -> None:
+        """A distributed chief tells its workers when the search ends (a Unix time on the
+        parent run), so a trial running then stops after its epoch: the oracle stops handing
+        out trials before that (`tuner.hand_out_within_budget`), this bounds the last ones."""
+        budget = ctx.plan.search_budget if ctx.plan else None
+        if budget is not None:
+            # Early enough for a trial stopped then to be logged, and for KerasTuner's chief,
+            # which looks every CHIEF_WAIT_S for its last trials to end, to see it: the search's
+            # time is then over when the chief moves on, and the final fit keeps its reserve.
+            closing = max(a.trial_overhead for a in ctx.plan.archs.values()) + CHIEF_WAIT_S
+            ends = time.time() + budget - ctx.progress.searched() - closing
+            runlog.set_tag(ctx.parent_run_id, tags.SEARCH_DEADLINE, f"{ends:.1f}")
 
     # -- the budget's checks and the progress lines
     def epochs_for(self, ctx, arch: str | None) -> int:
@@ -210,11 +232,12 @@ class Strategy:
         self, ctx, arch, trial, hp, shown: dict, score: float, best: float, seconds: float
     ) -> None:
         log.info(
-            "[%s] trial %d/%d %s  val_accuracy %.4f  best %.4f  (%s; %s)",
+            "[%s] trial %d/%d %s  %s %.4f  best %.4f  (%s; %s)",
             arch,
             int(trial.trial_id) + 1,
             ctx.cfg.trials,
             shown,
+            ctx.objective,
             score,
             best,
             format_seconds(seconds),

@@ -127,13 +127,14 @@ class Best(Strategy):
     def report_trial(self, ctx, arch, trial, hp, shown, score, best, seconds) -> None:
         # Trials come as the budget allows: the plan's count is a guess.
         log.info(
-            "[%s] race trial %d (round %d, %d epochs) %s  val_accuracy %.4f  best %s %.4f  "
+            "[%s] race trial %d (round %d, %d epochs) %s  %s %.4f  best %s %.4f  "
             "(%s; about %d planned, ETA %s)",
             arch,
             int(trial.trial_id) + 1,
             hp.values.get("tuner/round", 0),
             hp.values.get("tuner/epochs", 0),
             shown,
+            ctx.objective,
             score,
             arch,
             best,
@@ -149,7 +150,7 @@ class Best(Strategy):
         epochs = ctx.epochs_for(None)
         return tuning.TrackedHyperband(
             hypermodel=tuning.JointHyperModel(ctx, epochs),
-            objective=tuning.objective(),
+            objective=tuning.objective(ctx.objective),
             max_epochs=epochs,
             factor=ctx.cfg.hyperband_factor,
             seed=ctx.cfg.seed,

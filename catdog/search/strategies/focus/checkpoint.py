@@ -105,13 +105,15 @@ class Clock(keras.callbacks.Callback):
 
 
 class BestWeights(keras.callbacks.Callback):
-    """Keeps the weights of the best validated epoch across every phase, with the size they were
-    validated at and their epoch, and writes them to the checkpoint when they improve: the
-    figures logged for the long fit are the kept weights' own."""
+    """Keeps the weights of the best validated epoch (by OBJECTIVE, the sweep's) across every
+    phase, with the size they were validated at and their epoch, and writes them to the
+    checkpoint when they improve: the figures logged for the long fit are the kept weights' own."""
 
-    def __init__(self, checkpoint: Checkpoint, saved: dict | None = None):
+    def __init__(
+        self, checkpoint: Checkpoint, saved: dict | None = None, objective: str = keys.OBJECTIVE
+    ):
         super().__init__()
-        self.checkpoint = checkpoint
+        self.checkpoint, self.objective = checkpoint, objective
         saved = saved or {}
         self.score = float(saved.get("score", -np.inf))
         self.epoch, self.size = saved.get("epoch"), saved.get("size")
@@ -119,7 +121,7 @@ class BestWeights(keras.callbacks.Callback):
         self.phase_size: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        score = (logs or {}).get(keys.OBJECTIVE)
+        score = (logs or {}).get(self.objective)
         if score is not None and score > self.score:
             self.score, self.epoch, self.size = float(score), epoch, self.phase_size
             self.weights = self.model.get_weights()

@@ -101,7 +101,7 @@ def run(ctx: SweepContext) -> tuple[str, dict | None]:
     if done:
         arch = done[-1].data.tags[tags.ARCH]
         log.info("the long fit of %s is already done (run %s)", arch, done[-1].info.run_id)
-        return arch, _result(done[-1])
+        return arch, _result(done[-1], ctx.objective)
     checkpoint = Checkpoint(TUNER_ROOT / ctx.key / TRIAL_ID)
     saved = checkpoint.state()
     schedule = Schedule.from_dict(saved["schedule"]) if saved else _schedule(ctx)
@@ -120,12 +120,12 @@ def run(ctx: SweepContext) -> tuple[str, dict | None]:
     ctx.progress.trial_done(time.monotonic() - t0)
     checkpoint.clear()
     runtime.release_memory()
-    return schedule.arch, _result(runlog.get(run_id))
+    return schedule.arch, _result(runlog.get(run_id), ctx.objective)
 
 
 def _schedule(ctx: SweepContext) -> Schedule | None:
     """The long fit of the screen's winner that the time left holds (None: none does)."""
-    top = choose.table(ctx.parent_run_id, (), keys.OBJECTIVE, ctx.cfg.experiment).iloc[0]
+    top = choose.table(ctx.parent_run_id, (), ctx.objective, ctx.cfg.experiment).iloc[0]
     arch, values = top["arch"], dict(top["hyperparameters"])
     entry = models.get(arch)
     pretrained = bool(entry.pretrained and ctx.cfg.pretrained)
@@ -150,9 +150,10 @@ def _schedule(ctx: SweepContext) -> Schedule | None:
     size, epochs, early = long_schedule(ctx.plan, arch, ctx.cfg.image_size, seconds, pretrained)
     phases = phases_for(entry, values, ctx.cfg.image_size, size, epochs, early, pretrained)
     log.info(
-        "long fit: %s (screen val_accuracy %.4f) for about %d epochs in %s: %s",
+        "long fit: %s (screen %s %.4f) for about %d epochs in %s: %s",
         arch,
-        top[keys.OBJECTIVE],
+        ctx.objective,
+        top[ctx.objective],
         epochs,
         format_seconds(seconds),
         ", ".join(
@@ -215,12 +216,19 @@ def _tracked_fit(
         splits = ctx.splits_at(best.size)
         runlog.log_params({keys.IMAGE_SIZE: best.size, keys.PARAM_COUNT: model.count_params()})
         record_fit(
-            model, history, per_epoch, splits=splits, title=f"{arch} long fit", log_model=True
+            model,
+            history,
+            per_epoch,
+            splits=splits,
+            title=f"{arch} long fit",
+            log_model=True,
+            objective=ctx.objective,
         )
         tta = _tta_helps(model, splits)
     log.info(
-        "long fit done: best val_accuracy %.4f at epoch %d (%d px, the model kept); flip "
+        "long fit done: best %s %.4f at epoch %d (%d px, the model kept); flip "
         "TTA %s on validation",
+        ctx.objective,
         best.score,
         best.epoch + 1,
         best.size,
@@ -246,7 +254,7 @@ def _fit(ctx, schedule: Schedule, checkpoint: Checkpoint, saved: dict | None):
     }
     history, seconds = saved["history"], saved["seconds"]
     t0 = time.monotonic() - saved["elapsed"]  # the fit's own clock, across restarts
-    best = BestWeights(checkpoint, saved["best"])
+    best = BestWeights(checkpoint, saved["best"], ctx.objective)
     model, start = None, saved["epoch"]
     for i in range(saved["phase"], len(schedule.phases)):
         phase = schedule.phases[i]
@@ -298,7 +306,13 @@ def _fit(ctx, schedule: Schedule, checkpoint: Checkpoint, saved: dict | None):
             epochs=max(phase_start + planned, start + 1),
             verbose=0,
             class_weight=ctx.class_weight,
-            callbacks=[clock, logger, best, Saver(checkpoint, state, ctx.progress)],
+            callbacks=[
+                *models.common.ema_callbacks(schedule.values),
+                clock,
+                logger,
+                best,
+                Saver(checkpoint, state, ctx.progress),
+            ],
         )
         history = _joined(history, logger.history)
         seconds = seconds + logger.seconds
@@ -411,7 +425,7 @@ def _screen_best(ctx, arch: str) -> float:
     )
     return max(
         (
-            r.data.metrics.get(keys.best(keys.OBJECTIVE), -1.0)
+            r.data.metrics.get(keys.best(ctx.objective), -1.0)
             for r in trials
             if r.data.tags.get(tags.TRIAL_ID) != TRIAL_ID
         ),
@@ -419,13 +433,13 @@ def _screen_best(ctx, arch: str) -> float:
     )
 
 
-def _result(run) -> dict:
+def _result(run, objective: str) -> dict:
     summary = runtree.summary(run)
     return {
         "run_id": run.info.run_id,
         "trial_id": TRIAL_ID,
         "hyperparameters": keys.hyperparameters(run.data.params),
-        "score": summary.get(keys.best(keys.OBJECTIVE)),
+        "score": summary.get(keys.best(objective)),
         **summary,
     }
 

@@ -1,0 +1,122 @@
+"""The opt-in training tricks (label smoothing, EMA weights, random translation): off by default,
+each reaches the model when asked for, and an EMA fit keeps and saves the weights it validated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from catdog import models
+from catdog.errors import CatdogError
+from catdog.models.common import EMA_MOMENTUM, OPT_IN, EMAWeights, schedule_callbacks
+
+TRICKS = {"label_smoothing": 0.1, "ema": True, "translate": 0.1}
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_tricks_are_declared_off_and_not_searched(name):
+    hp = models.get(name).search_space()
+    declared = {h.name: h for h in hp.space}
+    for trick in OPT_IN:
+        assert hp.values[trick] == 0.0
+        assert type(declared[trick]).__name__ == "Fixed", "a sweep draws it only if asked to"
+
+
+def test_the_default_model_has_no_trick():
+    model = models.get("baseline").build(image_size=32)
+    assert model.loss == "binary_crossentropy" and not model.optimizer.use_ema
+    assert "aug_translate" not in [layer.name for layer in model.layers]
+    assert [type(c).__name__ for c in schedule_callbacks({"lr_schedule": "cosine"}, 4)] == [
+        "LearningRateScheduler"
+    ]
+
+
+def test_each_trick_reaches_the_model():
+    model = models.get("baseline").build(models.fixed_hyperparameters(TRICKS), image_size=32)
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == EMA_MOMENTUM
+    shift = model.get_layer("aug_translate")
+    assert shift.height_factor == shift.width_factor == pytest.approx(0.1)
+    momentum = models.get("baseline").build(
+        models.fixed_hyperparameters({"ema": 0.9}), image_size=32
+    )
+    assert momentum.optimizer.ema_momentum == pytest.approx(0.9)
+    callbacks = schedule_callbacks({"lr_schedule": "cosine", **TRICKS}, 4)
+    # The schedule stays first: the final fit's fallback takes it by position (search/retrain).
+    assert [type(c).__name__ for c in callbacks] == ["LearningRateScheduler", "EMAWeights"]
+
+
+def test_a_sweep_file_can_search_a_trick():
+    import keras_tuner as kt
+
+    from catdog import sweepfile
+
+    declared = models.get("baseline").search_space().values
+    hp = kt.HyperParameters()
+    sweepfile.apply_hp(hp, {"translate": [0.0, 0.1]}, declared)
+    models.get("baseline").build(hp, image_size=32)
+    assert [h.values for h in hp.space if h.name == "translate"] == [[0.0, 0.1]]
+
+
+def test_label_smoothing_needs_two_classes():
+    hp = models.fixed_hyperparameters({"label_smoothing": 0.1})
+    with pytest.raises(CatdogError, match="two classes"):
+        models.get("baseline").build(hp, image_size=32, num_classes=3)
+
+
+def test_an_ema_fit_validates_keeps_and_saves_the_average(tmp_path):
+    """Also when a callback stops the fit early, where Keras's SwapEMAWeights ends on the raw
+    weights."""
+    import keras
+
+    values = {"ema": 0.5, "augment": 0.0, "lr_schedule": "constant", "lr": 0.01}
+    model = models.get("baseline").build(models.fixed_hyperparameters(values), image_size=32)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 1, 0, 1, 1, 1, 0], dtype="float32")
+    raw = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raw[:] = [np.array(v) for v in self.model.trainable_weights]
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 1  # 2 of 3 epochs
+
+    callbacks = schedule_callbacks(values, 3)
+    assert any(isinstance(c, EMAWeights) for c in callbacks)
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=3,
+        validation_data=(x, y),
+        verbose=0,
+        callbacks=[Spy(), *callbacks],
+    )
+    assert len(history.history["val_loss"]) == 2
+    kept = [np.array(v) for v in model.trainable_weights]
+    averages = [np.array(v) for v in model.optimizer._model_variables_moving_average]
+    for k, a in zip(kept, averages):
+        np.testing.assert_array_equal(k, a)
+    assert any(not np.allclose(k, r) for k, r in zip(kept, raw)), "the average is not the raw"
+    loss = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-5), "the one validated"
+    model.save(tmp_path / "m.keras")
+    saved = keras.saving.load_model(tmp_path / "m.keras")
+    for k, s in zip(kept, saved.trainable_weights):
+        np.testing.assert_array_equal(k, np.array(s))
+    keras.backend.clear_session()
+
+
+def test_tta_views_are_the_photo_its_mirror_and_their_shifts():
+    from benchmarks.tricks import shifted, views
+
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    down = shifted(x, 1, 0)
+    np.testing.assert_array_equal(down[:, 1:], x[:, :-1])  # row r is the photo's row r - 1
+    np.testing.assert_array_equal(down[:, 0], x[:, 0])  # the edge mirrored in
+    right = shifted(x, 0, -1)
+    np.testing.assert_array_equal(right[:, :, :-1], x[:, :, 1:])
+    both = views(x, 1)
+    assert len(both) == 10
+    np.testing.assert_array_equal(both[1], x[:, :, ::-1])
