@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.real_data
 def test_quick_bench_writes_every_item(real_data, tmp_path):
     out = tmp_path / "results" / "bench.json"

@@ -205,6 +205,8 @@ def test_kitties_and_puppies_give_the_same_results_as_cats_and_dogs(real_data, w
 # ---------------------------------------------------------------- ten classes: the digits
 
 
+@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_quick_sweep_on_ten_real_classes_trains_compares_registers_and_predicts(
     digits_folder, workdir, capsys
 ):

@@ -32,6 +32,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_chief_and_two_workers_share_one_sweep(tiny_prepared, workdir):
     (workdir / "exp.toml").write_text(
         'archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
@@ -306,6 +307,7 @@ def test_a_worker_still_running_after_the_chief_finished_is_stopped(workdir, mes
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_make_sweep_distributed_keeps_its_budget_and_registers_a_champion(tiny_prepared, tmp_path):
     from tests.distributed_journey import check_the_store, sweep_distributed
 

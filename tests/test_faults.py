@@ -145,6 +145,7 @@ def _assert_complete(workdir: Path, trials: int, sweeps: int = 1) -> list:
 
 
 # ------------------------------------------------------------------- the tracking server fails
+@pytest.mark.heavy
 def test_a_server_that_blips_mid_sweep_costs_nothing(tiny_prepared, workdir):
     """Logging waits (bounded retries) while the server restarts, and the sweep goes on."""
     port = _free_port()
@@ -203,6 +204,7 @@ def test_a_server_that_stays_down_stops_the_sweep_cleanly_and_it_resumes(tiny_pr
 
 
 # ------------------------------------------------------------------ two sweeps, one SQLite file
+@pytest.mark.heavy
 def test_two_sweeps_at_once_on_one_sqlite_store_both_finish(tiny_prepared, workdir):
     a = _sweep(workdir, tiny_prepared, name="a", epochs=3, seed=1)
     b = _sweep(workdir, tiny_prepared, name="b", epochs=3, seed=2)
@@ -215,7 +217,11 @@ def test_two_sweeps_at_once_on_one_sqlite_store_both_finish(tiny_prepared, workd
 
 # ------------------------------------------------------------------------------ kill -9 mid-step
 @pytest.mark.parametrize(
-    "where, needle", [("model", "TEST: logging a model"), ("prepare", "TEST: preparing")]
+    "where, needle",
+    [
+        ("model", "TEST: logging a model"),
+        pytest.param("prepare", "TEST: preparing", marks=pytest.mark.heavy),
+    ],
 )
 def test_kill9_mid_step_then_resume(tiny_prepared, workdir, tmp_path_factory, where, needle):
     hooks = tmp_path_factory.mktemp("hooks")
@@ -270,6 +276,7 @@ for i in range(20):
 """
 
 
+@pytest.mark.heavy
 def test_memory_over_20_trials_grows_no_more_than_keras_itself(tiny_prepared, workdir):
     proc = _sweep(workdir, tiny_prepared, trials=20, epochs=1)
     out = proc.communicate(timeout=1500)[0]

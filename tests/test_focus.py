@@ -176,7 +176,7 @@ def test_finish_sizes_are_not_measured_when_the_time_left_cannot_hold_them(monke
         plan=plan,
         deadline=progress.deadline,
         progress=progress,
-        cfg=SimpleNamespace(image_size=96),
+        cfg=SimpleNamespace(image_size=96, budget_seconds=100.0),
         splits_at=lambda s: None,
         precision=lambda a: "fp32",
     )
@@ -240,6 +240,7 @@ def test_only_the_progress_owner_assigns_to_the_sweeps_progress():
 
 # --------------------------------------------------------------------------- end to end, slow
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_focus_on_three_classes(tmp_path, workdir, logs):
     from catdog import choose
     from catdog.data.prepare import prepare

@@ -125,6 +125,7 @@ def postgres() -> Iterator[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_distributed_sweep_writes_every_run_to_postgres(postgres, tiny_prepared, workdir):
     (workdir / "exp.toml").write_text(
         'archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'

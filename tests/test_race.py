@@ -140,6 +140,8 @@ def test_distributed_refuses_a_race_before_starting_anything(tmp_path):
         launch(str(f))
 
 
+@pytest.mark.slow
+@pytest.mark.heavy
 def test_race_sweep_is_tracked_compared_and_final_fit_at_the_winners_size(
     tiny_prepared, workdir, recwarn
 ):

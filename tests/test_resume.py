@@ -54,7 +54,14 @@ SIGNALS = {
 }
 
 
-@pytest.mark.parametrize("how", ["sigint", "sigterm", "kill9"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("sigint", marks=pytest.mark.heavy),
+        pytest.param("sigterm", marks=pytest.mark.heavy),
+        "kill9",
+    ],
+)
 def test_interrupted_sweep_resumes_with_each_trial_once(tiny_prepared, workdir, how):
     proc = _start(workdir, tiny_prepared)
     wait_for(proc, "[baseline t1] epoch 2/")  # trial 0 done, trial 1 in progress

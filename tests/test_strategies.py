@@ -23,6 +23,7 @@ def defaults_strategy():
     strategies.unregister("defaults")
 
 
+@pytest.mark.slow
 def test_a_strategy_in_one_class_runs_plan_search_compare_final_fit_and_register(
     defaults_strategy, tiny_prepared, workdir, logs
 ):

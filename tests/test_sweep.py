@@ -34,13 +34,14 @@ def _runs(kind=None, key=None):
     )
 
 
-# Random runs by default; the other two tuners ride in the slow suite (CI runs both).
+# Random in the slow suite CI runs; the other two tuners are heavy (`make test-slow` runs them).
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "tuner",
     [
         "random",
-        pytest.param("bayesian", marks=pytest.mark.slow),
-        pytest.param("hyperband", marks=pytest.mark.slow),
+        pytest.param("bayesian", marks=pytest.mark.heavy),
+        pytest.param("hyperband", marks=pytest.mark.heavy),
     ],
 )
 def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
@@ -114,6 +115,8 @@ def test_sweep_run_tree_in_mlflow(tiny_prepared, workdir, tuner):
     assert all(r.info.status == "FINISHED" for r in _runs())
 
 
+@pytest.mark.slow
+@pytest.mark.heavy
 def test_rerun_resumes_without_duplicates_and_fresh_starts_over(tiny_prepared, workdir):
     cfg = _cfg(tiny_prepared, archs=("baseline",), trials=2)
     first = sweep.run(cfg)
@@ -209,6 +212,8 @@ def test_shipped_sweep_files_load():
         sweepfile.load(p)
 
 
+@pytest.mark.slow
+@pytest.mark.heavy
 def test_repeats_give_mean_std_and_ci_and_resume_without_duplicates(tiny_prepared, workdir):
     from catdog import choose, compare
 

@@ -37,7 +37,8 @@ from catdog.tracking.fitlog import record_fit
 log = get_logger(__name__)
 
 TRIAL_ID = "long"
-RESERVE_S = 60.0  # kept back for evaluating and logging the long fit's model
+RESERVE_S = 60.0  # kept back for evaluating and logging the long fit's model...
+RESERVE_FRACTION = 0.1  # ...or this share of a short budget, whichever is less
 MIN_LONG_EPOCHS = 30  # a long fit finishes at the largest size that holds this many epochs
 SMALL_FRACTION = 0.5  # of a from-scratch long fit's epochs, at the screen's size
 FROZEN_FRACTION = 0.25  # of a pretrained long fit's epochs, with the backbone frozen
@@ -136,7 +137,7 @@ def _schedule(ctx: SweepContext) -> Schedule | None:
         phases = phases_for(entry, values, ctx.cfg.image_size, size, epochs, early, pretrained)
         return Schedule(arch, values, top["run_id"], epochs, phases, None, None)
     measure_finish_sizes(ctx, arch, values, pretrained)
-    seconds = ctx.deadline - time.monotonic() - RESERVE_S
+    seconds = ctx.deadline - time.monotonic() - reserve(ctx)
     small = ctx.plan.long_speeds[arch][str(ctx.cfg.image_size)]
     if seconds < small:
         log.info(
@@ -235,6 +236,13 @@ def _tracked_fit(
         "helps" if tta else "does not help",
     )
     return run.info.run_id, best.score
+
+
+def reserve(ctx) -> float:
+    """Seconds kept back from the long fit for evaluating and logging its model: a minute, or a
+    tenth of a budget shorter than ten minutes (a tiny model logs in seconds; a fixed minute
+    would leave a third of a short budget unused)."""
+    return min(RESERVE_S, RESERVE_FRACTION * (ctx.cfg.budget_seconds or 0.0))
 
 
 def _fit(ctx, schedule: Schedule, checkpoint: Checkpoint, saved: dict | None):
@@ -454,7 +462,7 @@ def measure_finish_sizes(ctx: SweepContext, arch: str, values: dict, pretrained:
     for size in sorted(int(s) for s in speeds):
         if size == ctx.cfg.image_size:
             continue
-        left = ctx.deadline - time.monotonic() - RESERVE_S
+        left = ctx.deadline - time.monotonic() - reserve(ctx)
         per_epoch = (
             speeds[str(size)]
             if pretrained
