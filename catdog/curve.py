@@ -28,9 +28,11 @@ from catdog.curvefit import (
     HELPS,
     LEVEL,
     MIN_GAIN,
+    Backtest,
     DataCurve,
     Point,
     Trend,
+    backtest,
     fit_trend,
 )
 from catdog.errors import CatdogError
@@ -51,7 +53,9 @@ __all__ = [
     "DataCurve",
     "Point",
     "Recipe",
+    "Backtest",
     "Trend",
+    "backtest",
     "fit_trend",
     "learning_curve",
     "log_curve",
@@ -329,6 +333,8 @@ def learning_curve(
     curve.sweep_run_id = parent.info.run_id
     log_curve(curve, plot_path)
     log.info("data curve: %s", curve.sentence)
+    if curve.backtest:
+        log.info("data curve: %s", curve.backtest.sentence)
     return curve
 
 
@@ -350,6 +356,14 @@ def log_curve(curve: DataCurve, plot_path: str | Path | None = None) -> None:
         low, high = curve.gain_interval
         runlog.log_metrics(
             {keys.CURVE_GAIN: curve.gain, keys.CURVE_GAIN_LOW: low, keys.CURVE_GAIN_HIGH: high},
+            curve.sweep_run_id,
+        )
+    if curve.backtest:
+        runlog.log_metrics(
+            {
+                keys.CURVE_BACKTEST_PREDICTED: curve.backtest.predicted,
+                keys.CURVE_BACKTEST_MEASURED: curve.backtest.measured,
+            },
             curve.sweep_run_id,
         )
 

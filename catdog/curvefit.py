@@ -10,6 +10,11 @@ interval from its residuals (`fit_interval`, from n-2 degrees of freedom) is kep
 is much wider. When the bootstrap interval lies above zero, the sentence is "more photos would
 likely help"; otherwise "the curve is flat".
 
+The curve checks its own reading at twice the photos (`DataCurve.backtest`): the trend fitted on
+the points of at most half the largest fraction's photos alone (25% and 50% by default) is read
+at the largest (100%, twice 50%) and set against what the largest measured, with the error's
+interval bootstrapped over the same validation photos.
+
 `catdog.curve` trains the fractions and logs the curve; this module only computes and draws it.
 """
 
@@ -97,6 +102,83 @@ def _points(v: float) -> str:
     return f"{100 * v:+.1f}"
 
 
+@dataclass(frozen=True)
+class Backtest:
+    """The trend's 2x reading checked on the curve's own points: fitted on the points up to
+    N_FROM photos, read at N_TO (the largest fraction's photos, about twice N_FROM), against
+    what that fraction measured. ERROR_INTERVAL: measured minus predicted, bootstrapped over
+    the validation photos every point shares."""
+
+    n_from: int
+    n_to: int
+    predicted: float
+    measured: float
+    error_interval: tuple[float, float]
+
+    @property
+    def error(self) -> float:
+        return self.measured - self.predicted
+
+    @property
+    def holds(self) -> bool:
+        """Whether the prediction is within the error's interval (the interval covers zero)."""
+        return self.error_interval[0] <= 0.0 <= self.error_interval[1]
+
+    @property
+    def sentence(self) -> str:
+        low, high = self.error_interval
+        return (
+            f"checked on this curve: fitted on the points up to {self.n_from:,} photos alone, "
+            f"the trend predicted {self.predicted:.3f} at {self.n_to:,} "
+            f"({self.n_to / self.n_from:.1f}x); measured {self.measured:.3f}, "
+            f"{_points(self.error)} points ({LEVEL:.0%} interval {_points(low)} to "
+            f"{_points(high)}): " + ("the reading held" if self.holds else "the reading missed")
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "n_from": self.n_from,
+            "n_to": self.n_to,
+            "predicted": self.predicted,
+            "measured": self.measured,
+            "error": self.error,
+            "error_interval": list(self.error_interval),
+            "holds": self.holds,
+        }
+
+
+def backtest(points: list[Point], seed: int = 0, draws: int = BOOTSTRAP_DRAWS) -> Backtest | None:
+    """The 2x reading checked (see `Backtest`): None unless at least two different photo counts
+    lie at or below about half the largest point's (55%, for the rounding of nested fractions)."""
+    if not points:
+        return None
+    last = max(points, key=lambda p: p.n_train)
+    earlier = [p for p in points if p.n_train <= 0.55 * last.n_train]
+    if len({p.n_train for p in earlier}) < 2:
+        return None
+    x = np.log([p.n_train for p in earlier])
+    correct = np.stack([p.correct for p in earlier] + [last.correct]).astype(np.float32)
+
+    def errors(means):  # means: (..., points + 1), the last column the largest point's
+        a, b = _least_squares(x, means[..., :-1])
+        return means[..., -1] - np.minimum(a + b * math.log(last.n_train), 1.0)
+
+    measured = float(np.mean(last.correct))
+    predicted = measured - float(errors(correct.mean(axis=1)))
+    rng, out = np.random.default_rng(seed), []
+    for chunk in range(0, draws, 200):
+        idx = rng.integers(0, correct.shape[1], (min(200, draws - chunk), correct.shape[1]))
+        out.append(errors(correct[:, idx].mean(axis=-1).T))
+    low, high = np.quantile(np.concatenate(out), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return Backtest(
+        max(p.n_train for p in earlier),
+        last.n_train,
+        predicted,
+        measured,
+        (float(low), float(high)),
+    )
+
+
 @dataclass
 class DataCurve:
     """The curve of one configuration: its points, the fractions the budget left out (one
@@ -119,6 +201,11 @@ class DataCurve:
     @property
     def gain(self) -> float | None:
         return float(self.trend.gain(self.n_full)) if self.trend else None
+
+    @cached_property
+    def backtest(self) -> Backtest | None:
+        """The 2x reading checked on these points (`Backtest`), from three fractions on."""
+        return backtest(self.points)
 
     @property
     def gain_interval(self) -> tuple[float, float] | None:
@@ -186,6 +273,7 @@ class DataCurve:
                 "gain": self.gain,
                 "gain_interval": self.gain_interval,
                 "fit_interval": self.fit_interval,
+                "backtest": self.backtest.as_dict() if self.backtest else None,
                 "points": [
                     {
                         "fraction": p.fraction,

@@ -74,6 +74,9 @@ SWEEP_OBJECTIVE = "objective"
 CURVE_GAIN = "curve_gain_2x"
 CURVE_GAIN_LOW = "curve_gain_2x_low"
 CURVE_GAIN_HIGH = "curve_gain_2x_high"
+# The 2x reading checked on the curve's own points (catdog.curvefit.Backtest).
+CURVE_BACKTEST_PREDICTED = "curve_backtest_predicted"
+CURVE_BACKTEST_MEASURED = "curve_backtest_measured"
 
 # -- how a run ran (not which model it was): never read back as a hyperparameter
 IMAGE_SIZE = "image_size"

@@ -321,6 +321,7 @@ def _data_curve(sweep_run_id: str) -> dict | None:
         return None
     return {
         "sentence": found.sentence,
+        "backtest": found.backtest.sentence if found.backtest else None,
         "skipped": found.skipped,
         "src": _data_uri(plots.png_bytes(found.figure(), dpi=90)),
     }

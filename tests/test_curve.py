@@ -6,6 +6,7 @@ a small set of them."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import mlflow
@@ -74,6 +75,32 @@ def test_one_point_is_no_curve_and_the_record_reads_back():
     assert back.sentence == c.sentence and back.sweep_run_id == "run1"
     assert [p.accuracy for p in back.points] == [p.accuracy for p in c.points]
     assert json.loads(c.to_json())["gain"] == pytest.approx(c.gain)
+
+
+def test_the_2x_reading_is_checked_on_the_curves_own_points():
+    """Fitted on 25% and 50% alone and read at 100% (twice 50%): a curve that keeps its log-linear
+    rise holds; one that flattens past 50% misses, and the check says by how much."""
+    rising = curve.DataCurve("a", 32, 5, 2000, made_up((0.60, 0.66, 0.72), (500, 1000, 2000), 4000))
+    check = rising.backtest
+    assert (check.n_from, check.n_to) == (1000, 2000)
+    assert check.predicted == pytest.approx(
+        2 * rising.points[1].accuracy - rising.points[0].accuracy, abs=1e-6
+    ), "two points at a doubling: the line through them, one doubling on"
+    assert check.measured == pytest.approx(rising.points[2].accuracy)
+    assert check.holds and check.error_interval[0] < 0 < check.error_interval[1]
+    assert "the reading held" in check.sentence and "(2.0x)" in check.sentence
+    flattened = curve.DataCurve(
+        "a", 32, 5, 2000, made_up((0.60, 0.66, 0.66), (500, 1000, 2000), 4000)
+    )
+    missed = flattened.backtest
+    assert not missed.holds and missed.error_interval[1] < 0 and missed.error < -0.03
+    assert "the reading missed" in missed.sentence
+    record = json.loads(flattened.to_json())["backtest"]
+    assert record["holds"] is False and record["predicted"] == pytest.approx(missed.predicted)
+    assert curve.DataCurve.from_json(flattened.to_json()).backtest == missed
+    assert curve.DataCurve("a", 32, 5, 1000, made_up((0.6, 0.7))[:2]).backtest is None, (
+        "two points: nothing left to check the reading against"
+    )
 
 
 def test_subsets_are_nested_stratified_and_fixed():
@@ -164,7 +191,9 @@ def test_catdog_curve_trains_the_sweeps_champion_and_logs_to_its_parent(workdir)
     root = three_classes(workdir, per_class=16)
     result = tiny_sweep(root)
     out = cli("curve", "--fractions", "25%,50%,100%", "--plot", "curve.png")
-    assert out.stdout.strip().splitlines()[-1].startswith(("more photos", "the curve is flat"))
+    verdict, check = out.stdout.strip().splitlines()[-2:]
+    assert verdict.startswith(("more photos", "the curve is flat"))
+    assert check.startswith("checked on this curve: fitted on the points up to ")
     client = mlflow.MlflowClient()
     parent = client.get_run(result.parent_run_id)
     logged = curve.logged(result.parent_run_id)
@@ -175,6 +204,10 @@ def test_catdog_curve_trains_the_sweeps_champion_and_logs_to_its_parent(workdir)
         a.path for a in client.list_artifacts(result.parent_run_id)
     }
     assert parent.data.metrics["curve_gain_2x"] == pytest.approx(logged.gain)
+    assert parent.data.metrics["curve_backtest_measured"] == pytest.approx(
+        logged.points[-1].accuracy
+    )
+    assert logged.backtest.sentence == check
     trial = client.get_run(curve.choose.table().iloc[0]["run_id"])
     for p in logged.points:
         run = client.get_run(p.run_id)
@@ -193,6 +226,23 @@ def test_fractions_that_do_not_fit_the_budget_are_skipped_saying_so(tiny_prepare
     assert c.skipped[0].startswith("skipped 50% (") and "of the budget is left" in c.skipped[0]
     assert "too few fractions ran to draw a curve (0 of 2)" in c.sentence
     assert mlflow.search_runs(search_all_experiments=True).empty, "nothing was trained"
+
+
+def test_the_curve_benchmark_checks_the_2x_reading_on_its_own_fractions(tiny_prepared, workdir):
+    from benchmarks import curve as bench
+
+    out = workdir / "curve.json"
+    record = bench.main(
+        ["--data", str(tiny_prepared), "--arch", "baseline", "--size", "32", "--epochs", "1"]
+        + ["--out", str(out)]
+    )
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    assert [p["fraction"] for p in record["points"]] == [0.25, 0.5, 1.0]
+    check = record["backtest"]
+    assert check["n_to"] == record["points"][-1]["n_train"] == 2 * check["n_from"]
+    assert check["measured"] == pytest.approx(record["points"][-1]["val_accuracy"])
+    assert "MLFLOW_TRACKING_URI" not in os.environ, "the environment it found is the one it leaves"
+    assert not (workdir / "mlruns").exists(), "its runs went to a throwaway store"
 
 
 def test_curve_errors_are_one_sentence(workdir):

@@ -71,6 +71,8 @@ def _context(**changes) -> dict:
             "interval +0.8 to +5.4)",
             "src": PNG,
             "skipped": ["skipped 100% (<1,000> photos): it would take about 5m"],
+            "backtest": "checked on this curve: fitted on the points up to <800> photos alone, "
+            "the trend predicted 0.700 at 1,600 (2.0x); measured 0.710",
         },
         "wrong": {
             "n_wrong": 3,
@@ -105,6 +107,10 @@ def test_report_template_renders_every_section_escaped():
     assert page.count("<img") == 9 and "data-images-loaded" in page and "table.cmp" in page
     assert "more photos would likely help (+3.1 points at 2x, 95% interval +0.8 to +5.4)." in page
     assert "skipped 100% (&lt;1,000&gt; photos)" in page
+    assert (
+        "The 2x reading, checked on this curve: fitted on the points up to &lt;800&gt; photos"
+        in page
+    )
     assert 'alt="accuracy against inference cost"' in page
     assert "test accuracy <b>0.9123</b>" in page and "run fin456" in page
     assert "3 of 24 test photos are wrong; the 1 it\nwas surest about" in page

@@ -66,6 +66,8 @@ def curve(sweep, fractions, budget, epochs, plot_path, experiment):
     for line in result.skipped:
         click.echo(line)
     click.echo(result.sentence)
+    if result.backtest:
+        click.echo(result.backtest.sentence)
     click.echo(
         f"plot written to {result.plot} and logged to sweep run {result.sweep_run_id}", err=True
     )
