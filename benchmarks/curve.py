@@ -7,7 +7,7 @@
 nested fractions of the training split and reads it at twice the photos. Twice the sample's
 photos are not there to check that reading against, but half of them are: this trains the long
 fit's usual winner (`benchmarks.tricks`'s configuration, one cosine over EPOCHS) on each fraction
-exactly as `catdog curve` does (`catdog.curve.train_fractions`, into a throwaway tracking store),
+exactly as `catdog curve` does (`catdog.curve.train_fractions`, in the bench's scratch store),
 then fits the trend on 25% and 50% alone, reads it at 100% (twice 50%) and sets it against what
 100% measured (`catdog.curvefit.Backtest`). Validation only; the test split is never read.
 """
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.resize import DEFAULT_DATA
+from benchmarks.run import scratch_workdir
 from benchmarks.tricks import VALUES
 
 
@@ -40,20 +39,12 @@ def main(argv=None) -> dict:
     from catdog.log import setup
 
     setup()
-    root = resolve_data(args.data)
+    root = Path(resolve_data(args.data)).resolve()  # absolute: the scratch folder is the cwd
     values = {**VALUES, "lr_schedule": "cosine"}
     recipe = curve.Recipe(args.arch, values, image_size=args.size, epochs=args.epochs)
     t0 = time.monotonic()
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    with tempfile.TemporaryDirectory() as store:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
-        try:
-            result = curve.train_fractions(root, recipe, curve.parse_fractions(args.fractions))
-        finally:
-            if before is None:
-                os.environ.pop("MLFLOW_TRACKING_URI")
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = before
+    with scratch_workdir():
+        result = curve.train_fractions(root, recipe, curve.parse_fractions(args.fractions))
     check = result.backtest
     record = {
         "data": str(root),

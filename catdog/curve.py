@@ -43,6 +43,7 @@ from catdog.tracking import runlog, runs, tags
 # curve's callers look for them.
 __all__ = [
     "BOOTSTRAP_DRAWS",
+    "Backtest",
     "DEFAULT_FRACTIONS",
     "FLAT",
     "HELPS",
@@ -53,7 +54,6 @@ __all__ = [
     "DataCurve",
     "Point",
     "Recipe",
-    "Backtest",
     "Trend",
     "backtest",
     "fit_trend",

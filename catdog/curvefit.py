@@ -86,15 +86,22 @@ def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return y.mean(axis=-1) - slope * x.mean(), slope
 
 
+def _resampled(correct: np.ndarray, seed: int, draws: int):
+    """Bootstrap draws over the validation photos (the columns of CORRECT, (points, n_val)),
+    the same photos for every point: each point's accuracy per draw, (draws, points), in chunks
+    of at most 200 draws."""
+    rng = np.random.default_rng(seed)
+    for chunk in range(0, draws, 200):
+        idx = rng.integers(0, correct.shape[1], (min(200, draws - chunk), correct.shape[1]))
+        yield correct[:, idx].mean(axis=-1).T
+
+
 def fit_trend(points: list[Point], seed: int = 0, draws: int = BOOTSTRAP_DRAWS) -> Trend:
     """The trend through POINTS, and its bootstrap over the validation photos they share."""
     x = np.log([p.n_train for p in points])
     correct = np.stack([p.correct for p in points]).astype(np.float32)  # (points, n_val)
     a, b = _least_squares(x, correct.mean(axis=1))
-    rng, out = np.random.default_rng(seed), []
-    for chunk in range(0, draws, 200):
-        idx = rng.integers(0, correct.shape[1], (min(200, draws - chunk), correct.shape[1]))
-        out.append(np.stack(_least_squares(x, correct[:, idx].mean(axis=-1).T), axis=1))
+    out = [np.stack(_least_squares(x, m), axis=1) for m in _resampled(correct, seed, draws)]
     return Trend(float(a), float(b), np.concatenate(out))
 
 
@@ -165,11 +172,8 @@ def backtest(points: list[Point], seed: int = 0, draws: int = BOOTSTRAP_DRAWS) -
 
     measured = float(np.mean(last.correct))
     predicted = measured - float(errors(correct.mean(axis=1)))
-    rng, out = np.random.default_rng(seed), []
-    for chunk in range(0, draws, 200):
-        idx = rng.integers(0, correct.shape[1], (min(200, draws - chunk), correct.shape[1]))
-        out.append(errors(correct[:, idx].mean(axis=-1).T))
-    low, high = np.quantile(np.concatenate(out), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    out = np.concatenate([errors(m) for m in _resampled(correct, seed, draws)])
+    low, high = np.quantile(out, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     return Backtest(
         max(p.n_train for p in earlier),
         last.n_train,
