@@ -49,12 +49,15 @@ SERVE_WORKERS ?= 2
 # (catdog for Dogs-vs-Cats; `catdog register` prints it). NAME= registers a sweep under another.
 MODEL ?= catdog
 NAME  ?=
+# SEED= another seed for a sweep (its splits' shuffling, weights and search; default 1337): make sweep SEED=7
+SEED  ?=
 # The project's store; MLFLOW_TRACKING_URI (e.g. a tracking server) overrides it.
 # postgresql:// names the driver the postgres extra installs (SQLAlchemy would look for psycopg 3).
 STORE = $(subst postgresql://,postgresql+psycopg2://,$(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db))
 
 DATA_OPT = $(if $(DATA),--data $(DATA),)
 NAME_OPT = $(if $(NAME),--name $(NAME),)
+SEED_OPT = $(if $(SEED),--seed $(SEED),)
 BACKEND_OPT = $(if $(BACKEND),--backend-store-uri '$(BACKEND)',)
 
 .PHONY: install lock lint test test-slow test-all train sweep smoke sweep-distributed report ui serve \
@@ -124,12 +127,12 @@ data: $(STAMP)  ## download the data (Kaggle with credentials, else PetImages) a
 train: $(STAMP)  ## one tracked run: make train ARCH=bn_dropout DATA=path EPOCHS=2
 	$(BIN)/catdog train --arch $(ARCH) $(DATA_OPT) --epochs $(EPOCHS)
 
-sweep: $(STAMP)  ## the main job, sized to this machine: make sweep [EXP=...] [DATA=path]
+sweep: $(STAMP)  ## the main job, sized to this machine: make sweep [EXP=...] [DATA=path] [SEED=n]
 	@echo "make sweep: $(EXP) ($(if $(filter $(origin EXP),command line environment),chosen with EXP=,$(if $(filter-out 0,$(GPUS)),$(GPUS) GPU(s) found,no GPU found: the CPU-sized experiment; EXP=experiments/gpu.toml for a GPU machine)))"
-	$(BIN)/catdog sweep $(EXP) $(DATA_OPT) $(NAME_OPT) --register
+	$(BIN)/catdog sweep $(EXP) $(DATA_OPT) $(NAME_OPT) $(SEED_OPT) --register
 
 smoke: $(STAMP)  ## the smoke run: every from-scratch architecture, 10 minutes: make smoke [DATA=path]
-	$(BIN)/catdog sweep experiments/quick.toml $(DATA_OPT) $(NAME_OPT) --register
+	$(BIN)/catdog sweep experiments/quick.toml $(DATA_OPT) $(NAME_OPT) $(SEED_OPT) --register
 
 sweep-distributed: $(PG_STAMP)  ## tracking server (BACKEND=postgresql://...) + KerasTuner chief + WORKERS workers: make sweep-distributed [DIST_EXP=...] [DATA=path] [HOST=...]
 	$(BIN)/catdog distributed $(DIST_EXP) $(DATA_OPT) $(NAME_OPT) --workers $(WORKERS) --host $(HOST) --oracle-port $(ORACLE_PORT) --tracking-port $(TRACKING_PORT) $(BACKEND_OPT) --register

@@ -5,13 +5,13 @@ in the tracking server's store, and `catdog report` then works on that store. Ru
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import mlflow
 
+from tests.procs import free_port
 from tests.project import copy_project, make_env, run_make
 
 BUDGET_S = 180
@@ -28,12 +28,6 @@ image_size = 32
 batch_size = 8
 budget = "{BUDGET_S // 60}m"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sweep_distributed(tmp: Path, data: Path, backend: str | None = None) -> tuple[Path, float]:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import time
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(proc, needle: str, timeout: float = 300) -> list[str]:

@@ -23,12 +23,7 @@ import pytest
 from catdog import distributed
 from catdog.distributed import wait_for_server
 from catdog.errors import CatdogError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.procs import free_port
 
 
 @pytest.mark.slow
@@ -38,7 +33,7 @@ def test_chief_and_two_workers_share_one_sweep(tiny_prepared, workdir):
         'archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
         "trials = 3\nepochs = 2\nimage_size = 32\nbatch_size = 8\n"
     )
-    tracking_port, oracle_port = _free_port(), _free_port()
+    tracking_port, oracle_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
@@ -128,7 +123,7 @@ def test_a_worker_killed_mid_trial_is_restarted_and_its_trial_run_again(tiny_pre
         'archs = ["baseline", "bn_dropout"]\ntuner = "random"\n'
         "trials = 2\nepochs = 2\nimage_size = 32\nbatch_size = 8\n"
     )
-    tracking_port, oracle_port = _free_port(), _free_port()
+    tracking_port, oracle_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
     log_path = workdir / "distributed.log"
@@ -252,7 +247,7 @@ def _stand_in_sweep(workdir, max_restarts=2, **acts) -> distributed.Sweep:
     env = {
         **os.environ,
         "KERASTUNER_ORACLE_IP": "127.0.0.1",
-        "KERASTUNER_ORACLE_PORT": str(_free_port()),
+        "KERASTUNER_ORACLE_PORT": str(free_port()),
         "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns/mlflow.db",
         **{f"STAND_IN_{who.upper()}": act for who, act in acts.items()},
     }

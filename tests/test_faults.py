@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.procs import wait_for
+from tests.procs import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +52,6 @@ elif where == "prepare":
         return original(raw)
     prepare.check_image = slow
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(workdir: Path, **extra) -> dict:
@@ -148,7 +141,7 @@ def _assert_complete(workdir: Path, trials: int, sweeps: int = 1) -> list:
 @pytest.mark.heavy
 def test_a_server_that_blips_mid_sweep_costs_nothing(tiny_prepared, workdir):
     """Logging waits (bounded retries) while the server restarts, and the sweep goes on."""
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _server(workdir, port)
     try:
@@ -167,7 +160,7 @@ def test_a_server_that_blips_mid_sweep_costs_nothing(tiny_prepared, workdir):
 
 
 def test_a_server_that_stays_down_stops_the_sweep_cleanly_and_it_resumes(tiny_prepared, workdir):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _server(workdir, port)
     # A shorter bound than catdog's default (about a minute) keeps the test short.

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.imagegen import make_layout, write_jpeg
+from tests.procs import free_port
 from tests.project import copy_project, make_env
 from tests.test_docs import split
 
@@ -182,10 +182,6 @@ def test_your_own_images_sweep_predict_and_serve_beside_the_catdog_champion(proj
 
 
 # ------------------------------------------------------------------------------- serving
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _docs_request() -> str:
@@ -200,7 +196,7 @@ def _docs_request() -> str:
 def _serve_and_ask(project: Project, command: str) -> dict:
     """Start COMMAND (make serve ...) on a free SERVE_PORT, wait for /health, send the docs'
     curl request for photo.jpg, and stop the server's whole process group, whatever happens."""
-    port = _free_port()
+    port = free_port()
     log = project.root.parent / "serve.log"
     started = time.monotonic()
     with log.open("w") as out:

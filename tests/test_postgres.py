@@ -8,7 +8,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,15 +21,10 @@ import pytest
 from click.testing import CliRunner
 
 from catdog.cli import main
+from tests.procs import free_port
 
 ARCHS = ("baseline", "bn_dropout")
 TRIALS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _postgres_bin() -> Path | None:
@@ -71,7 +65,7 @@ def postgres() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="catdog-pg-"))
     if os.geteuid() == 0:
         os.chown(root, owner.pw_uid, owner.pw_gid)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     run = dict(check=True, capture_output=True, text=True, timeout=120)
     try:
         subprocess.run(
@@ -146,9 +140,9 @@ def test_distributed_sweep_writes_every_run_to_postgres(postgres, tiny_prepared,
             "--workers",
             "2",
             "--tracking-port",
-            str(_free_port()),
+            str(free_port()),
             "--oracle-port",
-            str(_free_port()),
+            str(free_port()),
             "--backend-store-uri",
             postgres,
         ],
@@ -191,7 +185,7 @@ def test_distributed_sweep_writes_every_run_to_postgres(postgres, tiny_prepared,
 
 
 def test_unreachable_database_fails_fast_naming_it_without_the_password(workdir):
-    uri = f"postgresql://catdog:s3cret@127.0.0.1:{_free_port()}/mlflow"  # nothing listens there
+    uri = f"postgresql://catdog:s3cret@127.0.0.1:{free_port()}/mlflow"  # nothing listens there
     t0 = time.monotonic()
     result = CliRunner().invoke(main, ["distributed", "--backend-store-uri", uri])
     seconds = time.monotonic() - t0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import socket
 import time
 
 import pytest
@@ -18,12 +17,7 @@ from catdog.cli import main
 from catdog.errors import CatdogError
 from catdog.search import sweep
 from catdog.tracking import runs, store
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.procs import free_port
 
 
 # --------------------------------------------------------------------------- the store answers
@@ -33,7 +27,7 @@ def _free_port() -> int:
 def test_a_store_that_does_not_answer_fails_within_seconds(
     workdir, monkeypatch, tiny_prepared, command
 ):
-    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     t0 = time.monotonic()
     result = CliRunner().invoke(main, [*command, "--data", str(tiny_prepared)])
@@ -45,7 +39,7 @@ def test_a_store_that_does_not_answer_fails_within_seconds(
 
 
 def test_a_database_store_is_named_without_its_password(monkeypatch):
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"postgresql://catdog:s3cret@127.0.0.1:{port}/ml")
     with pytest.raises(store.StoreUnavailable) as info:
         store.check()

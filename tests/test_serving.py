@@ -9,7 +9,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,9 @@ from catdog.register import register
 from catdog.search import sweep
 from catdog.tracking import modelstore, runlog
 from tests.imagegen import image_bytes
+from tests.procs import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
@@ -48,7 +42,7 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 @contextlib.contextmanager
 def served_champion(workdir, name: str = "catdog"):
     """`mlflow models serve -m models:/NAME@champion` on a free port: yields its URL."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns/mlflow.db",
