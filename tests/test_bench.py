@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,3 +221,25 @@ def test_the_standin_is_prepared_outside_data_prepared(tmp_path, monkeypatch):
     )
     with pytest.raises(SystemExit):
         standin.main(["--data", str(sample), "--out", "data/prepared/standin"])
+
+
+def test_the_test_size_benchmark_scores_the_same_weights_at_each_size(tiny_prepared):
+    import keras
+
+    from benchmarks.testsize import accuracies, at_size
+    from catdog import metrics, models, pipeline
+
+    keras.utils.set_random_seed(3)
+    model = models.get("xception").build(models.fixed_hyperparameters({"width": 8}), image_size=32)
+    rows = accuracies(model, tiny_prepared, [32, 48])
+    assert [r["size"] for r in rows] == [32, 48]
+    dec = pipeline.decoded(tiny_prepared, "val", 32)
+    own = np.mean(metrics.predicted(pipeline.predict(model, dec, 64)) == dec.labels.astype(int))
+    assert rows[0]["plain"] == pytest.approx(own)  # at its own size, the model itself
+    assert all(r["n"] == len(dec.labels) and 0 <= r["flip_tta"] <= 1 for r in rows)
+    resized = at_size(model, 48)
+    assert resized.input_shape[1] == 48
+    assert all(np.array_equal(a, b) for a, b in zip(resized.get_weights(), model.get_weights()))
+    flat = models.get("baseline").build(image_size=32)
+    with pytest.raises(ValueError, match="32 px only"):
+        at_size(flat, 48)
