@@ -56,6 +56,50 @@ def test_the_long_fit_finishes_at_the_largest_size_that_holds_its_epochs():
     )
 
 
+def test_a_fit_short_of_half_at_the_next_size_finishes_there_for_fewer_epochs():
+    # The seed-1337 sweep of this release: 40 s at 96 px, 81.4 s measured at 128 px, 1,800 s
+    # left. Half and half needs 30 x 60.7 = 1,821 s; it stayed at 96 px for 45 epochs.
+    plan = _plan({96: 40.0, 128: 81.4, 160: 130.0})
+    size, epochs, early = longfit.long_schedule(plan, "xception", 96, 1800, False)
+    assert (size, epochs, early) == (128, 30, 16), "30 epochs, the last 14 at 128 px"
+    assert early * 40.0 + (epochs - early) * 81.4 <= 1800
+    assert longfit.long_schedule(plan, "xception", 96, 1900, False) == (128, 31, 16), (
+        "where half and half holds, it is kept"
+    )
+    # Less time: fewer epochs at 128 px, down to MIN_FINISH_EPOCHS, then 96 px throughout.
+    lates = [30 - longfit.long_schedule(plan, "xception", 96, s, False)[2] for s in (1700, 1600)]
+    assert lates == [12, 9]
+    assert longfit.long_schedule(plan, "xception", 96, 1500, False) == (96, 37, 0), (
+        "7 epochs at 128 px is under MIN_FINISH_EPOCHS: it stays at the screen's size"
+    )
+    assert longfit.long_schedule(plan, "xception", 96, 1800, True) == (96, 45, 0), (
+        "a pretrained fit has no short finish: one size throughout"
+    )
+
+
+def test_a_short_finish_is_measured_at_the_next_size_only(monkeypatch):
+    measured = []
+    monkeypatch.setattr(
+        longfit,
+        "measure",
+        lambda cfg, arch, splits, size, values, precision: (
+            measured.append(size) or ({128: 81.4, 160: 130.0}[size], 1.0, precision)
+        ),
+    )
+    progress = SweepProgress(budget=3000.0)
+    plan = _plan({96: 40.0, 128: 71.1, 160: 111.1})  # 128 and 160 estimated by pixel count
+    ctx = SimpleNamespace(
+        plan=plan,
+        deadline=time.monotonic() + 1860,  # 1,800 s after the reserve of 60 s
+        progress=progress,
+        cfg=SimpleNamespace(image_size=96, budget_seconds=3000.0),
+        splits_at=lambda s: None,
+        precision=lambda a: "fp32",
+    )
+    longfit.measure_finish_sizes(ctx, "xception", {}, pretrained=False)
+    assert measured == [128], "128 px read too slow for half and half: 160 px is not measured"
+
+
 def test_phases_share_the_fits_time_as_their_epochs_cost():
     phases = [longfit.Phase(96, 10, {}), longfit.Phase(128, 10, {})]
     ends = longfit.phase_ends({"96": 10.0, "128": 30.0}, phases, 800.0)

@@ -16,7 +16,8 @@ rate and knobs at a small size (an equal-budget KerasTuner search per architectu
 - **as long as the budget allows**, with a cosine schedule over its whole length, so the fit's
   length comes from the time left, not from a short trial's early stopping;
 - **progressively resized** (fast.ai): the first half at the screen's size, the rest at the
-  largest size the time left holds `longfit.MIN_LONG_EPOCHS` at; the residual and separable
+  largest size the time left holds `longfit.MIN_LONG_EPOCHS` at (short of that, a shorter
+  finish at the next size up: `longfit.finish_epochs`); the residual and separable
   models end in global pooling, so their weights, and the optimizer's state, carry over to the
   larger input (the notebook's Flatten-headed models stay at the screen's size);
 - for a pretrained backbone, **a frozen phase, then fine-tuning** of its top layers at a tenth
