@@ -3,9 +3,10 @@ model's own floor, both measured in this run on the same model.
 
 The model: the one `--serve-model URI` names (e.g. the project's champion,
 models:/catdog@champion, read from the store the bench was started with), else one trained here
-(`catdog train` of settings.serve_arch at serve_size for serve_epochs, in the bench's scratch
-store) and logged as catdog's serving model, with flip TTA part of it when serve_tta says so (as
-it is for a `focus` champion that kept it: two forward passes per photo).
+(`catdog train` of settings.serve_arch at serve_size for serve_epochs, with the hyperparameters
+serve_sweep fixes for it, as `make sweep`'s champion has them, in the bench's scratch store)
+and logged as catdog's serving model, with flip TTA part of it when serve_tta says so (as it is
+for a `focus` champion that kept it: two forward passes per photo).
 
 The floor, in this process, on one test photo: the Keras model alone through `predict_on_batch`
 (what the serving model calls: the photo, or the photo and its mirror image with TTA), a direct
@@ -112,12 +113,14 @@ def _models(root: Path, settings: Settings) -> tuple[list[tuple[str, bool]], str
     from catdog.serving import log_serving_model
     from catdog.tracking import runs
 
+    values = sweep_values(settings.serve_arch, settings.serve_size, settings.serve_sweep)
     result = train.train(
         settings.serve_arch,
         root,
         image_size=settings.serve_size,
         epochs=settings.serve_epochs,
         pretrained=False,
+        hparams=values,
         run_name="bench-serving",
     )
     classifier, example = load_classifier(result.model_uri), _photos(root, 1)[0]
@@ -136,9 +139,22 @@ def _models(root: Path, settings: Settings) -> tuple[list[tuple[str, bool]], str
             "arch": settings.serve_arch,
             "size": settings.serve_size,
             "epochs": settings.serve_epochs,
+            "hyperparameters": values,
             "val_accuracy": result.summary.get("best_val_accuracy"),
         },
     )
+
+
+def sweep_values(arch: str, size: int, sweep: str) -> dict:
+    """The hyperparameters the sweep file SWEEP fixes for ARCH (not those it searches): the
+    model trained to serve is built as that sweep's champion is (the Xception-style model at
+    width 16 under experiments/cpu.toml, a quarter of width 32's cost per photo)."""
+    from catdog import models, sweepfile
+    from catdog.settings import is_range
+
+    cfg = sweepfile.load(REPO / sweep)
+    spec = cfg.hp_for(arch, models.get(arch).search_space(size).values)
+    return {k: v for k, v in spec.items() if not isinstance(v, dict) and not is_range(v)}
 
 
 def _photos(root: Path, n: int = PHOTOS) -> list[bytes]:

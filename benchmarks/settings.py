@@ -45,6 +45,7 @@ class Settings:
     serve_arch: str = "xception"
     serve_size: int = 128
     serve_epochs: int = 1
+    serve_sweep: str = "experiments/cpu.toml"  # whose fixed hyperparameters it is built with
     serve_tta: tuple[bool, ...] = (False, True)  # served without and with flip TTA
     serve_loads: tuple[tuple[int, int], ...] = ((200, 8), (1000, 32))
     serve_workers: tuple[int, ...] = (1, 2)

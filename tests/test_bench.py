@@ -243,3 +243,11 @@ def test_the_test_size_benchmark_scores_the_same_weights_at_each_size(tiny_prepa
     flat = models.get("baseline").build(image_size=32)
     with pytest.raises(ValueError, match="32 px only"):
         at_size(flat, 48)
+
+
+def test_the_model_the_bench_serves_is_built_as_the_sweeps_champion():
+    from benchmarks.serving import sweep_values
+
+    values = sweep_values("xception", 128, "experiments/cpu.toml")
+    assert values["width"] == 16, "cpu.toml fixes the Xception-style model's width at 16"
+    assert "lr" not in values, "a searched range is not a fixed value"
