@@ -21,7 +21,7 @@ import pytest
 
 from catdog import models, sweepfile
 from catdog.search.progress import SweepProgress
-from catdog.search.strategies.focus import finish_sizes, longfit
+from catdog.search.strategies.focus import finish, finish_sizes, longfit, tta
 from catdog.search.strategies.focus.plan import FocusPlan, make_plan
 from tests.procs import wait_for
 
@@ -42,16 +42,16 @@ def _plan(speeds):
 
 def test_the_long_fit_finishes_at_the_largest_size_that_holds_its_epochs():
     plan = _plan({96: 10.0, 128: 20.0, 160: 30.0})
-    assert longfit.long_schedule(plan, "xception", 96, 1000, False) == (160, 50, 25), (
+    assert finish.long_schedule(plan, "xception", 96, 1000, False) == (160, 50, 25), (
         "at 160 px half the epochs cost 10 s and half 30 s: 50 epochs, 25 of them at 96 px"
     )
-    assert longfit.long_schedule(plan, "xception", 96, 500, False) == (128, 33, 16), (
+    assert finish.long_schedule(plan, "xception", 96, 500, False) == (128, 33, 16), (
         "160 px would hold 25 < 30 epochs; 128 px holds 33"
     )
-    assert longfit.long_schedule(plan, "xception", 96, 200, False) == (96, 20, 0), (
+    assert finish.long_schedule(plan, "xception", 96, 200, False) == (96, 20, 0), (
         "no larger size holds 30 epochs: it stays at the screen's size"
     )
-    assert longfit.long_schedule(plan, "xception", 96, 1000, True) == (160, 33, 0), (
+    assert finish.long_schedule(plan, "xception", 96, 1000, True) == (160, 33, 0), (
         "a pretrained model trains at one size throughout: 1000 s / 30 s at 160 px"
     )
 
@@ -60,19 +60,19 @@ def test_a_fit_short_of_half_at_the_next_size_finishes_there_for_fewer_epochs():
     # The seed-1337 sweep of this release: 40 s at 96 px, 81.4 s measured at 128 px, 1,800 s
     # left. Half and half needs 30 x 60.7 = 1,821 s; it stayed at 96 px for 45 epochs.
     plan = _plan({96: 40.0, 128: 81.4, 160: 130.0})
-    size, epochs, early = longfit.long_schedule(plan, "xception", 96, 1800, False)
+    size, epochs, early = finish.long_schedule(plan, "xception", 96, 1800, False)
     assert (size, epochs, early) == (128, 30, 16), "30 epochs, the last 14 at 128 px"
     assert early * 40.0 + (epochs - early) * 81.4 <= 1800
-    assert longfit.long_schedule(plan, "xception", 96, 1900, False) == (128, 31, 16), (
+    assert finish.long_schedule(plan, "xception", 96, 1900, False) == (128, 31, 16), (
         "where half and half holds, it is kept"
     )
     # Less time: fewer epochs at 128 px, down to MIN_FINISH_EPOCHS, then 96 px throughout.
-    lates = [30 - longfit.long_schedule(plan, "xception", 96, s, False)[2] for s in (1700, 1600)]
+    lates = [30 - finish.long_schedule(plan, "xception", 96, s, False)[2] for s in (1700, 1600)]
     assert lates == [12, 9]
-    assert longfit.long_schedule(plan, "xception", 96, 1500, False) == (96, 37, 0), (
+    assert finish.long_schedule(plan, "xception", 96, 1500, False) == (96, 37, 0), (
         "7 epochs at 128 px is under MIN_FINISH_EPOCHS: it stays at the screen's size"
     )
-    assert longfit.long_schedule(plan, "xception", 96, 1800, True) == (96, 45, 0), (
+    assert finish.long_schedule(plan, "xception", 96, 1800, True) == (96, 45, 0), (
         "a pretrained fit has no short finish: one size throughout"
     )
 
@@ -98,6 +98,27 @@ def test_a_short_finish_is_measured_at_the_next_size_only(monkeypatch):
     )
     longfit.measure_finish_sizes(ctx, "xception", {}, pretrained=False)
     assert measured == [128], "128 px read too slow for half and half: 160 px is not measured"
+
+
+def test_flip_tta_is_dropped_only_when_worse_beyond_chance():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 800)
+    right = np.column_stack([1 - labels, labels]).astype(float) * 0.8 + 0.1  # every photo right
+
+    def wrong_on(start, stop):
+        probs = right.copy()
+        probs[start:stop] = probs[start:stop, ::-1]
+        return probs
+
+    plain = wrong_on(0, 100)  # 0.875, as this release's long fits score
+    keep, figures = tta.keep_tta(labels, plain, wrong_on(10, 116))
+    assert keep and (figures["plain"], figures["tta"]) == (0.875, 0.8675), (
+        "16 photos right only without TTA, 10 only with it: chance, so TTA stays"
+    )
+    assert figures["disagreements"] == 26 and figures["p_value"] > 0.3
+    keep, figures = tta.keep_tta(labels, plain, wrong_on(0, 130))
+    assert not keep and figures["p_value"] < 0.05, "30 photos worse, none better: dropped"
+    assert tta.keep_tta(labels, plain, wrong_on(0, 90))[0], "better: kept"
 
 
 def test_phases_share_the_fits_time_as_their_epochs_cost():

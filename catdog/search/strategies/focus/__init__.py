@@ -16,19 +16,20 @@ rate and knobs at a small size (an equal-budget KerasTuner search per architectu
 - **as long as the budget allows**, with a cosine schedule over its whole length, so the fit's
   length comes from the time left, not from a short trial's early stopping;
 - **progressively resized** (fast.ai): the first half at the screen's size, the rest at the
-  largest size the time left holds `longfit.MIN_LONG_EPOCHS` at (short of that, a shorter
-  finish at the next size up: `longfit.finish_epochs`); the residual and separable
+  largest size the time left holds `finish.MIN_LONG_EPOCHS` at (short of that, a shorter
+  finish at the next size up: `finish.finish_epochs`); the residual and separable
   models end in global pooling, so their weights, and the optimizer's state, carry over to the
   larger input (the notebook's Flatten-headed models stay at the screen's size);
 - for a pretrained backbone, **a frozen phase, then fine-tuning** of its top layers at a tenth
   of the rate;
-- validated every epoch on the validation split, so its best epoch and whether flip TTA helps
-  are decided there, and its best score is the kept weights' score. It is a trial like the
-  screen's (trial id `long`), and `catdog.choose` ranks it with them. It is checkpointed every
-  epoch: a kill costs at most an epoch, and a resumed sweep goes on from there. No final fit on
-  train+val follows: it could not be validated.
+- validated every epoch on the validation split, so its best epoch and whether flip TTA stays
+  part of it are decided there, and its best score is the kept weights' score. It is a trial
+  like the screen's (trial id `long`), and `catdog.choose` ranks it with them. It is
+  checkpointed every epoch: a kill costs at most an epoch, and a resumed sweep goes on from
+  there. No final fit on train+val follows: it could not be validated.
 
-The plan is `plan.FocusPlan`; the long fit is `longfit`.
+The plan is `plan.FocusPlan`; the long fit is `longfit`, its finish size `finish`, and whether
+flip TTA stays part of its model `tta`.
 """
 
 from __future__ import annotations

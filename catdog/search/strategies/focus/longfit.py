@@ -9,7 +9,8 @@ epoch is validated and logged to one trial run (trial id `long`) under the archi
 
 The model that ships is the best validated epoch's weights, at the size they were validated at,
 whichever phase they came from: the best score and epoch logged are that model's. Flip TTA is
-kept only if it beats the plain model on validation. Every epoch is checkpointed
+part of the model unless it is worse than the plain model on validation beyond chance
+(`tta.keep_tta`). Every epoch is checkpointed
 (`checkpoint.Checkpoint`): a resumed sweep continues the same fit from its last epoch, on its
 original schedule.
 """
@@ -22,13 +23,15 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
-from catdog import choose, keys, metrics, models, runtime
+from catdog import choose, keys, models, runtime
 from catdog.log import format_seconds, get_logger
 from catdog.search import runtree
 from catdog.search.context import TUNER_ROOT, SweepContext
 from catdog.search.strategies.base import measure
 from catdog.search.strategies.focus.checkpoint import BestWeights, Checkpoint, Clock, Saver, carry
+from catdog.search.strategies.focus.finish import SMALL_FRACTION, finish_epochs, long_schedule
 from catdog.search.strategies.focus.plan import LONG_FACTOR
+from catdog.search.strategies.focus.tta import keep_tta
 from catdog.search.tuner import trial_settings
 from catdog.tracking import queries, runlog, runs, tags
 from catdog.tracking.callbacks import EpochLogger
@@ -39,9 +42,6 @@ log = get_logger(__name__)
 TRIAL_ID = "long"
 RESERVE_S = 60.0  # kept back for evaluating and logging the long fit's model...
 RESERVE_FRACTION = 0.1  # ...or this share of a short budget, whichever is less
-MIN_LONG_EPOCHS = 30  # a long fit finishes at the largest size that holds this many epochs
-MIN_FINISH_EPOCHS = 8  # ...or, short of time, with at least these at the next size up
-SMALL_FRACTION = 0.5  # of a from-scratch long fit's epochs, at the screen's size
 FROZEN_FRACTION = 0.25  # of a pretrained long fit's epochs, with the backbone frozen
 OVERRUN = 4  # under a budget, a phase may train up to this many times its planned epochs
 FINE_TUNE_LAYERS = 40  # of a pretrained backbone, unfrozen after its frozen phase
@@ -228,13 +228,12 @@ def _tracked_fit(
         )
         tta = _tta_helps(model, splits)
     log.info(
-        "long fit done: best %s %.4f at epoch %d (%d px, the model kept); flip "
-        "TTA %s on validation",
+        "long fit done: best %s %.4f at epoch %d (%d px, the model kept); flip TTA %s",
         ctx.objective,
         best.score,
         best.epoch + 1,
         best.size,
-        "helps" if tta else "does not help",
+        "part of it" if tta else "not part of it",
     )
     return run.info.run_id, best.score
 
@@ -414,15 +413,22 @@ def phase_ends(speeds: dict[str, float], phases: list[Phase], seconds: float) ->
 
 
 def _tta_helps(model, splits) -> bool:
-    """Flip TTA is kept only where it beats the plain model on validation (both logged)."""
+    """Whether flip TTA is part of the model (`keep_tta`), with both validation figures logged."""
     labels, plain = splits.predict(model, "val")
     _, flipped = splits.predict(model, "val", tta=True)
-    plain_acc = float(np.mean(metrics.predicted(plain) == np.asarray(labels)))
-    tta_acc = float(np.mean(metrics.predicted(flipped) == np.asarray(labels)))
-    runlog.log_metrics({keys.VAL_ACCURACY_PLAIN: plain_acc, keys.VAL_ACCURACY_TTA: tta_acc})
-    helps = tta_acc > plain_acc
-    runlog.set_tag(runlog.active_id(), tags.TTA, tags.TRUE if helps else tags.FALSE)
-    return helps
+    keep, why = keep_tta(labels, plain, flipped)
+    runlog.log_metrics({keys.VAL_ACCURACY_PLAIN: why["plain"], keys.VAL_ACCURACY_TTA: why["tta"]})
+    runlog.set_tag(runlog.active_id(), tags.TTA, tags.TRUE if keep else tags.FALSE)
+    log.info(
+        "flip TTA %s: val accuracy %.4f plain, %.4f with TTA (McNemar p = %.2f on %d photos "
+        "where they differ)",
+        "kept" if keep else "dropped: worse beyond chance",
+        why["plain"],
+        why["tta"],
+        why["p_value"],
+        why["disagreements"],
+    )
+    return keep
 
 
 def _screen_best(ctx, arch: str) -> float:
@@ -472,53 +478,3 @@ def measure_finish_sizes(ctx: SweepContext, arch: str, values: dict, pretrained:
         by_size[size] = speeds[str(size)]
         if not finish_epochs(by_size, screen, size, left, pretrained):
             break
-
-
-def finish_epochs(
-    speeds: dict[int, float],
-    screen: int,
-    size: int,
-    seconds: float,
-    pretrained: bool,
-    short: bool = False,
-) -> tuple[int, int] | None:
-    """(epochs, epochs at the screen's size) of a long fit that finishes at SIZE in SECONDS, at
-    SPEEDS (seconds per epoch by size), or None when it cannot hold MIN_LONG_EPOCHS there.
-
-    From scratch, SMALL_FRACTION of the epochs run at the screen's size. With SHORT, a fit too
-    short for that still finishes at SIZE if MIN_LONG_EPOCHS hold with at least
-    MIN_FINISH_EPOCHS of them at SIZE, the rest at the screen's size: so a slightly slower
-    reading of SIZE shortens its finish rather than dropping it (two seeds of one build scored
-    0.901 finishing at 128 px and 0.877 kept at 96 px, where 128 px had read 3% too slow for
-    half the epochs). A pretrained model trains at one size throughout."""
-    if pretrained or size == screen:
-        total = int(seconds // speeds[size])
-        return (total, 0) if total >= MIN_LONG_EPOCHS or size == screen else None
-    small, large = speeds[screen], speeds[size]
-    total = int(seconds // (SMALL_FRACTION * small + (1 - SMALL_FRACTION) * large))
-    if total >= MIN_LONG_EPOCHS:
-        return total, round(total * SMALL_FRACTION)
-    late = int((seconds - MIN_LONG_EPOCHS * small) // (large - small)) if large > small else 0
-    if short and late >= MIN_FINISH_EPOCHS:
-        return MIN_LONG_EPOCHS, MIN_LONG_EPOCHS - late
-    return None
-
-
-def long_schedule(
-    plan, arch: str, screen_size: int, seconds: float, pretrained: bool
-) -> tuple[int, int, int]:
-    """(finish size, epochs, epochs at the screen's size) of ARCH's long fit in SECONDS: the
-    largest size at which MIN_LONG_EPOCHS fit with SMALL_FRACTION of them at the screen's size;
-    failing that, a short finish at the smallest larger size (`finish_epochs`); else as many
-    epochs as the time holds at the screen's size."""
-    speeds = {int(s): v for s, v in plan.long_speeds[arch].items()}
-    larger = sorted((s for s in speeds if s > screen_size), reverse=True)
-    for size in larger:
-        got = finish_epochs(speeds, screen_size, size, seconds, pretrained)
-        if got:
-            return size, *got
-    if larger and not pretrained:
-        got = finish_epochs(speeds, screen_size, larger[-1], seconds, pretrained, short=True)
-        if got:
-            return larger[-1], *got
-    return screen_size, max(int(seconds // speeds[screen_size]), 1), 0
