@@ -150,11 +150,10 @@ def sweep_values(arch: str, size: int, sweep: str) -> dict:
     model trained to serve is built as that sweep's champion is (the Xception-style model at
     width 16 under experiments/cpu.toml, a quarter of width 32's cost per photo)."""
     from catdog import models, sweepfile
-    from catdog.settings import is_range
 
     cfg = sweepfile.load(REPO / sweep)
     spec = cfg.hp_for(arch, models.get(arch).search_space(size).values)
-    return {k: v for k, v in spec.items() if not isinstance(v, dict) and not is_range(v)}
+    return {k: v for k, v in spec.items() if not isinstance(v, dict)}  # a table is searched
 
 
 def _photos(root: Path, n: int = PHOTOS) -> list[bytes]:

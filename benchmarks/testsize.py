@@ -79,7 +79,10 @@ def main(argv=None) -> list[dict]:
 
     model = load_classifier(args.model).model
     print(f"{args.model}: trained at {model.input_shape[1]} px", flush=True)
-    rows = accuracies(model, Path(args.data), args.sizes, args.split)
+    try:
+        rows = accuracies(model, Path(args.data), args.sizes, args.split)
+    except ValueError as exc:  # a Flatten-headed model: one sentence, not a traceback
+        raise SystemExit(f"benchmarks.testsize: {exc}") from None
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
     return rows

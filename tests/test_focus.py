@@ -40,6 +40,28 @@ def _plan(speeds):
     )
 
 
+def _measuring(monkeypatch, plan, deadline: float, budget: float, speeds: dict):
+    """A long fit's context for `measure_finish_sizes`, with `measure` reading SPEEDS (size ->
+    seconds per epoch); the sizes it measured, in order."""
+    measured = []
+    monkeypatch.setattr(
+        longfit,
+        "measure",
+        lambda cfg, arch, splits, size, values, precision: (
+            measured.append(size) or (speeds[size], 1.0, precision)
+        ),
+    )
+    ctx = SimpleNamespace(
+        plan=plan,
+        deadline=deadline,
+        progress=SweepProgress(budget=budget),
+        cfg=SimpleNamespace(image_size=96, budget_seconds=budget),
+        splits_at=lambda s: None,
+        precision=lambda a: "fp32",
+    )
+    return ctx, measured
+
+
 def test_the_long_fit_finishes_at_the_largest_size_that_holds_its_epochs():
     plan = _plan({96: 10.0, 128: 20.0, 160: 30.0})
     assert finish.long_schedule(plan, "xception", 96, 1000, False) == (160, 50, 25), (
@@ -78,23 +100,10 @@ def test_a_fit_short_of_half_at_the_next_size_finishes_there_for_fewer_epochs():
 
 
 def test_a_short_finish_is_measured_at_the_next_size_only(monkeypatch):
-    measured = []
-    monkeypatch.setattr(
-        longfit,
-        "measure",
-        lambda cfg, arch, splits, size, values, precision: (
-            measured.append(size) or ({128: 81.4, 160: 130.0}[size], 1.0, precision)
-        ),
-    )
-    progress = SweepProgress(budget=3000.0)
     plan = _plan({96: 40.0, 128: 71.1, 160: 111.1})  # 128 and 160 estimated by pixel count
-    ctx = SimpleNamespace(
-        plan=plan,
-        deadline=time.monotonic() + 1860,  # 1,800 s after the reserve of 60 s
-        progress=progress,
-        cfg=SimpleNamespace(image_size=96, budget_seconds=3000.0),
-        splits_at=lambda s: None,
-        precision=lambda a: "fp32",
+    # 1,800 s left after the reserve of 60 s
+    ctx, measured = _measuring(
+        monkeypatch, plan, time.monotonic() + 1860, 3000.0, {128: 81.4, 160: 130.0}
     )
     longfit.measure_finish_sizes(ctx, "xception", {}, pretrained=False)
     assert measured == [128], "128 px read too slow for half and half: 160 px is not measured"
@@ -227,23 +236,9 @@ def test_resizing_carries_the_weights_and_the_optimizers_state():
 
 
 def test_finish_sizes_are_not_measured_when_the_time_left_cannot_hold_them(monkeypatch):
-    measured = []
-    monkeypatch.setattr(
-        longfit,
-        "measure",
-        lambda cfg, arch, splits, size, values, precision: (
-            measured.append(size) or (5.0, 1.0, precision)
-        ),
-    )
-    progress = SweepProgress(budget=100.0)
     plan = _plan({96: 10.0, 128: 20.0})
-    ctx = SimpleNamespace(
-        plan=plan,
-        deadline=progress.deadline,
-        progress=progress,
-        cfg=SimpleNamespace(image_size=96, budget_seconds=100.0),
-        splits_at=lambda s: None,
-        precision=lambda a: "fp32",
+    ctx, measured = _measuring(
+        monkeypatch, plan, SweepProgress(budget=100.0).deadline, 100.0, {128: 5.0}
     )
     longfit.measure_finish_sizes(ctx, "xception", {}, pretrained=False)
     assert measured == [], "100 s cannot hold 30 epochs at 128 px: measuring would waste them"

@@ -28,7 +28,7 @@ def finish_epochs(
     short for that still finishes at SIZE if MIN_LONG_EPOCHS hold with at least
     MIN_FINISH_EPOCHS of them at SIZE, the rest at the screen's size: so a slightly slower
     reading of SIZE shortens its finish rather than dropping it (two seeds of one build scored
-    0.901 finishing at 128 px and 0.877 kept at 96 px, where 128 px had read 3% too slow for
+    0.901 finishing at 128 px and 0.877 kept at 96 px, where 128 px had read 2% too slow for
     half the epochs). A pretrained model trains at one size throughout."""
     if pretrained or size == screen:
         total = int(seconds // speeds[size])

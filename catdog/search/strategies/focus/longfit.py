@@ -226,7 +226,7 @@ def _tracked_fit(
             log_model=True,
             objective=ctx.objective,
         )
-        tta = _tta_helps(model, splits)
+        tta = _decide_tta(model, splits)
     log.info(
         "long fit done: best %s %.4f at epoch %d (%d px, the model kept); flip TTA %s",
         ctx.objective,
@@ -412,7 +412,7 @@ def phase_ends(speeds: dict[str, float], phases: list[Phase], seconds: float) ->
     return ends
 
 
-def _tta_helps(model, splits) -> bool:
+def _decide_tta(model, splits) -> bool:
     """Whether flip TTA is part of the model (`keep_tta`), with both validation figures logged."""
     labels, plain = splits.predict(model, "val")
     _, flipped = splits.predict(model, "val", tta=True)
