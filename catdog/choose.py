@@ -65,6 +65,12 @@ def _hyperparameters(row: pd.Series) -> dict:
         for col, value in row.items()
         if col.startswith("param.") and isinstance(value, str)
     }
+    return parsed_hyperparameters(params)
+
+
+def parsed_hyperparameters(params: dict[str, str]) -> dict:
+    """The hyperparameters among a run's PARAMS (MLflow keeps strings), as the values they were:
+    numbers, booleans, strings."""
     return {k: _parse(v) for k, v in keys.hyperparameters(params).items()}
 
 

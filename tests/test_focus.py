@@ -109,6 +109,26 @@ def test_a_short_finish_is_measured_at_the_next_size_only(monkeypatch):
     assert measured == [128], "128 px read too slow for half and half: 160 px is not measured"
 
 
+def test_a_larger_size_is_not_measured_when_the_one_below_read_slower_than_its_estimate(
+    monkeypatch,
+):
+    # As in a clean-clone sweep: 2,007 s left, 160 px estimated at 93 s by pixel count; 128 px
+    # read 67.6 s against an estimate of 60, so 160 px (read 126 s) could not hold half and half.
+    plan = _plan({96: 33.6, 128: 60.0, 160: 93.0})
+    ctx, measured = _measuring(
+        monkeypatch, plan, time.monotonic() + 2067, 3000.0, {128: 67.6, 160: 126.0}
+    )
+    longfit.measure_finish_sizes(ctx, "xception", {}, pretrained=False)
+    assert measured == [128]
+    assert plan.long_speeds["xception"]["160"] == pytest.approx(93.0 * 67.6 / 60.0)
+    plan = _plan({96: 33.6, 128: 60.0, 160: 93.0})
+    ctx, measured = _measuring(
+        monkeypatch, plan, time.monotonic() + 2067, 3000.0, {128: 60.0, 160: 126.0}
+    )
+    longfit.measure_finish_sizes(ctx, "xception", {}, pretrained=False)
+    assert measured == [128, 160], "128 px as estimated: 160 px may still hold its epochs"
+
+
 def test_flip_tta_is_dropped_only_when_worse_beyond_chance():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 800)
@@ -134,6 +154,33 @@ def test_phases_share_the_fits_time_as_their_epochs_cost():
     phases = [longfit.Phase(96, 10, {}), longfit.Phase(128, 10, {})]
     ends = longfit.phase_ends({"96": 10.0, "128": 30.0}, phases, 800.0)
     assert ends == pytest.approx([200.0, 800.0])
+
+
+def test_the_progress_line_counts_the_later_phases_planned_epochs_not_this_ones_pace():
+    # The run that prompted it: "about 39 epochs: 20 at 96px, 19 at 128px" was printed as
+    # "epoch 1/~56", the 96 px pace over the whole time.
+    phases = [longfit.Phase(96, 20, {}), longfit.Phase(128, 19, {})]
+    t0 = time.monotonic()
+    schedule = longfit.Schedule("xception", {}, "", 39, phases, 2000.0, [700.0, 2000.0])
+    assert longfit._epochs_left(schedule, t0, 0)(34.0) == 20 + 19
+    assert longfit._epochs_left(schedule, t0, 0)(69.0) == 10 + 19, "a slower phase: fewer"
+    assert longfit._epochs_left(schedule, t0 - 1330.0, 1)(70.0) == 9, "the last phase: its time"
+    no_budget = longfit.Schedule("xception", {}, "", 39, phases, None, None)
+    assert longfit._epochs_left(no_budget, t0, 0) is None
+
+
+def test_a_long_fits_hyperparameters_read_back_as_the_values_they_were():
+    from catdog import choose
+
+    params = {"lr": "0.00175", "width": "16", "optimizer": "adam", "ema": "0.0", "flip": "True"}
+    params |= {"image_size": "128", "seed": "7"}  # run settings, not hyperparameters
+    assert choose.parsed_hyperparameters(params) == {
+        "lr": 0.00175,
+        "width": 16,
+        "optimizer": "adam",
+        "ema": 0.0,
+        "flip": True,
+    }
 
 
 def test_phases_from_scratch_pretrained_and_not():
@@ -329,6 +376,8 @@ def test_focus_on_three_classes(tmp_path, workdir, logs):
     table = choose.table(result.parent_run_id)
     long_run = runlog.get(result.archs[table.iloc[0]["arch"]]["run_id"])
     assert long_run.data.tags["catdog.trial_id"] == "long"
+    values = result.archs[table.iloc[0]["arch"]]["hyperparameters"]
+    assert values["lr_schedule"] == "cosine" and isinstance(values["lr"], float), "as trained"
     assert "val_auc nan" not in logs.text, "a softmax head has no Keras AUC to print"
     m = long_run.data.metrics
     assert m["best_val_accuracy"] == pytest.approx(m["val_accuracy_plain"], abs=1e-6)

@@ -20,7 +20,11 @@ log = get_logger(__name__)
 class EpochLogger(keras.callbacks.Callback):
     """Logs every epoch (step = epoch) to `run_id`, keeps the history and each epoch's seconds
     (training and validation), and prints one progress line with the fit's ETA (and the
-    OBJECTIVE the fit is judged by, where it is not val accuracy)."""
+    OBJECTIVE the fit is judged by, where it is not val accuracy).
+
+    A fit kept to time passes ETA, the seconds it has left; its epochs are then a guess, by
+    default as many as those seconds hold at this fit's mean pace. EPOCHS_LEFT, given that
+    pace, guesses better where the fit's later epochs cost more (a long fit's larger sizes)."""
 
     def __init__(
         self,
@@ -30,11 +34,13 @@ class EpochLogger(keras.callbacks.Callback):
         initial_epoch: int = 0,
         eta=None,
         objective: str = keys.OBJECTIVE,
+        epochs_left=None,
     ):
         super().__init__()
         self.run_id, self.label, self.objective = run_id, label, objective
         self.epochs, self.initial_epoch = epochs, initial_epoch
         self.eta = eta  # () -> seconds left, for a fit kept to time (its epochs are a guess)
+        self.epochs_left = epochs_left  # (mean seconds per epoch) -> epochs still to come
         self.history: dict[str, list[float]] = {}
         self.seconds: list[float] = []
 
@@ -80,7 +86,8 @@ class EpochLogger(keras.callbacks.Callback):
         mean = float(np.mean(self.seconds))
         if self.eta is not None:  # kept to time: the epochs are as many as the time holds
             left = self.eta()
-            total = epoch + 1 + int(left // mean)
+            more = self.epochs_left(mean) if self.epochs_left else int(left // mean)
+            total = epoch + 1 + more
         else:
             total = max(self.epochs, epoch + 1)
             left = (total - epoch - 1) * mean

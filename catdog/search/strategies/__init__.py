@@ -52,7 +52,8 @@ def names() -> tuple[str, ...]:
 def get(name: str):
     _load()
     if name not in _REGISTRY:
-        raise CatdogError(f"unknown strategy {name!r}; choose one of {', '.join(_REGISTRY)}")
+        known = ", ".join(sorted(_REGISTRY))  # whichever module a caller imported first
+        raise CatdogError(f"unknown strategy {name!r}; choose one of {known}")
     return _REGISTRY[name]
 
 

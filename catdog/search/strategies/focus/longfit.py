@@ -282,6 +282,7 @@ def _fit(ctx, schedule: Schedule, checkpoint: Checkpoint, saved: dict | None):
             schedule.epochs,
             start,
             eta=_eta(schedule, t0),
+            epochs_left=_epochs_left(schedule, t0, i),
         )
         best.phase_size = phase.size
 
@@ -401,6 +402,16 @@ def _eta(schedule: Schedule, t0: float):
     return lambda: max(t0 + schedule.ends[-1] - time.monotonic(), 0.0)
 
 
+def _epochs_left(schedule: Schedule, t0: float, i: int):
+    """Epochs still to come, given phase I's mean seconds per epoch, for the progress line: as
+    many as the rest of phase I's time holds at that pace, then the later phases' planned epochs
+    (at 96 px the fit's pace alone would promise half again the epochs a 128 px finish allows)."""
+    if schedule.ends is None:
+        return None
+    later = sum(p.epochs for p in schedule.phases[i + 1 :])
+    return lambda mean: int(max(t0 + schedule.ends[i] - time.monotonic(), 0.0) // mean) + later
+
+
 def phase_ends(speeds: dict[str, float], phases: list[Phase], seconds: float) -> list[float]:
     """When each phase must end, in seconds from the fit's start: the fit's SECONDS shared out
     as the plan's speeds say the phases' epochs cost."""
@@ -453,7 +464,7 @@ def _result(run, objective: str) -> dict:
     return {
         "run_id": run.info.run_id,
         "trial_id": TRIAL_ID,
-        "hyperparameters": keys.hyperparameters(run.data.params),
+        "hyperparameters": choose.parsed_hyperparameters(run.data.params),
         "score": summary.get(keys.best(objective)),
         **summary,
     }
@@ -464,7 +475,10 @@ def measure_finish_sizes(ctx: SweepContext, arch: str, values: dict, pretrained:
     hyperparameters, in place of the plan's estimates (only the winner is measured there). A
     size the time left could not finish at (`finish_epochs`), even by the estimate, is not
     measured, nor any size after one that holds only a short finish: measuring them would only
-    spend the fit's time."""
+    spend the fit's time. A measured size corrects the larger sizes' estimates by its own
+    reading's ratio to its estimate (pixel count undercounts a larger size's cost on a CPU: 128
+    px read 1.13-1.21x its estimate and 160 px 1.35x in two sweeps, and measuring 160 px took
+    40 s of fits that could not finish there)."""
     speeds = ctx.plan.long_speeds[arch]
     screen = ctx.cfg.image_size
     larger = sorted(int(s) for s in speeds if int(s) > screen)
@@ -472,9 +486,12 @@ def measure_finish_sizes(ctx: SweepContext, arch: str, values: dict, pretrained:
         left = ctx.deadline - time.monotonic() - reserve(ctx)
         by_size = {int(s): v for s, v in speeds.items()}
         if finish_epochs(by_size, screen, size, left, pretrained, short=size == larger[0]):
+            estimate = speeds[str(size)]
             speeds[str(size)], _, _ = measure(
                 ctx.cfg, arch, ctx.splits_at(size), size, values, ctx.precision(arch)
             )
+            for later in (s for s in larger if s > size):  # estimated alike: wrong alike
+                speeds[str(later)] *= speeds[str(size)] / estimate
         by_size[size] = speeds[str(size)]
         if not finish_epochs(by_size, screen, size, left, pretrained):
             break
