@@ -1,20 +1,23 @@
 """Do the fast-training tricks help the long fit? Each one measured on validation.
 
     python -m benchmarks.tricks [--data PATH] [--sizes 96 128] [--epochs 12 8]
-                                [--variants base,smooth,ema,translate,all] [--seeds 1337]
+                                [--variants base,smooth,ema,translate,all,mixup,
+                                            frozen_bn,whiten,gc,sam] [--seeds 1337]
                                 [--limit N] [--out benchmarks/results/tricks.json]
 
 Each variant trains the `focus` long fit's usual winner (xception, width 16, Adam at 0.0015,
 augment 0.15) through the sizes as `benchmarks.resize` does (the weights and Adam's state carried
-across a resize, one cosine over the whole fit), with the variant's hyperparameters on top:
-label smoothing, an average of the weights (EMA, validated and kept as `catdog.models.common
-.EMAWeights` does in any catdog fit), random translation, or all three. `mixup` (mixing pairs of
-photos and their labels) can be asked for too; it is the benchmark's own, not a catdog
-hyperparameter. Every epoch is validated and printed as it ends. The final model is then scored
-on validation plain, with flip TTA (what catdog ships when it helps on validation) and with
-flip+translate TTA (the photo and its mirror, each also shifted by TTA_SHIFT of its size up, down,
-left and right: ten views). The test split is never read. `--limit N` trains on N of the
-training photos, for a quick probe (about a minute per variant, mostly building the graph).
+across a resize, one cosine over the whole fit), with the variant's hyperparameters on top: label
+smoothing, an average of the weights (EMA, validated and kept as `catdog.models.common.EMAWeights`
+does in any catdog fit), random translation, or all three. `mixup` (mixing pairs of photos and
+their labels) can be asked for too; it is the benchmark's own, not a catdog hyperparameter, as are
+the tricks on the built model in `benchmarks.modeltricks` (frozen-scale BatchNorm, a
+patch-whitening first layer, gradient centralisation, SAM), each alone. Every epoch is validated
+and printed as it ends. The final model is then scored on validation plain, with flip TTA (what
+catdog ships when it helps on validation) and with flip+translate TTA (the photo and its mirror,
+each also shifted by TTA_SHIFT of its size up, down, left and right: ten views). The test split is
+never read. `--limit N` trains on N of the training photos, for a quick probe (about a minute per
+variant, mostly building the graph).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import modeltricks
 from benchmarks.resize import DEFAULT_DATA
 
 ARCH = "xception"
@@ -46,6 +50,9 @@ VARIANTS = {
     "all": {"label_smoothing": 0.1, "ema": True, "translate": 0.1},
     "mixup": {},  # the benchmark's own: see `mixed`
 }
+# The benchmark's own tricks on the built model (`benchmarks.modeltricks`), each alone.
+MODEL_VARIANTS = {name: {name: True} for name in modeltricks.MODEL_TRICKS}
+VARIANTS.update({name: {} for name in MODEL_VARIANTS})
 TTA_SHIFT = 0.08  # of the image's side, for the translated views
 
 
@@ -104,9 +111,10 @@ def mixed(ds, alpha: float, seed: int):
     return ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def fit_variant(root, sizes, epochs, seed, values, limit, label, mixup=False):
+def fit_variant(root, sizes, epochs, seed, values, limit, label, mixup=False, tricks=None):
     """The model after training VALUES through SIZES (EPOCHS[i] epochs at SIZES[i]) with one
-    cosine over the whole fit, and its val accuracy per epoch."""
+    cosine over the whole fit, and the model TRICKS (`benchmarks.modeltricks`) applied, and its
+    val accuracy per epoch."""
     import keras
 
     from catdog import models, pipeline
@@ -121,6 +129,9 @@ def fit_variant(root, sizes, epochs, seed, values, limit, label, mixup=False):
             train = mixed(train, MIXUP_ALPHA, seed)
         val = pipeline.dataset(pipeline.decoded(root, "val", size), BATCH, shuffle=False)
         new = models.get(ARCH).build(models.fixed_hyperparameters(values), image_size=size)
+        if tricks:  # the whitening is computed once, at the first size, then carried
+            images = pipeline.decoded(root, "train", size).images if model is None else None
+            new = modeltricks.apply(new, tricks, images, float(values["lr"]), seed)
         if model is not None:
             carry(model, new, True)
         model = new
@@ -185,11 +196,16 @@ def run_one(root, args, variant: str, seed: int) -> dict:
 
     values = {**VALUES, **VARIANTS[variant]}
     label = f"{variant} seed {seed}"
-    tricks = {**VARIANTS[variant], **({"mixup": MIXUP_ALPHA} if variant == "mixup" else {})}
+    on_model = MODEL_VARIANTS.get(variant, {})
+    tricks = {
+        **VARIANTS[variant],
+        **on_model,
+        **({"mixup": MIXUP_ALPHA} if variant == "mixup" else {}),
+    }
     print(f"[{label}] training {ARCH} with {tricks or 'no tricks'}", flush=True)
     t0 = time.monotonic()
     model, scores = fit_variant(
-        root, args.sizes, args.epochs, seed, values, args.limit, label, variant == "mixup"
+        root, args.sizes, args.epochs, seed, values, args.limit, label, variant == "mixup", on_model
     )
     seconds = time.monotonic() - t0
     print(f"[{label}] scoring the final model with and without TTA on validation", flush=True)
@@ -208,6 +224,7 @@ def run_one(root, args, variant: str, seed: int) -> dict:
         "seed": seed,
         "values": values,
         "mixup_alpha": MIXUP_ALPHA if variant == "mixup" else None,
+        "model_tricks": sorted(on_model),
         "val_accuracy": scores,
         "best": scores[best],
         "best_epoch": best + 1,

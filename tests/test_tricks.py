@@ -120,3 +120,88 @@ def test_tta_views_are_the_photo_its_mirror_and_their_shifts():
     both = views(x, 1)
     assert len(both) == 10
     np.testing.assert_array_equal(both[1], x[:, :, ::-1])
+
+
+def test_patch_whitening_whitens_the_photos_patches():
+    """The kernel's filters, applied to the patches they were taken from, give outputs of unit
+    variance and no correlation (within the eigenvalue floor), and come in opposite pairs."""
+    from benchmarks.modeltricks import patch_whitening
+
+    rng = np.random.default_rng(0)
+    # Smooth "photos": neighbouring pixels correlated, as in real ones.
+    noise = rng.uniform(0, 255, (40, 18, 18, 3))
+    images = (noise[:, :-2, :-2] + noise[:, 1:-1, 1:-1] + noise[:, 2:, 2:]) / 3
+    kernel = patch_whitening(images, 8, seed=0)
+    assert kernel.shape == (3, 3, 3, 8)
+    np.testing.assert_allclose(kernel[..., 4:], -kernel[..., :4])
+    win = np.lib.stride_tricks.sliding_window_view(images[:, ::2, ::2] / 255, (3, 3), axis=(1, 2))
+    patches = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 27)
+    out = (patches - patches.mean(0)) @ kernel[..., :4].reshape(27, 4)
+    cov = np.cov(out.T)
+    np.testing.assert_allclose(np.diag(cov), 1.0, atol=0.05)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.05
+    with pytest.raises(ValueError, match="even"):
+        patch_whitening(images, 7, seed=0)
+
+
+def test_centralised_gradients_have_no_mean_over_each_outputs_inputs():
+    import keras
+
+    from benchmarks.modeltricks import centralised
+
+    conv = keras.layers.Conv2D(4, 3)
+    conv.build((None, 8, 8, 3))
+    g = np.random.default_rng(1).normal(size=(3, 3, 3, 4)).astype("float32") + 5
+    out = np.array(centralised(g, conv.kernel))
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out - g, np.broadcast_to((out - g)[:1, :1, :1], g.shape), atol=1e-5)
+    sep = keras.layers.SeparableConv2D(4, 3)
+    sep.build((None, 8, 8, 3))
+    d = np.random.default_rng(2).normal(size=(3, 3, 3, 1)).astype("float32") + 5
+    np.testing.assert_allclose(
+        np.array(centralised(d, sep.depthwise_kernel)).mean(axis=(0, 1)), 0.0, atol=1e-5
+    )
+    bias = np.ones(4, "float32")
+    np.testing.assert_array_equal(np.array(centralised(bias, conv.bias)), bias)
+
+
+@pytest.mark.parametrize("tricks", [{"frozen_bn": True, "whiten": True}, {"gc": True, "sam": True}])
+def test_the_model_tricks_change_what_trains(tricks):
+    """Frozen BN scales and the whitened first layer stay as set through a fit; a GC and SAM
+    model trains (its weights move, its loss is finite) and keeps the catdog model's layers."""
+    import keras
+
+    from benchmarks import modeltricks
+
+    values = {"width": 16, "augment": 0.0, "lr_schedule": "constant", "lr": 0.01}
+    model = models.get("xception").build(models.fixed_hyperparameters(values), image_size=32)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1] * 8, dtype="float32")
+    trained = modeltricks.apply(model, tricks, x, lr=0.01, seed=0)
+    before = {v.path: np.array(v) for v in trained.weights}
+    history = trained.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1]) and "accuracy" in history.history
+    after = {v.path: np.array(v) for v in trained.weights}
+    moved = {p for p in before if not np.array_equal(before[p], after[p])}
+    bn = [layer for layer in trained.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if tricks.get("frozen_bn"):
+        assert all(layer.gamma.path not in moved for layer in bn)
+        assert all(layer.beta.path in moved for layer in bn)
+        entry = trained.get_layer("entry_conv")
+        assert entry.kernel.path not in moved and not entry.trainable
+        np.testing.assert_allclose(
+            np.array(entry.kernel), modeltricks.patch_whitening(x, 32, seed=0), rtol=1e-5
+        )
+        # A later phase's model: frozen only, its whitening to be carried in.
+        later = models.get("xception").build(models.fixed_hyperparameters(values), image_size=32)
+        built = np.array(later.get_layer("entry_conv").kernel)
+        modeltricks.apply(later, {"whiten": True}, None, lr=0.01, seed=0)
+        assert not later.get_layer("entry_conv").trainable
+        np.testing.assert_array_equal(np.array(later.get_layer("entry_conv").kernel), built)
+    else:
+        assert trained is not model and [la.name for la in trained.layers] == [
+            la.name for la in model.layers
+        ]
+        assert all(layer.gamma.path in moved for layer in bn)
+    keras.backend.clear_session()
