@@ -9,8 +9,8 @@ built catdog model, for the benchmark only, until one pays on validation.
 - `gc`: gradient centralisation, each kernel's gradient less its mean over the kernel's inputs
   (Yong et al., 2020), before Adam sees it.
 - `sam`: sharpness-aware minimisation (Foret et al., 2021): each step's gradient is taken at the
-  weights moved RHO along the normalised gradient. Two forward and backward passes a step, so
-  it costs about twice the time of an epoch without it.
+  weights moved RHO along the normalised gradient. Two forward and backward passes a step: up
+  to twice the work of a step without it.
 """
 
 from __future__ import annotations
