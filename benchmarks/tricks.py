@@ -1,8 +1,8 @@
 """Do the fast-training tricks help the long fit? Each one measured on validation.
 
     python -m benchmarks.tricks [--data PATH] [--sizes 96 128] [--epochs 12 8]
-                                [--variants base,smooth,ema,translate,all,mixup,
-                                            frozen_bn,whiten,gc,sam] [--seeds 1337]
+                                [--variants base,smooth,ema,translate,all,
+                                            mixup,frozen_bn,whiten,gc,sam] [--seeds 1337]
                                 [--limit N] [--out benchmarks/results/tricks.json]
 
 Each variant trains the `focus` long fit's usual winner (xception, width 16, Adam at 0.0015,
@@ -11,13 +11,14 @@ across a resize, one cosine over the whole fit), with the variant's hyperparamet
 smoothing, an average of the weights (EMA, validated and kept as `catdog.models.common.EMAWeights`
 does in any catdog fit), random translation, or all three. `mixup` (mixing pairs of photos and
 their labels) can be asked for too; it is the benchmark's own, not a catdog hyperparameter, as are
-the tricks on the built model in `benchmarks.modeltricks` (frozen-scale BatchNorm, a
-patch-whitening first layer, gradient centralisation, SAM), each alone. Every epoch is validated
-and printed as it ends. The final model is then scored on validation plain, with flip TTA (what
-catdog ships when it helps on validation) and with flip+translate TTA (the photo and its mirror,
-each also shifted by TTA_SHIFT of its size up, down, left and right: ten views). The test split is
-never read. `--limit N` trains on N of the training photos, for a quick probe (about a minute per
-variant, mostly building the graph).
+the tricks on the built model in `benchmarks.modeltricks` (frozen-scale BatchNorm, gradient
+centralisation, SAM), each alone. `whiten` is catdog's patch-whitening first layer (the `whiten`
+hyperparameter), adapted to the training photos at the first size and carried after. Every epoch
+is validated and printed as it ends. The final model is then scored on validation plain, with
+flip TTA (what catdog ships when it helps on validation) and with flip+translate TTA (the photo
+and its mirror, each also shifted by TTA_SHIFT of its size up, down, left and right: ten views).
+The test split is never read. `--limit N` trains on N of the training photos, for a quick probe
+(about a minute per variant, mostly building the graph).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ VARIANTS = {
     "translate": {"translate": 0.1},
     "all": {"label_smoothing": 0.1, "ema": True, "translate": 0.1},
     "mixup": {},  # the benchmark's own: see `mixed`
+    "whiten": {"whiten": True},  # catdog.models.whitening
 }
 # The benchmark's own tricks on the built model (`benchmarks.modeltricks`), each alone.
 MODEL_VARIANTS = {name: {name: True} for name in modeltricks.MODEL_TRICKS}
@@ -129,9 +131,8 @@ def fit_variant(root, sizes, epochs, seed, values, limit, label, mixup=False, tr
             train = mixed(train, MIXUP_ALPHA, seed)
         val = pipeline.dataset(pipeline.decoded(root, "val", size), BATCH, shuffle=False)
         new = models.get(ARCH).build(models.fixed_hyperparameters(values), image_size=size)
-        if tricks:  # the whitening is computed once, at the first size, then carried
-            images = pipeline.decoded(root, "train", size).images if model is None else None
-            new = modeltricks.apply(new, tricks, images, float(values["lr"]), seed)
+        if tricks:
+            new = modeltricks.apply(new, tricks, float(values["lr"]))
         if model is not None:
             carry(model, new, True)
         model = new
@@ -143,7 +144,12 @@ def fit_variant(root, sizes, epochs, seed, values, limit, label, mixup=False, tr
             epochs=start + n,
             verbose=0,
             # EMAWeights first, so every other callback sees the validated weights.
-            callbacks=[*ema_callbacks(values), clock, progress(label, total, size, t0)],
+            callbacks=[
+                *models.adapt_callbacks(train),  # a whitening layer: at the first size only
+                *ema_callbacks(values),
+                clock,
+                progress(label, total, size, t0),
+            ],
         )
         scores += [float(v) for v in history.history["val_accuracy"]]
         start += n

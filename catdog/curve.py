@@ -217,12 +217,17 @@ def _fit_fraction(
     ) as run:
         runlog.log_params(_params(recipe, fraction, len(idx), splits.sizes["val"], model, strategy))
         callbacks, logger = fit_callbacks(run.info.run_id, label, recipe.epochs, recipe.patience)
+        train = pipeline.dataset(subset, recipe.batch_size, shuffle=True, seed=recipe.seed)
         model.fit(
-            pipeline.dataset(subset, recipe.batch_size, shuffle=True, seed=recipe.seed),
+            train,
             validation_data=splits.val,
             epochs=recipe.epochs,
             verbose=0,
-            callbacks=callbacks + models.schedule_callbacks(recipe.values, recipe.epochs),
+            callbacks=[
+                *models.adapt_callbacks(train),
+                *callbacks,
+                *models.schedule_callbacks(recipe.values, recipe.epochs),
+            ],
         )
         record_fit(
             model,

@@ -96,6 +96,7 @@ def load_classifier(uri: str = DEFAULT_MODEL) -> Classifier:
     it there)."""
     import keras
 
+    import catdog.models.whitening  # noqa: F401  (a layer Keras must know to load a model)
     from catdog.tracking import modelstore, store
 
     path = Path(uri)

@@ -102,7 +102,7 @@ def train(
             splits.train,
             validation_data=splits.val,
             epochs=epochs,
-            callbacks=callbacks,
+            callbacks=callbacks + models.adapt_callbacks(splits.train),
             class_weight=class_weights(root) if is_imbalanced(root) else None,
             verbose=0,
         )

@@ -398,6 +398,7 @@ budget = "150s"
 [hp]
 width = 16
 lr_schedule = "cosine"
+whiten = true  # as cpu.toml has it: adapted in the screen's and the long fit's first phase only
 """
 
 
@@ -459,3 +460,9 @@ def test_kill_9_during_the_long_fit_costs_at_most_an_epoch_and_never_the_budget(
     assert len(champions) == 1 and champions[0].run_id in {r.info.run_id for r in runs}, (
         "one champion is registered"
     )
+    from catdog.inference import load_classifier
+    from catdog.models.whitening import PatchWhitening
+
+    served = load_classifier(f"models:/{champions[0].name}@champion").model
+    (whitening,) = [la for la in served.layers if isinstance(la, PatchWhitening)]
+    assert whitening.is_ready, "the champion keeps the filters its long fit was adapted to"

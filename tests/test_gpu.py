@@ -207,7 +207,7 @@ def test_tests_let_every_gpu_grow_its_memory_and_their_children_too(monkeypatch)
 # ----------------------------------------------------------------------------- several GPUs
 # Logical devices exist only if configured before TensorFlow creates its devices, so the mirrored
 # run is a child process: two logical CPUs stand in for two GPUs.
-MIRRORED_CHILD = """
+MIRRORED_SETUP = """
 import json, sys
 import numpy as np
 from catdog import runtime
@@ -219,6 +219,10 @@ tf.config.set_logical_device_configuration(
 from catdog import models, pipeline
 strategy = runtime.strategy()
 splits = pipeline.load(sys.argv[1], 32, 8)
+"""
+MIRRORED_CHILD = (
+    MIRRORED_SETUP
+    + """
 with strategy.scope():
     model = models.get("baseline").build(image_size=32, num_classes=splits.num_classes)
 before = [w.copy() for w in model.get_weights()]
@@ -233,6 +237,7 @@ print(json.dumps({
     "loss": history.history["loss"], "val_accuracy": history.history["val_accuracy"],
     "changed": changed, "n_train": splits.sizes["train"]}))
 """
+)
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -240,21 +245,26 @@ def _child_env(**extra: str) -> dict[str, str]:
     return {**env, "TF_FORCE_GPU_ALLOW_GROWTH": "true", **extra}
 
 
-@pytest.mark.slow
-def test_two_devices_train_a_catdog_model_under_mirrored_strategy(tiny_prepared, tmp_path):
-    """CATDOG_MIRRORED_DEVICES names the devices: runtime.strategy() mirrors across both, and a
-    registry model trains an epoch of generated photos from catdog's pipeline with a copy of each
-    weight on each device."""
+def run_mirrored(script: str, cwd, *args: str) -> dict:
+    """The JSON SCRIPT prints last, run in a child mirrored across two logical CPUs."""
     proc = subprocess.run(
-        [sys.executable, "-c", MIRRORED_CHILD, str(tiny_prepared)],
-        cwd=tmp_path,
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=240,
         env=_child_env(CATDOG_MIRRORED_DEVICES="/cpu:0,/cpu:1"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_devices_train_a_catdog_model_under_mirrored_strategy(tiny_prepared, tmp_path):
+    """CATDOG_MIRRORED_DEVICES names the devices: runtime.strategy() mirrors across both, and a
+    registry model trains an epoch of generated photos from catdog's pipeline with a copy of each
+    weight on each device."""
+    result = run_mirrored(MIRRORED_CHILD, tmp_path, str(tiny_prepared))
     assert result["strategy"] == "MirroredStrategyx2" and result["replicas"] == 2
     assert [d.rsplit("/", 1)[-1] for d in result["devices"]] == ["device:CPU:0", "device:CPU:1"]
     assert result["copies"] == 2, "each weight is mirrored on both devices"

@@ -18,6 +18,9 @@ def test_tricks_are_declared_off_and_not_searched(name):
     hp = models.get(name).search_space()
     declared = {h.name: h for h in hp.space}
     for trick in OPT_IN:
+        if trick == "whiten" and name not in ("xception", "resnet"):  # their stems only
+            assert trick not in hp.values
+            continue
         assert hp.values[trick] == 0.0
         assert type(declared[trick]).__name__ == "Fixed", "a sweep draws it only if asked to"
 
@@ -122,28 +125,6 @@ def test_tta_views_are_the_photo_its_mirror_and_their_shifts():
     np.testing.assert_array_equal(both[1], x[:, :, ::-1])
 
 
-def test_patch_whitening_whitens_the_photos_patches():
-    """The kernel's filters, applied to the patches they were taken from, give outputs of unit
-    variance and no correlation (within the eigenvalue floor), and come in opposite pairs."""
-    from benchmarks.modeltricks import patch_whitening
-
-    rng = np.random.default_rng(0)
-    # Smooth "photos": neighbouring pixels correlated, as in real ones.
-    noise = rng.uniform(0, 255, (40, 18, 18, 3))
-    images = (noise[:, :-2, :-2] + noise[:, 1:-1, 1:-1] + noise[:, 2:, 2:]) / 3
-    kernel = patch_whitening(images, 8, seed=0)
-    assert kernel.shape == (3, 3, 3, 8)
-    np.testing.assert_allclose(kernel[..., 4:], -kernel[..., :4])
-    win = np.lib.stride_tricks.sliding_window_view(images[:, ::2, ::2] / 255, (3, 3), axis=(1, 2))
-    patches = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 27)
-    out = (patches - patches.mean(0)) @ kernel[..., :4].reshape(27, 4)
-    cov = np.cov(out.T)
-    np.testing.assert_allclose(np.diag(cov), 1.0, atol=0.05)
-    assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.05
-    with pytest.raises(ValueError, match="even"):
-        patch_whitening(images, 7, seed=0)
-
-
 def test_centralised_gradients_have_no_mean_over_each_outputs_inputs():
     import keras
 
@@ -165,9 +146,9 @@ def test_centralised_gradients_have_no_mean_over_each_outputs_inputs():
     np.testing.assert_array_equal(np.array(centralised(bias, conv.bias)), bias)
 
 
-@pytest.mark.parametrize("tricks", [{"frozen_bn": True, "whiten": True}, {"gc": True, "sam": True}])
+@pytest.mark.parametrize("tricks", [{"frozen_bn": True}, {"gc": True, "sam": True}])
 def test_the_model_tricks_change_what_trains(tricks):
-    """Frozen BN scales and the whitened first layer stay as set through a fit; a GC and SAM
+    """Frozen BN scales stay as set through a fit while the shifts move; a GC and SAM
     model trains (its weights move, its loss is finite) and keeps the catdog model's layers."""
     import keras
 
@@ -178,7 +159,7 @@ def test_the_model_tricks_change_what_trains(tricks):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
     y = np.array([0, 1] * 8, dtype="float32")
-    trained = modeltricks.apply(model, tricks, x, lr=0.01, seed=0)
+    trained = modeltricks.apply(model, tricks, lr=0.01)
     before = {v.path: np.array(v) for v in trained.weights}
     history = trained.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1]) and "accuracy" in history.history
@@ -188,17 +169,6 @@ def test_the_model_tricks_change_what_trains(tricks):
     if tricks.get("frozen_bn"):
         assert all(layer.gamma.path not in moved for layer in bn)
         assert all(layer.beta.path in moved for layer in bn)
-        entry = trained.get_layer("entry_conv")
-        assert entry.kernel.path not in moved and not entry.trainable
-        np.testing.assert_allclose(
-            np.array(entry.kernel), modeltricks.patch_whitening(x, 32, seed=0), rtol=1e-5
-        )
-        # A later phase's model: frozen only, its whitening to be carried in.
-        later = models.get("xception").build(models.fixed_hyperparameters(values), image_size=32)
-        built = np.array(later.get_layer("entry_conv").kernel)
-        modeltricks.apply(later, {"whiten": True}, None, lr=0.01, seed=0)
-        assert not later.get_layer("entry_conv").trainable
-        np.testing.assert_array_equal(np.array(later.get_layer("entry_conv").kernel), built)
     else:
         assert trained is not model and [la.name for la in trained.layers] == [
             la.name for la in model.layers

@@ -1,8 +1,8 @@
 """Importing this package fills the registry with every architecture family.
 
-A family is any module in this package (other than `registry`, `common`, `balanced` and names
-starting with `_`): dropping a new file with `@register`ed builders here is enough for it to be
-found.
+A family is any module in this package (other than `registry`, `common`, `balanced`,
+`whitening` and names starting with `_`): dropping a new file with `@register`ed builders here
+is enough for it to be found.
 """
 
 import importlib
@@ -11,8 +11,9 @@ import pkgutil
 from catdog.models.balanced import BalancedAccuracy  # registered: saved models load with it
 from catdog.models.common import schedule_callbacks
 from catdog.models.registry import Architecture, fixed_hyperparameters, get, names, register
+from catdog.models.whitening import PatchWhitening, adapt_callbacks  # registered, as above
 
-_NOT_FAMILIES = {"registry", "common", "balanced"}  # balanced: a metric, not a family
+_NOT_FAMILIES = {"registry", "common", "balanced", "whitening"}  # a metric and a layer
 
 
 def discover_families() -> list[str]:
@@ -35,6 +36,8 @@ discover_families()
 __all__ = [
     "Architecture",
     "BalancedAccuracy",
+    "PatchWhitening",
+    "adapt_callbacks",
     "discover_families",
     "fixed_hyperparameters",
     "get",

@@ -81,9 +81,10 @@ def _loss_and_metrics(units: int):
     ]
 
 
-def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
+def compile_model(hp, inputs, outputs, name: str, *, whitening: bool = False) -> keras.Model:
     """The model from INPUTS to the `head`'s OUTPUTS, compiled with the loss and metrics that
-    head needs and the optimizer the hyperparameters choose."""
+    head needs and the optimizer the hyperparameters choose. WHITENING: the builder's `stem`
+    can whiten (declares `whiten`)."""
     model = keras.Model(inputs, outputs, name=name)
     optimizer = hp.Choice("optimizer", list(OPTIMIZERS), default="adam")
     lr = hp.Float("lr", 1e-4, 1e-2, sampling="log", default=1e-3)
@@ -95,6 +96,8 @@ def compile_model(hp, inputs, outputs, name: str) -> keras.Model:
     hp.Fixed("translate", 0.0)  # used by `inputs_and_augment`
     smoothing = hp.Fixed("label_smoothing", 0.0)
     ema = hp.Fixed("ema", 0.0)  # the weights' moving average's momentum (True: EMA_MOMENTUM)
+    if whitening:
+        hp.Fixed("whiten", False)  # used by `stem`
     # Validation and the saved model see the average through `EMAWeights` at fit time.
     averaged = {"use_ema": True, "ema_momentum": ema_momentum(ema)} if ema else {}
     if optimizer == "sgd":
@@ -129,6 +132,20 @@ def conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str =
     x = layers.Conv2D(
         filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
+    x = batch_norm(f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def stem(hp, x, filters: int, strides: int = 1, name: str = "stem"):
+    """A from-scratch model's first layers: `conv_bn_relu`, or with the `whiten` hyperparameter
+    a `PatchWhitening` layer in the convolution's place (at most the 2 x 9 x channels filters
+    3x3 patches give). The builder then passes `whitening=True` to `compile_model`."""
+    if not hp.values.get("whiten"):
+        return conv_bn_relu(x, filters, strides=strides, name=name)
+    from catdog.models.whitening import PatchWhitening
+
+    filters = min(filters, 18 * int(x.shape[-1]))
+    x = PatchWhitening(filters, strides=strides, name=f"{name}_whiten")(x)
     x = batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
@@ -173,7 +190,7 @@ def _rate_callbacks(hp_values: dict, epochs: int) -> list:
 # should change no sweep that does not name them. A sweep file that gives one a value, a list or
 # a range registers it first, and the builder takes that (`sweepfile.apply_hp`); so does a fixed
 # value (`fixed_hyperparameters`, `catdog train --set ema=0.99`).
-OPT_IN = ("translate", "label_smoothing", "ema")
+OPT_IN = ("translate", "label_smoothing", "ema", "whiten")  # whiten: where `stem` is used
 EMA_MOMENTUM = 0.99  # `ema = true`: an average over about the last 100 steps (~an epoch here)
 
 

@@ -10,6 +10,7 @@ from catdog.models.common import (
     conv_bn_relu,
     head,
     inputs_and_augment,
+    stem,
 )
 from catdog.models.registry import register
 
@@ -37,7 +38,7 @@ def resnet(hp, *, input_shape, num_classes):
     width = hp.Choice("width", [16, 32, 64], default=32)
     dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.2)
     inputs, x = inputs_and_augment(hp, input_shape)
-    x = conv_bn_relu(x, width, strides=2, name="stem")
+    x = stem(hp, x, width, strides=2, name="stem")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for s in range(stages):
         for b in range(blocks):
@@ -45,4 +46,4 @@ def resnet(hp, *, input_shape, num_classes):
             x = _basic_block(x, width * 2**s, strides, name=f"stage{s + 1}_block{b + 1}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    return compile_model(hp, inputs, head(x, num_classes), "resnet")
+    return compile_model(hp, inputs, head(x, num_classes), "resnet", whitening=True)

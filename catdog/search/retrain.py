@@ -158,7 +158,11 @@ def _fit_final(ctx: SweepContext, top, source, where: dict, values: dict, size: 
             epochs=epochs,
             verbose=0,
             class_weight=ctx.class_weight,
-            callbacks=[logger, _replayed_rates(source, values, horizon)],
+            callbacks=[
+                *models.adapt_callbacks(train_val.dataset),
+                logger,
+                _replayed_rates(source, values, horizon),
+            ],
         )
         runlog.log_metrics({keys.SECONDS_PER_EPOCH: logger.seconds_per_epoch})
         artifacts.log_keras_model(
@@ -246,7 +250,11 @@ def run_repeats(ctx: SweepContext, arch: str, arch_run_id: str, best: dict) -> N
                 validation_data=ctx.splits.val,
                 epochs=epochs,
                 class_weight=ctx.class_weight,
-                callbacks=callbacks + models.schedule_callbacks(values, epochs),
+                callbacks=[
+                    *models.adapt_callbacks(ctx.splits.train),
+                    *callbacks,
+                    *models.schedule_callbacks(values, epochs),
+                ],
                 verbose=0,
             )
             record = record_fit(

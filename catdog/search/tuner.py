@@ -60,9 +60,12 @@ class ArchHyperModel(kt.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         # Timed here, around model.fit alone, so a trial's overhead counts build and compile.
         self.last_model = model
-        kwargs["callbacks"] = list(kwargs.get("callbacks", [])) + models.schedule_callbacks(
-            hp.values, self.epochs
-        )
+        train = args[0] if args else kwargs.get("x")
+        kwargs["callbacks"] = [
+            *models.adapt_callbacks(train),
+            *kwargs.get("callbacks", []),
+            *models.schedule_callbacks(hp.values, self.epochs),
+        ]
         t0 = time.monotonic()
         try:
             return model.fit(*args, **kwargs)

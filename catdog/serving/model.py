@@ -41,6 +41,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         import keras
         import numpy as np
 
+        import catdog.models.whitening  # noqa: F401  (a layer Keras must know to load a model)
         from catdog.inference import Classifier, classes_of, probabilities
 
         config = context.model_config or {}

@@ -92,7 +92,9 @@ def load(uri: str) -> tuple[object, tuple[str, ...] | None, bool]:
     classes = tuple(str(c) for c in recorded) if recorded else None
     tta = _recorded_tta(info)
     if "keras" in info.flavors:
-        import catdog.models.balanced  # noqa: F401  (compiled into the model: Keras must know it)
+        # The metric compiled into the model and the whitening layer: Keras must know them.
+        import catdog.models.balanced  # noqa: F401
+        import catdog.models.whitening  # noqa: F401
 
         return mlflow.keras.load_model(uri), classes, tta
     model = mlflow.pyfunc.load_model(uri).unwrap_python_model()

@@ -316,6 +316,7 @@ def _fit(ctx, schedule: Schedule, checkpoint: Checkpoint, saved: dict | None):
             verbose=0,
             class_weight=ctx.class_weight,
             callbacks=[
+                *models.adapt_callbacks(ctx.splits_at(phase.size).train),
                 *models.common.ema_callbacks(schedule.values),
                 clock,
                 logger,
