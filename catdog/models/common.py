@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from catdog.errors import CatdogError
+from catdog.models.whitening import PatchWhitening, max_filters
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "plateau")
@@ -138,13 +139,11 @@ def conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str =
 
 def stem(hp, x, filters: int, strides: int = 1, name: str = "stem"):
     """A from-scratch model's first layers: `conv_bn_relu`, or with the `whiten` hyperparameter
-    a `PatchWhitening` layer in the convolution's place (at most the 2 x 9 x channels filters
-    3x3 patches give). The builder then passes `whitening=True` to `compile_model`."""
+    a `PatchWhitening` layer in the convolution's place (at most `max_filters` of the input's
+    channels). The builder then passes `whitening=True` to `compile_model`."""
     if not hp.values.get("whiten"):
         return conv_bn_relu(x, filters, strides=strides, name=name)
-    from catdog.models.whitening import PatchWhitening
-
-    filters = min(filters, 18 * int(x.shape[-1]))
+    filters = min(filters, max_filters(int(x.shape[-1])))
     x = PatchWhitening(filters, strides=strides, name=f"{name}_whiten")(x)
     x = batch_norm(f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)

@@ -29,17 +29,27 @@ WHITEN_PHOTOS = 512  # training photos the patch covariance is taken from
 PATCH = 3
 
 
+def max_filters(channels: int) -> int:
+    """The most filters whitening 3x3 patches of CHANNELS channels gives: each eigenvector and
+    its negative."""
+    return 2 * PATCH * PATCH * channels
+
+
+def _check_filters(filters: int, channels: int) -> None:
+    if filters % 2 or not 2 <= filters <= max_filters(channels):
+        raise ValueError(
+            f"patch whitening of {channels}-channel photos gives an even number of filters up "
+            f"to {max_filters(channels)}, not {filters}"
+        )
+
+
 def whitening_kernel(images: np.ndarray, filters: int) -> np.ndarray:
     """A (3, 3, channels, FILTERS) kernel whitening the 3x3 patches of IMAGES ((n, h, w, c), on
     the scale the layer sees): the top FILTERS // 2 eigenvectors of the patches' covariance,
     each over the square root of its eigenvalue (+ WHITEN_EPS), then the same negated."""
     x = np.asarray(images, np.float32)
     c = x.shape[-1]
-    if filters % 2 or not 2 <= filters <= 2 * PATCH * PATCH * c:
-        raise ValueError(
-            f"patch whitening of {c}-channel photos gives an even number of filters up to "
-            f"{2 * PATCH * PATCH * c}, not {filters}"
-        )
+    _check_filters(filters, c)
     # Every 3x3 window (every other position, which sees every pixel), ordered as Conv2D's
     # kernel is: (rows, columns, channels).
     win = np.lib.stride_tricks.sliding_window_view(x, (PATCH, PATCH), axis=(1, 2))[:, ::2, ::2]
@@ -66,11 +76,7 @@ class PatchWhitening(layers.Layer):
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
-        if self.filters % 2 or self.filters > 2 * PATCH * PATCH * channels:
-            raise ValueError(
-                f"{self.name}: whitening {channels}-channel patches gives an even number of "
-                f"filters up to {2 * PATCH * PATCH * channels}, not {self.filters}"
-            )
+        _check_filters(self.filters, channels)
         self.kernel = self.add_weight(
             name="kernel",
             shape=(PATCH, PATCH, channels, self.filters),

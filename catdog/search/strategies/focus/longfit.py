@@ -308,15 +308,16 @@ def _fit(ctx, schedule: Schedule, checkpoint: Checkpoint, saved: dict | None):
             schedule.seconds,
             t0 + schedule.ends[i] if schedule.ends else None,
         )
+        splits = ctx.splits_at(phase.size)
         model.fit(
-            ctx.splits_at(phase.size).train,
-            validation_data=ctx.splits_at(phase.size).val,
+            splits.train,
+            validation_data=splits.val,
             initial_epoch=start,
             epochs=max(phase_start + planned, start + 1),
             verbose=0,
             class_weight=ctx.class_weight,
             callbacks=[
-                *models.adapt_callbacks(ctx.splits_at(phase.size).train),
+                *models.adapt_callbacks(splits.train),
                 *models.common.ema_callbacks(schedule.values),
                 clock,
                 logger,
