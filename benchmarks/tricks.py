@@ -3,7 +3,8 @@
     python -m benchmarks.tricks [--data PATH] [--sizes 96 128] [--epochs 12 8]
                                 [--variants base,smooth,ema,translate,all,
                                             mixup,frozen_bn,whiten,gc,sam] [--seeds 1337]
-                                [--limit N] [--out benchmarks/results/tricks.json]
+                                [--limit N] [--keep DIR]
+                                [--out benchmarks/results/tricks.json]
 
 Each variant trains the `focus` long fit's usual winner (xception, width 16, Adam at 0.0015,
 augment 0.15) through the sizes as `benchmarks.resize` does (the weights and Adam's state carried
@@ -17,6 +18,7 @@ hyperparameter), adapted to the training photos at the first size and carried af
 is validated and printed as it ends. The final model is then scored on validation plain, with
 flip TTA (what catdog ships when it helps on validation) and with flip+translate TTA (the photo
 and its mirror, each also shifted by TTA_SHIFT of its size up, down, left and right: ten views).
+`--keep DIR` saves each final model there, for `benchmarks.testsize` to score at other sizes.
 The test split is never read. `--limit N` trains on N of the training photos, for a quick probe
 (about a minute per variant, mostly building the graph).
 """
@@ -216,6 +218,9 @@ def run_one(root, args, variant: str, seed: int) -> dict:
     seconds = time.monotonic() - t0
     print(f"[{label}] scoring the final model with and without TTA on validation", flush=True)
     final = tta_accuracies(model, root, args.sizes[-1])
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+        model.save(Path(args.keep) / f"{variant}-{seed}.keras")
     keras.backend.clear_session()
     best = int(np.argmax(scores))
     print(
@@ -271,6 +276,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default="base,smooth,ema,translate,all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337])
     parser.add_argument("--limit", type=int, default=None, help="train on N photos only")
+    parser.add_argument(
+        "--keep", default=None, help="save each final model in this folder (.keras)"
+    )
     parser.add_argument("--out", default="benchmarks/results/tricks.json")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -17,8 +17,9 @@ TRICKS = {"label_smoothing": 0.1, "ema": True, "translate": 0.1}
 def test_tricks_are_declared_off_and_not_searched(name):
     hp = models.get(name).search_space()
     declared = {h.name: h for h in hp.space}
+    only = {"whiten": ("xception", "resnet"), "stem_pool": ("xception",)}  # their stems only
     for trick in OPT_IN:
-        if trick == "whiten" and name not in ("xception", "resnet"):  # their stems only
+        if name not in only.get(trick, (name,)):
             assert trick not in hp.values
             continue
         assert hp.values[trick] == 0.0
@@ -175,3 +176,29 @@ def test_the_model_tricks_change_what_trains(tricks):
         ]
         assert all(layer.gamma.path in moved for layer in bn)
     keras.backend.clear_session()
+
+
+def test_stem_pool_quarters_the_body_and_only_xception_declares_it(tmp_path):
+    """`stem_pool`: the Xception-style entry pools 2x2, so its body runs at half the side; no
+    weights are added, so a model carries to another size as before. ResNet's stem pools
+    already: asking it to pool again is one clear sentence."""
+    from catdog import sweepfile
+
+    values = {"width": 16, "whiten": True}
+    plain = models.get("xception").build(models.fixed_hyperparameters(values), image_size=64)
+    pooled = models.get("xception").build(
+        models.fixed_hyperparameters({**values, "stem_pool": True}), image_size=128
+    )
+    assert "entry_pool" not in [la.name for la in plain.layers]
+    assert tuple(pooled.get_layer("entry_pool").output.shape[1:]) == (32, 32, 32)
+    # The body at 128 px pooled sees what it saw at 64 px unpooled, with the same weights.
+    assert pooled.get_layer("sep1_add").output.shape == plain.get_layer("sep1_add").output.shape
+    assert [w.shape for w in pooled.weights] == [w.shape for w in plain.weights]
+    x = np.random.default_rng(0).uniform(0, 255, (4, 128, 128, 3)).astype("float32")
+    probs = np.asarray(pooled.predict_on_batch(x))
+    assert probs.shape == (4, 1) and np.all((probs >= 0) & (probs <= 1))
+
+    path = tmp_path / "s.toml"
+    path.write_text('archs = ["resnet"]\n[hp.resnet]\nstem_pool = true\n')
+    with pytest.raises(CatdogError, match="'stem_pool' is not in this architecture's search"):
+        sweepfile.search_spaces(sweepfile.load(path))

@@ -82,10 +82,12 @@ def _loss_and_metrics(units: int):
     ]
 
 
-def compile_model(hp, inputs, outputs, name: str, *, whitening: bool = False) -> keras.Model:
+def compile_model(
+    hp, inputs, outputs, name: str, *, whitening: bool = False, pooling: bool = False
+) -> keras.Model:
     """The model from INPUTS to the `head`'s OUTPUTS, compiled with the loss and metrics that
     head needs and the optimizer the hyperparameters choose. WHITENING: the builder's `stem`
-    can whiten (declares `whiten`)."""
+    can whiten (declares `whiten`); POOLING: it can pool (declares `stem_pool`)."""
     model = keras.Model(inputs, outputs, name=name)
     optimizer = hp.Choice("optimizer", list(OPTIMIZERS), default="adam")
     lr = hp.Float("lr", 1e-4, 1e-2, sampling="log", default=1e-3)
@@ -99,6 +101,8 @@ def compile_model(hp, inputs, outputs, name: str, *, whitening: bool = False) ->
     ema = hp.Fixed("ema", 0.0)  # the weights' moving average's momentum (True: EMA_MOMENTUM)
     if whitening:
         hp.Fixed("whiten", False)  # used by `stem`
+    if pooling:
+        hp.Fixed("stem_pool", False)  # used by `stem`
     # Validation and the saved model see the average through `EMAWeights` at fit time.
     averaged = {"use_ema": True, "ema_momentum": ema_momentum(ema)} if ema else {}
     if optimizer == "sgd":
@@ -137,16 +141,24 @@ def conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str =
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
-def stem(hp, x, filters: int, strides: int = 1, name: str = "stem"):
+def stem(hp, x, filters: int, strides: int = 1, name: str = "stem", pool: bool = False):
     """A from-scratch model's first layers: `conv_bn_relu`, or with the `whiten` hyperparameter
     a `PatchWhitening` layer in the convolution's place (at most `max_filters` of the input's
-    channels). The builder then passes `whitening=True` to `compile_model`."""
+    channels). The builder then passes `whitening=True` to `compile_model`.
+
+    With POOL, the `stem_pool` hyperparameter adds a 2x2 max pooling, as ResNet's stem pools: the
+    body then runs on a quarter of the positions, so a photo of twice the side costs about what
+    it did (the builder passes `pooling=True` to `compile_model`)."""
     if not hp.values.get("whiten"):
-        return conv_bn_relu(x, filters, strides=strides, name=name)
-    filters = min(filters, max_filters(int(x.shape[-1])))
-    x = PatchWhitening(filters, strides=strides, name=f"{name}_whiten")(x)
-    x = batch_norm(f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x)
+        x = conv_bn_relu(x, filters, strides=strides, name=name)
+    else:
+        filters = min(filters, max_filters(int(x.shape[-1])))
+        x = PatchWhitening(filters, strides=strides, name=f"{name}_whiten")(x)
+        x = batch_norm(f"{name}_bn")(x)
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+    if pool and hp.values.get("stem_pool"):
+        x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    return x
 
 
 def cosine(base: float, epoch: float, epochs: int) -> float:
@@ -189,7 +201,8 @@ def _rate_callbacks(hp_values: dict, epochs: int) -> list:
 # should change no sweep that does not name them. A sweep file that gives one a value, a list or
 # a range registers it first, and the builder takes that (`sweepfile.apply_hp`); so does a fixed
 # value (`fixed_hyperparameters`, `catdog train --set ema=0.99`).
-OPT_IN = ("translate", "label_smoothing", "ema", "whiten")  # whiten: where `stem` is used
+# whiten: where `stem` is used; stem_pool: where it may pool (a stem that does not already).
+OPT_IN = ("translate", "label_smoothing", "ema", "whiten", "stem_pool")
 EMA_MOMENTUM = 0.99  # `ema = true`: an average over about the last 100 steps (~an epoch here)
 
 

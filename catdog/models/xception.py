@@ -23,7 +23,7 @@ def xception(hp, *, input_shape, num_classes):
     width = hp.Choice("width", [16, 32, 64], default=32)
     dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.25)
     inputs, x = inputs_and_augment(hp, input_shape)
-    x = stem(hp, x, width * 2, strides=2, name="entry")
+    x = stem(hp, x, width * 2, strides=2, name="entry", pool=True)
     previous = x
     for i, filters in enumerate((width * 4, width * 8, width * 16), start=1):
         x = layers.Activation("relu", name=f"sep{i}_relu_a")(x)
@@ -43,4 +43,4 @@ def xception(hp, *, input_shape, num_classes):
     x = layers.Activation("relu", name="exit_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
-    return compile_model(hp, inputs, head(x, num_classes), "xception", whitening=True)
+    return compile_model(hp, inputs, head(x, num_classes), "xception", whitening=True, pooling=True)
