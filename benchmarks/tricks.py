@@ -2,7 +2,8 @@
 
     python -m benchmarks.tricks [--data PATH] [--sizes 96 128] [--epochs 12 8]
                                 [--variants base,smooth,ema,translate,all,
-                                            mixup,frozen_bn,whiten,gc,sam] [--seeds 1337]
+                                            mixup,frozen_bn,whiten,stem_pool,gc,sam]
+                                [--seeds 1337]
                                 [--limit N] [--keep DIR]
                                 [--out benchmarks/results/tricks.json]
 
@@ -14,7 +15,9 @@ does in any catdog fit), random translation, or all three. `mixup` (mixing pairs
 their labels) can be asked for too; it is the benchmark's own, not a catdog hyperparameter, as are
 the tricks on the built model in `benchmarks.modeltricks` (frozen-scale BatchNorm, gradient
 centralisation, SAM), each alone. `whiten` is catdog's patch-whitening first layer (the `whiten`
-hyperparameter), adapted to the training photos at the first size and carried after. Every epoch
+hyperparameter), adapted to the training photos at the first size and carried after;
+`stem_pool` adds the 2x2 pooling after that stem (the `stem_pool` hyperparameter), and is meant
+for larger sizes (`--sizes 128 160`). Every epoch
 is validated and printed as it ends. The final model is then scored on validation plain, with
 flip TTA (what catdog ships when it helps on validation) and with flip+translate TTA (the photo
 and its mirror, each also shifted by TTA_SHIFT of its size up, down, left and right: ten views).
@@ -53,6 +56,7 @@ VARIANTS = {
     "all": {"label_smoothing": 0.1, "ema": True, "translate": 0.1},
     "mixup": {},  # the benchmark's own: see `mixed`
     "whiten": {"whiten": True},  # catdog.models.whitening
+    "stem_pool": {"whiten": True, "stem_pool": True},  # as cpu.toml trains it: at 128-160 px
 }
 # The benchmark's own tricks on the built model (`benchmarks.modeltricks`), each alone.
 MODEL_VARIANTS = {name: {name: True} for name in modeltricks.MODEL_TRICKS}
