@@ -146,9 +146,10 @@ def stem(hp, x, filters: int, strides: int = 1, name: str = "stem", pool: bool =
     a `PatchWhitening` layer in the convolution's place (at most `max_filters` of the input's
     channels). The builder then passes `whitening=True` to `compile_model`.
 
-    With POOL, the `stem_pool` hyperparameter adds a 2x2 max pooling, as ResNet's stem pools: the
-    body then runs on a quarter of the positions, so a photo of twice the side costs about what
-    it did (the builder passes `pooling=True` to `compile_model`)."""
+    With POOL, the `stem_pool` hyperparameter adds a 2x2 max pooling of stride 2 (the ResNet's
+    stem pools 3x3 at stride 2 always): the body then runs on a quarter of the positions, so a
+    photo of twice the side costs about what it did (the builder passes `pooling=True` to
+    `compile_model`). 2x2 is what was measured (docs/performance.md)."""
     if not hp.values.get("whiten"):
         x = conv_bn_relu(x, filters, strides=strides, name=name)
     else:
