@@ -2,7 +2,8 @@
 
     python -m benchmarks.tricks [--data PATH] [--sizes 96 128] [--epochs 12 8]
                                 [--variants base,smooth,ema,translate,all,
-                                            mixup,frozen_bn,whiten,stem_pool,gc,sam]
+                                            mixup,frozen_bn,whiten,stem_pool,
+                                            stem_pool_all,stem_pool_dropout,gc,sam]
                                 [--seeds 1337]
                                 [--limit N] [--keep DIR]
                                 [--out benchmarks/results/tricks.json]
@@ -17,7 +18,8 @@ the tricks on the built model in `benchmarks.modeltricks` (frozen-scale BatchNor
 centralisation, SAM), each alone. `whiten` is catdog's patch-whitening first layer (the `whiten`
 hyperparameter), adapted to the training photos at the first size and carried after;
 `stem_pool` adds the 2x2 pooling after that stem (the `stem_pool` hyperparameter), and is meant
-for larger sizes (`--sizes 128 160`). Every epoch
+for larger sizes (`--sizes 128 160`); `stem_pool_all` is that with all three of the first tricks
+on top, `stem_pool_dropout` with the head's dropout at 0.5. Every epoch
 is validated and printed as it ends. The final model is then scored on validation plain, with
 flip TTA (what catdog ships when it helps on validation) and with flip+translate TTA (the photo
 and its mirror, each also shifted by TTA_SHIFT of its size up, down, left and right: ten views).
@@ -58,6 +60,11 @@ VARIANTS = {
     "whiten": {"whiten": True},  # catdog.models.whitening
     "stem_pool": {"whiten": True, "stem_pool": True},  # as cpu.toml trains it: at 128-160 px
 }
+# The three cheap tricks again, on top of what cpu.toml ships, at the long fit's scale.
+VARIANTS["stem_pool_all"] = {**VARIANTS["stem_pool"], **VARIANTS["all"]}
+# The head's dropout at the top of its range (Chollet's mini-Xception drops half), where the
+# others keep the build's default (0.25): a 6-epoch screen cannot tell what 60 epochs need.
+VARIANTS["stem_pool_dropout"] = {**VARIANTS["stem_pool"], "dropout": 0.5}
 # The benchmark's own tricks on the built model (`benchmarks.modeltricks`), each alone.
 MODEL_VARIANTS = {name: {name: True} for name in modeltricks.MODEL_TRICKS}
 VARIANTS.update({name: {} for name in MODEL_VARIANTS})
