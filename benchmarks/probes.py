@@ -61,6 +61,18 @@ class CpuShare:
         return min(max((busy - own) / total, 0.0), 1.0)
 
 
+def median_ms(fn, reps: int, warmup: int = 3) -> float:
+    """The median of REPS timed calls of FN, in milliseconds, after WARMUP untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
 def _clock():
     """A Keras callback recording when each training step and each epoch ends, and how much
     of the CPU other processes took during each epoch."""

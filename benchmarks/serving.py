@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.probes import CpuShare
+from benchmarks.probes import CpuShare, median_ms
 from benchmarks.settings import Settings
 from catdog.log import get_logger
 
@@ -178,17 +178,6 @@ def _store(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI")
 
 
-def _median_ms(fn, reps: int = FLOOR_REPS) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
-
-
 def _floor(model_uri: str, photo: bytes) -> dict:
     """The model's own cost for one photo, and catdog's whole answer to it, in this process."""
     from catdog.inference import classify, load_classifier, to_pixels, with_tta
@@ -200,12 +189,16 @@ def _floor(model_uri: str, photo: bytes) -> dict:
     cpu = CpuShare()
     out = {
         "image_size": classifier.image_size,
-        "predict_on_batch_ms": _median_ms(lambda: model.predict_on_batch(x)),
-        "predict_on_batch_pair_ms": _median_ms(lambda: model.predict_on_batch(pair)),
-        "direct_call_ms": _median_ms(lambda: model(x, training=False)),
-        "predict_ms": _median_ms(lambda: model.predict(x, verbose=0), FLOOR_REPS // 2),
-        "classify_ms": _median_ms(lambda: classify(with_tta(classifier, False), [photo])),
-        "classify_tta_ms": _median_ms(lambda: classify(with_tta(classifier, True), [photo])),
+        "predict_on_batch_ms": median_ms(lambda: model.predict_on_batch(x), FLOOR_REPS),
+        "predict_on_batch_pair_ms": median_ms(lambda: model.predict_on_batch(pair), FLOOR_REPS),
+        "direct_call_ms": median_ms(lambda: model(x, training=False), FLOOR_REPS),
+        "predict_ms": median_ms(lambda: model.predict(x, verbose=0), FLOOR_REPS // 2),
+        "classify_ms": median_ms(
+            lambda: classify(with_tta(classifier, False), [photo]), FLOOR_REPS
+        ),
+        "classify_tta_ms": median_ms(
+            lambda: classify(with_tta(classifier, True), [photo]), FLOOR_REPS
+        ),
         "others_cpu_share": cpu.others(),
     }
     log.info(

@@ -245,6 +245,25 @@ def test_the_test_size_benchmark_scores_the_same_weights_at_each_size(tiny_prepa
         at_size(flat, 48)
 
 
+def test_the_tta_views_benchmark_scores_each_set_and_the_cost_of_each_count(tiny_prepared):
+    import keras
+
+    from benchmarks import ttaviews
+    from catdog import inference, metrics, models, pipeline
+
+    keras.utils.set_random_seed(3)
+    model = models.get("xception").build(models.fixed_hyperparameters({"width": 8}), image_size=32)
+    scores = ttaviews.accuracies(model, tiny_prepared)
+    assert list(scores) == [*ttaviews.SETS, "flip at 32 and 64 px"]
+    dec = pipeline.decoded(tiny_prepared, "val", 32)
+    pixels = np.asarray(dec.images, np.float32)
+    for name, tta in (("plain", False), ("flip", True)):  # as catdog serves the model
+        probs = inference.probabilities(model, pixels, tta)
+        assert scores[name] == pytest.approx(np.mean(metrics.predicted(probs) == dec.labels))
+    costs = ttaviews.floor_ms(model, steps=3)
+    assert list(costs) == list(ttaviews.VIEW_COUNTS) and all(ms > 0 for ms in costs.values())
+
+
 def test_the_model_the_bench_serves_is_built_as_the_sweeps_champion():
     from benchmarks.serving import sweep_values
 

@@ -202,3 +202,44 @@ def test_stem_pool_quarters_the_body_and_only_xception_declares_it(tmp_path):
     path.write_text('archs = ["resnet"]\n[hp.resnet]\nstem_pool = true\n')
     with pytest.raises(CatdogError, match="'stem_pool' is not in this architecture's search"):
         sweepfile.search_spaces(sweepfile.load(path))
+
+
+def test_the_fused_batch_norm_is_keras_arithmetic_and_updates_statistics_alike():
+    import keras
+
+    from benchmarks.stepcost import FusedBatchNorm
+
+    rng = np.random.default_rng(0)
+    batch = (rng.normal(size=(4, 6, 6, 5)) * 3 + 1).astype(np.float32)
+    plain = keras.layers.BatchNormalization(momentum=0.9)
+    plain.build(batch.shape)
+    fused = FusedBatchNorm.layer().from_config(plain.get_config())
+    fused.build(batch.shape)
+    fused.set_weights(
+        [rng.uniform(0.5, 2, w.shape).astype(np.float32) for w in plain.get_weights()]
+    )
+    plain.set_weights(fused.get_weights())
+    before = [np.array(w) for w in fused.get_weights()]
+    np.testing.assert_allclose(plain(batch, training=True), fused(batch, training=True), atol=1e-4)
+    for a, b in zip(plain.get_weights(), fused.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5)  # gamma, beta, moving mean and variance
+    assert not np.allclose(fused.moving_variance, before[3]), "a training call moves them"
+    np.testing.assert_allclose(plain(batch), fused(batch), atol=1e-5)  # inference: Keras's own
+
+
+def test_stepcost_splits_a_step_into_its_parts(tmp_path):
+    import json
+
+    from benchmarks import stepcost
+
+    out = tmp_path / "stepcost.json"
+    (row,) = stepcost.main(["--sizes", "32", "--steps", "2", "--out", str(out)])
+    assert row["size"] == 32 and row["batch"] == stepcost.BATCH
+    assert 0 < row["augmentation_ms"] < row["forward_ms"] < row["step_ms"], (
+        "augmentation is part of the forward pass, which is part of the step"
+    )
+    assert row["backward_update_ms"] == pytest.approx(row["step_ms"] - row["forward_ms"])
+    assert row["batch_norm_layers"] == 8 and row["fused_bn_agrees"] is True
+    assert row["step_keras_bn_ms"] > 0 and row["step_fused_bn_ms"] > 0
+    saved = json.loads(out.read_text())
+    assert saved["rows"][0]["step_ms"] == row["step_ms"] and saved["machine"]
