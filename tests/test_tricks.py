@@ -243,3 +243,41 @@ def test_stepcost_splits_a_step_into_its_parts(tmp_path):
     assert row["step_keras_bn_ms"] > 0 and row["step_fused_bn_ms"] > 0
     saved = json.loads(out.read_text())
     assert saved["rows"][0]["step_ms"] == row["step_ms"] and saved["machine"]
+
+
+def test_the_long_fit_variants_train_what_they_say(tiny_prepared):
+    """`stem_pool_augment` changes only `augment`, `stem_pool_batch16` only the training batch,
+    and the batch reaches the photos the fit sees."""
+    from benchmarks import tricks
+
+    base = tricks.VARIANTS["stem_pool"]
+    assert tricks.VARIANTS["stem_pool_augment"] == {**base, "augment": 0.25}
+    assert tricks.VALUES["augment"] != 0.25, "the variant must differ from what cpu.toml ships"
+    assert tricks.VARIANTS["stem_pool_batch16"] == base
+    assert tricks.BATCHES == {"stem_pool_batch16": 16} and tricks.BATCH == 32
+    from catdog import pipeline
+
+    n = len(pipeline.decoded(tiny_prepared, "train", 32).labels)
+    assert n > 4
+    for batch in (4, n + 1):
+        x, y = next(iter(tricks.train_set(tiny_prepared, 32, 0, None, batch)))
+        assert x.shape[0] == y.shape[0] == min(batch, n)
+
+
+def test_the_rotation_trick_holds_every_drawn_angle_to_its_degrees():
+    """`augment` 0.15 turns photos up to 54 degrees; the benchmark's `rotation` trick holds the
+    built model's rotation to the degrees asked for, in the angles a training batch draws."""
+    import keras
+
+    from benchmarks import modeltricks
+
+    values = {"width": 16, "augment": 0.15, "lr_schedule": "constant"}
+    model = models.get("xception").build(models.fixed_hyperparameters(values), image_size=32)
+    (rotate,) = [la for la in model.layers if isinstance(la, keras.layers.RandomRotation)]
+    x = np.random.default_rng(0).uniform(0, 255, (256, 32, 32, 3)).astype("float32")
+    wide = np.abs(np.array(rotate.get_random_transformation(x, training=True)["angle"]))
+    assert wide.max() > 10, "the shipped strength turns some photos more than 10 degrees"
+    assert modeltricks.apply(model, {"rotation": 10}, lr=0.01) is model
+    held = np.abs(np.array(rotate.get_random_transformation(x, training=True)["angle"]))
+    assert held.max() <= 10 and held.max() > 5
+    keras.backend.clear_session()
