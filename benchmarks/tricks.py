@@ -237,11 +237,12 @@ def run_one(root, args, variant: str, seed: int) -> dict:
     values = {**VALUES, **VARIANTS[variant]}
     label = f"{variant} seed {seed}"
     on_model = MODEL_VARIANTS.get(variant, {})
+    batch = BATCHES.get(variant, BATCH)
     tricks = {
         **VARIANTS[variant],
         **on_model,
         **({"mixup": MIXUP_ALPHA} if variant in MIXUP_VARIANTS else {}),
-        **({"batch": BATCHES[variant]} if variant in BATCHES else {}),
+        **({"batch": batch} if batch != BATCH else {}),
     }
     print(f"[{label}] training {ARCH} with {tricks or 'no tricks'}", flush=True)
     t0 = time.monotonic()
@@ -255,7 +256,7 @@ def run_one(root, args, variant: str, seed: int) -> dict:
         label,
         variant in MIXUP_VARIANTS,
         on_model,
-        BATCHES.get(variant, BATCH),
+        batch,
     )
     seconds = time.monotonic() - t0
     print(f"[{label}] scoring the final model with and without TTA on validation", flush=True)
@@ -278,7 +279,7 @@ def run_one(root, args, variant: str, seed: int) -> dict:
         "values": values,
         "mixup_alpha": MIXUP_ALPHA if variant in MIXUP_VARIANTS else None,
         "model_tricks": dict(on_model),
-        "batch": BATCHES.get(variant, BATCH),
+        "batch": batch,
         "val_accuracy": scores,
         "best": scores[best],
         "best_epoch": best + 1,

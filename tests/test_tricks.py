@@ -249,14 +249,13 @@ def test_the_long_fit_variants_train_what_they_say(tiny_prepared):
     """`stem_pool_augment` changes only `augment`, `stem_pool_batch16` only the training batch,
     and the batch reaches the photos the fit sees."""
     from benchmarks import tricks
+    from catdog import pipeline
 
     base = tricks.VARIANTS["stem_pool"]
     assert tricks.VARIANTS["stem_pool_augment"] == {**base, "augment": 0.25}
     assert tricks.VALUES["augment"] != 0.25, "the variant must differ from what cpu.toml ships"
     assert tricks.VARIANTS["stem_pool_batch16"] == base
     assert tricks.BATCHES == {"stem_pool_batch16": 16} and tricks.BATCH == 32
-    from catdog import pipeline
-
     n = len(pipeline.decoded(tiny_prepared, "train", 32).labels)
     assert n > 4
     for batch in (4, n + 1):
