@@ -7,9 +7,8 @@ built catdog model, for the benchmark only, until one pays on validation.
   hyperparameter: `catdog.models.whitening`.)
 - `gc`: gradient centralisation, each kernel's gradient less its mean over the kernel's inputs
   (Yong et al., 2020), before Adam sees it.
-- `rotation` (degrees): the augmentation's rotation held to that many degrees each way. catdog's
-  `augment` hyperparameter sets one strength for rotation, zoom and contrast, and a rotation's
-  strength is a fraction of a full turn, so `cpu.toml`'s 0.15 turns photos up to 54 degrees.
+- (`rotation`, the augmentation's rotation held to some degrees, measured here first, is now
+  catdog's `rotate` hyperparameter.)
 - `sam`: sharpness-aware minimisation (Foret et al., 2021): each step's gradient is taken at the
   weights moved RHO along the normalised gradient. Two forward and backward passes a step: up
   to twice the work of a step without it.
@@ -29,19 +28,6 @@ def freeze_bn_scales(model) -> int:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization) and layer.gamma is not None:
             layer.gamma.trainable = False
-            n += 1
-    return n
-
-
-def limit_rotation(model, degrees: float) -> int:
-    """MODEL with each RandomRotation turning at most DEGREES each way; how many were set.
-    Keras reads the factor when it draws a batch's angles, so this holds for any fit after it."""
-    import keras
-
-    n = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.RandomRotation):
-            layer._set_factor(degrees / 360.0)  # as its constructor sets it from `factor`
             n += 1
     return n
 
@@ -108,8 +94,6 @@ def apply(model, tricks: dict, lr: float):
     any weights are carried into it; a new model where the training step changes."""
     if tricks.get("frozen_bn"):
         freeze_bn_scales(model)
-    if tricks.get("rotation"):
-        limit_rotation(model, float(tricks["rotation"]))
     if tricks.get("gc") or tricks.get("sam"):
         model = tricked_model(model, gc=bool(tricks.get("gc")), sam=bool(tricks.get("sam")), lr=lr)
     return model

@@ -24,7 +24,7 @@ for larger sizes (`--sizes 128 160`); `stem_pool_all` is that with all three of 
 on top, `stem_pool_dropout` with the head's dropout at 0.5, `stem_pool_mixup` with mixup (the
 whitening adapted to unmixed photos, as it would be in a catdog fit), `stem_pool_augment` with
 `augment` 0.25, `stem_pool_batch16` in training batches of 16 (not BATCH), `stem_pool_rotate10`
-with the augmentation's rotation held to 10 degrees (`benchmarks.modeltricks`). Every epoch is
+with the augmentation's rotation held to 10 degrees (the `rotate` hyperparameter). Every epoch is
 validated and printed as it ends. The final model is then scored on validation plain, with flip
 TTA (what catdog ships when it helps on validation) and with flip+translate TTA (the photo and
 its mirror, each also shifted by TTA_SHIFT of its size up, down, left and right: ten views).
@@ -83,9 +83,9 @@ BATCHES = {"stem_pool_batch16": 16}  # the training batch where it is not BATCH
 MODEL_VARIANTS = {name: {name: True} for name in modeltricks.MODEL_TRICKS}
 VARIANTS.update({name: {} for name in MODEL_VARIANTS})
 # `augment` 0.15 turns photos up to 54 degrees (a rotation's strength is a fraction of a turn);
-# photos of pets are rarely turned more than a little: the same with rotations of 10 at most.
-VARIANTS["stem_pool_rotate10"] = dict(VARIANTS["stem_pool"])
-MODEL_VARIANTS["stem_pool_rotate10"] = {"rotation": 10}
+# photos of pets are rarely turned more than a little: the same with rotations of 10 at most
+# (catdog's `rotate`, which cpu.toml now sets; the variant keeps its name for its records).
+VARIANTS["stem_pool_rotate10"] = {**VARIANTS["stem_pool"], "rotate": 10}
 TTA_SHIFT = 0.08  # of the image's side, for the translated views
 
 

@@ -288,7 +288,8 @@ def test_a_typo_under_the_global_hp_table_is_refused_naming_the_declared_names(t
         sweepfile.search_spaces(sweepfile.load(path))
     assert str(info.value) == (
         "hyperparameter(s) 'dropuot' under [hp] are declared by none of baseline, vgg; they "
-        "declare: augment, blocks, dropout, ema, label_smoothing, lr, lr_schedule, optimizer, translate, width"
+        "declare: augment, blocks, dropout, ema, label_smoothing, lr, lr_schedule, optimizer, rotate, "
+        "translate, width"
     )
 
 
@@ -307,5 +308,5 @@ def test_the_cli_refuses_a_global_hp_typo_in_one_line_before_reading_data(workdi
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
         "error: hyperparameter(s) 'lrr' under [hp] are declared by none of baseline; they "
-        "declare: augment, ema, label_smoothing, lr, lr_schedule, optimizer, translate"
+        "declare: augment, ema, label_smoothing, lr, lr_schedule, optimizer, rotate, translate"
     ]

@@ -247,7 +247,7 @@ def test_stepcost_splits_a_step_into_its_parts(tmp_path):
 
 def test_the_long_fit_variants_train_what_they_say(tiny_prepared):
     """`stem_pool_augment` changes only `augment`, `stem_pool_batch16` only the training batch,
-    and the batch reaches the photos the fit sees."""
+    `stem_pool_rotate10` only `rotate`, and the batch reaches the photos the fit sees."""
     from benchmarks import tricks
     from catdog import pipeline
 
@@ -255,6 +255,7 @@ def test_the_long_fit_variants_train_what_they_say(tiny_prepared):
     assert tricks.VARIANTS["stem_pool_augment"] == {**base, "augment": 0.25}
     assert tricks.VALUES["augment"] != 0.25, "the variant must differ from what cpu.toml ships"
     assert tricks.VARIANTS["stem_pool_batch16"] == base
+    assert tricks.VARIANTS["stem_pool_rotate10"] == {**base, "rotate": 10}
     assert tricks.BATCHES == {"stem_pool_batch16": 16} and tricks.BATCH == 32
     n = len(pipeline.decoded(tiny_prepared, "train", 32).labels)
     assert n > 4
@@ -263,20 +264,22 @@ def test_the_long_fit_variants_train_what_they_say(tiny_prepared):
         assert x.shape[0] == y.shape[0] == min(batch, n)
 
 
-def test_the_rotation_trick_holds_every_drawn_angle_to_its_degrees():
-    """`augment` 0.15 turns photos up to 54 degrees; the benchmark's `rotation` trick holds the
-    built model's rotation to the degrees asked for, in the angles a training batch draws."""
+def test_rotate_holds_every_drawn_angle_to_its_degrees():
+    """`augment` 0.15 turns photos up to 54 degrees; `rotate` holds the rotation to the degrees
+    asked for, in the angles a training batch draws, and refuses what is not 0 to 180."""
     import keras
 
-    from benchmarks import modeltricks
-
     values = {"width": 16, "augment": 0.15, "lr_schedule": "constant"}
-    model = models.get("xception").build(models.fixed_hyperparameters(values), image_size=32)
-    (rotate,) = [la for la in model.layers if isinstance(la, keras.layers.RandomRotation)]
     x = np.random.default_rng(0).uniform(0, 255, (256, 32, 32, 3)).astype("float32")
-    wide = np.abs(np.array(rotate.get_random_transformation(x, training=True)["angle"]))
-    assert wide.max() > 10, "the shipped strength turns some photos more than 10 degrees"
-    assert modeltricks.apply(model, {"rotation": 10}, lr=0.01) is model
-    held = np.abs(np.array(rotate.get_random_transformation(x, training=True)["angle"]))
-    assert held.max() <= 10 and held.max() > 5
+
+    def largest_angle(extra):
+        hp = models.fixed_hyperparameters({**values, **extra})
+        model = models.get("xception").build(hp, image_size=32)
+        turn = model.get_layer("aug_rotate")
+        return np.abs(np.array(turn.get_random_transformation(x, training=True)["angle"])).max()
+
+    assert largest_angle({}) > 10, "augment's strength turns some photos more than 10 degrees"
+    assert 5 < largest_angle({"rotate": 10}) <= 10
+    with pytest.raises(CatdogError, match="rotate is the rotation's limit in degrees"):
+        largest_angle({"rotate": 200})
     keras.backend.clear_session()

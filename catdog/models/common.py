@@ -35,14 +35,26 @@ def inputs_and_augment(hp, input_shape, seed: int | None = None):
     # read here where a sweep file or --set gave it, declared with the other tricks at the end
     # (`compile_model`), so a search draws every other value from the seed it always did.
     translate = float(hp.values.get("translate", 0.0))
+    # The rotation's limit in degrees each way, where one is given; else `augment`'s strength,
+    # which Keras reads as a fraction of a full turn (0.15: up to 54 degrees).
+    turn = rotation_turn(hp.values.get("rotate", 0.0), strength)
     if strength > 0:
         x = layers.RandomFlip("horizontal", seed=seed, name="aug_flip")(x)
-        x = layers.RandomRotation(strength, seed=seed, name="aug_rotate")(x)
+        x = layers.RandomRotation(turn, seed=seed, name="aug_rotate")(x)
         x = layers.RandomZoom(strength, seed=seed, name="aug_zoom")(x)
         x = layers.RandomContrast(strength, value_range=(0, 1), seed=seed, name="aug_contrast")(x)
     if translate:
         x = layers.RandomTranslation(translate, translate, seed=seed, name="aug_translate")(x)
     return inputs, x
+
+
+def rotation_turn(rotate, strength: float) -> float:
+    """The fraction of a full turn a RandomRotation may turn a photo each way: ROTATE degrees
+    where it is given (not 0), else STRENGTH, `augment`'s."""
+    degrees = float(rotate)
+    if not 0 <= degrees <= 180:
+        raise CatdogError(f"rotate is the rotation's limit in degrees, 0 to 180; got {rotate}")
+    return degrees / 360.0 if degrees else strength
 
 
 # The output layer's name. Models saved before class names were recorded call it after their
@@ -103,6 +115,7 @@ def compile_model(
         hp.Fixed("whiten", False)  # used by `stem`
     if pooling:
         hp.Fixed("stem_pool", False)  # used by `stem`
+    hp.Fixed("rotate", 0.0)  # used by `inputs_and_augment`; 0: as `augment` turns
     # Validation and the saved model see the average through `EMAWeights` at fit time.
     averaged = {"use_ema": True, "ema_momentum": ema_momentum(ema)} if ema else {}
     if optimizer == "sgd":
@@ -203,7 +216,8 @@ def _rate_callbacks(hp_values: dict, epochs: int) -> list:
 # a range registers it first, and the builder takes that (`sweepfile.apply_hp`); so does a fixed
 # value (`fixed_hyperparameters`, `catdog train --set ema=0.99`).
 # whiten: where `stem` is used; stem_pool: where it may pool (a stem that does not already).
-OPT_IN = ("translate", "label_smoothing", "ema", "whiten", "stem_pool")
+# rotate: the augmentation's rotation in degrees, where it should not be `augment`'s.
+OPT_IN = ("translate", "label_smoothing", "ema", "whiten", "stem_pool", "rotate")
 EMA_MOMENTUM = 0.99  # `ema = true`: an average over about the last 100 steps (~an epoch here)
 
 
