@@ -4,7 +4,8 @@ Each image is decoded and resized once per (dataset, split, image size) and kept
 array: in memory when it fits the budget, otherwise in a `.npy` cache file that is memory-mapped
 (and reused by later processes). Every model and trial of that size in this process then reads
 the same decoded array, so a sweep decodes each image once. Batches are gathered from the array,
-shuffled per epoch with a fixed seed, and prefetched (AUTOTUNE).
+shuffled per epoch with a fixed seed, and prefetched two batches ahead (tf.data's autotuner
+off: see `dataset`).
 
 Pixels stay raw 0-255 (float32 at the model's door): rescaling is the model's first layer, so a
 saved model takes exactly what serving and prediction feed it.
@@ -163,8 +164,20 @@ def _decode_split(root: Path, digest: str, split: str, size: int) -> Decoded:
     return Decoded(images, labels, paths, False)
 
 
-def dataset(dec: Decoded, batch_size: int, *, shuffle: bool, seed: int = 0):
-    """Batches of (float32 raw pixels, float32 labels) gathered from a decoded split."""
+# Gathering a batch from the decoded array costs a millisecond or two, so one call at a time
+# with two batches prefetched keeps any model fed, and tf.data's autotuner stays off. With it on
+# (AUTOTUNE), each epoch's iterator tuned itself afresh, and on 2 cores half the epochs came out
+# 1.7x slower than the rest: the long fit's model at 128 px took 22-24 s or 40-42 s an epoch,
+# against 22-26 s every epoch with it off (`python -m benchmarks.epochtime`, docs/performance.md).
+GATHER_CALLS = 1
+PREFETCH_BATCHES = 2
+
+
+def dataset(dec: Decoded, batch_size: int, *, shuffle: bool, seed: int = 0, autotune: bool = False):
+    """Batches of (float32 raw pixels, float32 labels) gathered from a decoded split.
+
+    `autotune=True` hands the gather's parallelism and the prefetch to tf.data's autotuner, as
+    catdog did before; only the benchmark that times the two asks for it."""
     import tensorflow as tf
 
     n = len(dec.labels)
@@ -183,8 +196,13 @@ def dataset(dec: Decoded, batch_size: int, *, shuffle: bool, seed: int = 0):
     ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    if autotune:
+        ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(gather, num_parallel_calls=GATHER_CALLS)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def predict(model, dec: Decoded, batch_size: int, tta: bool = False) -> np.ndarray:

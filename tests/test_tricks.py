@@ -245,6 +245,25 @@ def test_stepcost_splits_a_step_into_its_parts(tmp_path):
     assert saved["rows"][0]["step_ms"] == row["step_ms"] and saved["machine"]
 
 
+def test_epochtime_times_both_pipelines_epoch_by_epoch(tiny_prepared, tmp_path):
+    import json
+
+    from benchmarks import epochtime
+
+    out = tmp_path / "epochtime.json"
+    row = epochtime.main(
+        ["--data", str(tiny_prepared), "--size", "32", "--epochs", "2", "--out", str(out)]
+    )
+    assert row["size"] == 32 and row["images"] == 20  # the tiny set's train split
+    for side in epochtime.SIDES:
+        assert len(row["seconds"][side]) == 2 and all(s > 0 for s in row["seconds"][side])
+    assert row["autotuned_over_shipped"] == pytest.approx(
+        row["autotuned_mean_s"] / row["shipped_mean_s"]
+    )
+    assert "autotuned / shipped" in epochtime.report(row)
+    assert json.loads(out.read_text())["row"]["seconds"] == row["seconds"]
+
+
 def test_the_long_fit_variants_train_what_they_say(tiny_prepared):
     """`stem_pool_augment` changes only `augment`, `stem_pool_batch16` only the training batch,
     `stem_pool_rotate10` only `rotate`, and the batch reaches the photos the fit sees."""
