@@ -86,6 +86,9 @@ VARIANTS.update({name: {} for name in MODEL_VARIANTS})
 # photos of pets are rarely turned more than a little: the same with rotations of 10 at most
 # (catdog's `rotate`, which cpu.toml now sets; the variant keeps its name for its records).
 VARIANTS["stem_pool_rotate10"] = {**VARIANTS["stem_pool"], "rotate": 10}
+# What `make sweep`'s default seed trains: its one-trial screen draws the head's dropout, and
+# draws 0.0, where every variant above keeps the build's default (0.25).
+VARIANTS["stem_pool_rotate10_dropout0"] = {**VARIANTS["stem_pool_rotate10"], "dropout": 0.0}
 TTA_SHIFT = 0.08  # of the image's side, for the translated views
 
 
