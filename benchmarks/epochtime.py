@@ -16,7 +16,6 @@ and the ratio of the means, from the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="benchmarks/results/epochtime.json")
     args = parser.parse_args(argv)
 
-    from benchmarks.probes import machine_info
+    from benchmarks.probes import save_result
     from catdog.data import resolve_data
     from catdog.log import setup
 
@@ -88,9 +87,7 @@ def main(argv=None) -> dict:
     root = resolve_data(args.data)
     row = epoch_times(root, args.size, args.epochs)
     print(report(row), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine_info(), "row": row}, indent=2))
+    save_result(args.out, row=row)
     return row
 
 

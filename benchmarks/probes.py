@@ -284,3 +284,12 @@ def machine_info() -> dict:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def save_result(out: str | Path, **payload) -> None:
+    """A standalone benchmark's JSON at OUT: this machine's description and PAYLOAD."""
+    import json
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine_info(), **payload}, indent=2))

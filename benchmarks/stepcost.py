@@ -25,8 +25,6 @@ Nothing is trained to a result: this says which part of an epoch a change could 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -180,15 +178,13 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", default="benchmarks/results/stepcost.json")
     args = parser.parse_args(argv)
 
-    from benchmarks.probes import machine_info
+    from benchmarks.probes import save_result
 
     rows = []
     for size in args.sizes:
         rows.append(step_costs(args.arch, size, args.steps))
         print(report(rows[-1]), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=2))
+    save_result(args.out, rows=rows)
     return rows
 
 

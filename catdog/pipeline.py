@@ -167,8 +167,8 @@ def _decode_split(root: Path, digest: str, split: str, size: int) -> Decoded:
 # Gathering a batch from the decoded array costs a millisecond or two, so one call at a time
 # with two batches prefetched keeps any model fed, and tf.data's autotuner stays off. With it on
 # (AUTOTUNE), each epoch's iterator tuned itself afresh, and on 2 cores half the epochs came out
-# 1.7x slower than the rest: the long fit's model at 128 px took 22-24 s or 40-42 s an epoch,
-# against 22-26 s every epoch with it off (`python -m benchmarks.epochtime`, docs/performance.md).
+# 1.75x slower than the rest: the long fit's model at 128 px took 41.0 s an epoch against 23.4 s
+# with it off, both in one run (`python -m benchmarks.epochtime`, docs/performance.md).
 GATHER_CALLS = 1
 PREFETCH_BATCHES = 2
 
