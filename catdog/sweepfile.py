@@ -61,8 +61,32 @@ def search_spaces(cfg: SweepConfig):
             raise CatdogError(f"{arch}: {exc}") from None
         except (ValueError, TypeError) as exc:  # KerasTuner's own checks (e.g. a bad sampling)
             raise CatdogError(f"{arch}: the sweep's hyperparameters are invalid: {exc}") from None
+        _check_tricks(arch, hp)
         spaces[arch] = hp
     return spaces
+
+
+def _check_tricks(arch: str, hp) -> None:
+    """Every value HP lets a trial draw for a bounded opt-in trick (its fixed value, each choice,
+    a range's ends) read as the builder will read it, so one out of bounds fails now."""
+    from catdog.models.common import TRICK_READERS
+
+    for param in hp.space:
+        read = TRICK_READERS.get(param.name)
+        if read is None:
+            continue
+        config = param.get_config()
+        if "values" in config:
+            values = config["values"]
+        elif "min_value" in config:
+            values = [config["min_value"], config["max_value"]]
+        else:
+            values = [config["value"]]
+        for value in values:
+            try:
+                read(value)
+            except (CatdogError, TypeError, ValueError) as exc:
+                raise CatdogError(f"{arch}: {exc}") from None
 
 
 def apply_hp(hp, spec: dict[str, Any], declared: dict[str, Any]) -> None:

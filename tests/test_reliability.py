@@ -152,6 +152,36 @@ def test_a_hyperparameter_the_architecture_lacks_fails_before_any_data_is_read(t
         sweepfile.search_spaces(sweepfile.load(path))
 
 
+@pytest.mark.parametrize(
+    ("hp", "needle"),
+    [
+        ("ema = 1.5", "ema is the average's momentum, between 0 and 1; got 1.5"),
+        ("ema = [0.0, 0.99, 2.0]", "got 2.0"),
+        ("rotate = { min = 0, max = 270 }", "rotate is the rotation's limit in degrees"),
+        ("weight_decay = 1.5", "weight_decay is the share of each weight"),
+        ("translate = { min = 0.0, max = 1.0 }", "translate is a share"),
+        ("label_smoothing = -0.1", "label_smoothing is a share"),
+    ],
+)
+def test_an_opt_in_trick_out_of_bounds_fails_before_any_data_is_read(tmp_path, hp, needle):
+    """Also where only one choice, or one end of a range, is out: a trial could draw it."""
+    path = tmp_path / "trick.toml"
+    path.write_text(f'archs = ["baseline"]\ndata = "nowhere"\n[hp]\n{hp}\n')
+    with pytest.raises(CatdogError) as info:
+        sweepfile.search_spaces(sweepfile.load(path))
+    assert str(info.value).startswith("baseline: ") and needle in str(info.value)
+
+
+def test_opt_in_tricks_within_bounds_pass_the_check(tmp_path):
+    path = tmp_path / "tricks.toml"
+    path.write_text(
+        'archs = ["baseline"]\n[hp]\nema = [0.0, 0.99]\nrotate = { min = 0, max = 30 }\n'
+        "weight_decay = { min = 0.0, max = 0.4 }\ntranslate = 0.1\nlabel_smoothing = 0.1\n"
+    )
+    space = sweepfile.search_spaces(sweepfile.load(path))["baseline"]
+    assert {"ema", "rotate", "weight_decay", "translate", "label_smoothing"} <= set(space.values)
+
+
 def test_the_cli_reports_a_bad_sweep_file_in_one_line(workdir):
     (workdir / "bad.toml").write_text("trials = -3\n")
     result = CliRunner().invoke(main, ["sweep", "bad.toml"])

@@ -289,7 +289,7 @@ def test_a_typo_under_the_global_hp_table_is_refused_naming_the_declared_names(t
     assert str(info.value) == (
         "hyperparameter(s) 'dropuot' under [hp] are declared by none of baseline, vgg; they "
         "declare: augment, blocks, dropout, ema, label_smoothing, lr, lr_schedule, optimizer, rotate, "
-        "translate, width"
+        "translate, weight_decay, width"
     )
 
 
@@ -308,5 +308,6 @@ def test_the_cli_refuses_a_global_hp_typo_in_one_line_before_reading_data(workdi
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
         "error: hyperparameter(s) 'lrr' under [hp] are declared by none of baseline; they "
-        "declare: augment, ema, label_smoothing, lr, lr_schedule, optimizer, rotate, translate"
+        "declare: augment, ema, label_smoothing, lr, lr_schedule, optimizer, rotate, translate, "
+        "weight_decay"
     ]

@@ -34,7 +34,7 @@ def inputs_and_augment(hp, input_shape, seed: int | None = None):
     # A shift of up to this fraction of the photo each way. Off unless asked for (see `OPT_IN`):
     # read here where a sweep file or --set gave it, declared with the other tricks at the end
     # (`compile_model`), so a search draws every other value from the seed it always did.
-    translate = float(hp.values.get("translate", 0.0))
+    translate = fraction("translate", hp.values.get("translate", 0.0))
     # The rotation's limit in degrees each way, where one is given; else `augment`'s strength,
     # which Keras reads as a fraction of a full turn (0.15: up to 54 degrees).
     turn = rotation_turn(hp.values.get("rotate", 0.0), strength)
@@ -109,21 +109,24 @@ def compile_model(
     # Off unless asked for (see `OPT_IN`); declared last, so a search still draws the others'
     # values from the seeds it drew them from before these existed.
     hp.Fixed("translate", 0.0)  # used by `inputs_and_augment`
-    smoothing = hp.Fixed("label_smoothing", 0.0)
+    smoothing = fraction("label_smoothing", hp.Fixed("label_smoothing", 0.0))
     ema = hp.Fixed("ema", 0.0)  # the weights' moving average's momentum (True: EMA_MOMENTUM)
     if whitening:
         hp.Fixed("whiten", False)  # used by `stem`
     if pooling:
         hp.Fixed("stem_pool", False)  # used by `stem`
     hp.Fixed("rotate", 0.0)  # used by `inputs_and_augment`; 0: as `augment` turns
+    decay = hp.Fixed("weight_decay", 0.0)
     # Validation and the saved model see the average through `EMAWeights` at fit time.
-    averaged = {"use_ema": True, "ema_momentum": ema_momentum(ema)} if ema else {}
+    extra = {"use_ema": True, "ema_momentum": ema_momentum(ema)} if ema else {}
+    if decay:
+        extra["weight_decay"] = weight_decay(decay)
     if optimizer == "sgd":
-        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, **averaged)
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=0.9, nesterov=True, **extra)
     elif optimizer == "rmsprop":
-        opt = keras.optimizers.RMSprop(learning_rate=lr, **averaged)
+        opt = keras.optimizers.RMSprop(learning_rate=lr, **extra)
     else:
-        opt = keras.optimizers.Adam(learning_rate=lr, **averaged)
+        opt = keras.optimizers.Adam(learning_rate=lr, **extra)
     units = int(outputs.shape[-1])
     loss, metrics = _loss_and_metrics(units)
     if smoothing:
@@ -217,8 +220,31 @@ def _rate_callbacks(hp_values: dict, epochs: int) -> list:
 # value (`fixed_hyperparameters`, `catdog train --set ema=0.99`).
 # whiten: where `stem` is used; stem_pool: where it may pool (a stem that does not already).
 # rotate: the augmentation's rotation in degrees, where it should not be `augment`'s.
-OPT_IN = ("translate", "label_smoothing", "ema", "whiten", "stem_pool", "rotate")
+# weight_decay: Keras's decoupled decay (AdamW's with `optimizer = "adam"`): each step takes
+# lr * weight_decay of every trainable weight away, BatchNorm's and biases' included, as Keras
+# does unless told otherwise; a rule kept in the optimizer's config, so a resumed long fit,
+# which loads its checkpoint, decays exactly as it did before the kill.
+OPT_IN = ("translate", "label_smoothing", "ema", "whiten", "stem_pool", "rotate", "weight_decay")
 EMA_MOMENTUM = 0.99  # `ema = true`: an average over about the last 100 steps (~an epoch here)
+
+
+def fraction(name: str, value) -> float:
+    """VALUE of the opt-in NAME (`translate`, `label_smoothing`), a share: at least 0, below 1."""
+    share = float(value)
+    if not 0 <= share < 1:
+        raise CatdogError(f"{name} is a share, at least 0 and below 1; got {value}")
+    return share
+
+
+def weight_decay(value) -> float:
+    """The decoupled weight decay a `weight_decay` hyperparameter asks for."""
+    decay = float(value)
+    if not 0 <= decay < 1:
+        raise CatdogError(
+            f"weight_decay is the share of each weight a step takes away per unit of learning "
+            f"rate, at least 0 and below 1; got {value}"
+        )
+    return decay
 
 
 def ema_momentum(value) -> float:
@@ -227,6 +253,18 @@ def ema_momentum(value) -> float:
     if not 0 < momentum < 1:
         raise CatdogError(f"ema is the average's momentum, between 0 and 1; got {value}")
     return momentum
+
+
+# How the builders read each opt-in that has bounds: a value outside them is a CatdogError.
+# `sweepfile.search_spaces` puts every value a sweep file lets a trial draw through these before
+# any data is read, so `ema = 1.5` fails at once, not an hour in, when its turn comes.
+TRICK_READERS = {
+    "translate": lambda v: fraction("translate", v),
+    "label_smoothing": lambda v: fraction("label_smoothing", v),
+    "ema": lambda v: ema_momentum(v) if v else 0.0,  # 0 / false: no average
+    "rotate": lambda v: rotation_turn(v, 0.0),
+    "weight_decay": weight_decay,
+}
 
 
 def ema_callbacks(hp_values: dict) -> list:
