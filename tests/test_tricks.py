@@ -286,7 +286,8 @@ def test_epochtime_times_both_pipelines_epoch_by_epoch(tiny_prepared, tmp_path):
 
 def test_the_long_fit_variants_train_what_they_say(tiny_prepared):
     """`stem_pool_augment` changes only `augment`, `stem_pool_batch16` only the training batch,
-    `stem_pool_rotate10` only `rotate`, and the batch reaches the photos the fit sees."""
+    `stem_pool_rotate10` only `rotate`, `stem_pool_rotate10_wd*` only `weight_decay` on top, and
+    the batch reaches the photos the fit sees."""
     from benchmarks import tricks
     from catdog import pipeline
 
@@ -295,6 +296,12 @@ def test_the_long_fit_variants_train_what_they_say(tiny_prepared):
     assert tricks.VALUES["augment"] != 0.25, "the variant must differ from what cpu.toml ships"
     assert tricks.VARIANTS["stem_pool_batch16"] == base
     assert tricks.VARIANTS["stem_pool_rotate10"] == {**base, "rotate": 10}
+    for decay in (0.1, 0.4):  # the weight-decay rows: only `weight_decay` on the rotate10 build
+        rotated = tricks.VARIANTS["stem_pool_rotate10"]
+        assert tricks.VARIANTS[f"stem_pool_rotate10_wd{decay:g}"] == {
+            **rotated,
+            "weight_decay": decay,
+        }
     assert tricks.BATCHES == {"stem_pool_batch16": 16} and tricks.BATCH == 32
     n = len(pipeline.decoded(tiny_prepared, "train", 32).labels)
     assert n > 4
